@@ -1,0 +1,46 @@
+//! The node's broker runtime between gRPC and Raft: the proposer that
+//! batches commands into log entries, the registry of local consumer
+//! sessions that effects are routed to, and the leader watch.
+
+mod leader;
+mod proposer;
+mod sessions;
+
+use std::sync::Arc;
+
+pub use leader::watch_leadership;
+pub use proposer::{ProposeError, Proposer};
+pub use sessions::{SessionEvent, Sessions};
+
+use crate::config::EdgeLimits;
+use crate::machine::NodeId;
+use crate::raft::typ::Raft;
+use crate::raft::{LogStore, StateMachineStore};
+
+/// Everything a request handler needs of its node.
+pub struct Broker {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub proposer: Proposer,
+    pub sessions: Arc<Sessions>,
+    pub machine: StateMachineStore,
+    pub log: LogStore,
+    pub limits: EdgeLimits,
+}
+
+impl Broker {
+    /// `Ok` when this node leads; otherwise the leader's address, if known.
+    pub fn leadership(&self) -> Result<(), Option<String>> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        match m.current_leader {
+            Some(leader) if leader == self.id => Ok(()),
+            Some(leader) => Err(m
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .map(|node| node.addr.clone())),
+            None => Err(None),
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Batches commands from every client into Raft log entries.
+//!
+//! Commands queue on a bounded channel; one task drains whatever is queued
+//! (up to the entry limits) into a single leader-stamped entry and hands it
+//! to openraft without waiting for the previous entry to commit. While one
+//! entry is being replicated and flushed, the next one fills up: batching
+//! and group commit come from the same queue.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::clock::Clock;
+use crate::machine::{Command, Outcome, Request};
+use crate::raft::typ::{ClientWriteError, Raft};
+
+/// Commands waiting for a batch; senders wait when it is full.
+const QUEUE_COMMANDS_MAX: usize = 16_384;
+/// Most commands in one log entry.
+const COMMANDS_PER_ENTRY_MAX: usize = 4_096;
+/// Payload bytes after which an entry is closed.
+const ENTRY_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Entries handed to openraft and not yet answered.
+const ENTRIES_IN_FLIGHT_MAX: usize = 64;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this node is not the leader")]
+    NotLeader { leader: Option<String> },
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+struct Pending {
+    command: Command,
+    reply: oneshot::Sender<Result<Outcome, ProposeError>>,
+}
+
+#[derive(Clone)]
+pub struct Proposer {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Proposer {
+    /// Starts the batching task; it ends when every `Proposer` is dropped.
+    pub fn start(raft: Raft, clock: Arc<dyn Clock>) -> Self {
+        let (queue, commands) = mpsc::channel(QUEUE_COMMANDS_MAX);
+        tokio::spawn(run_batches(raft, clock, commands));
+        Proposer { queue }
+    }
+
+    /// Appends `command` to the log and answers its outcome once the entry
+    /// is committed and applied.
+    pub async fn propose(&self, command: Command) -> Result<Outcome, ProposeError> {
+        self.submit(command).await?.await
+    }
+
+    /// Queues `command` and returns the future of its outcome. Commands
+    /// submitted one after another reach the log in that order, so a caller
+    /// can pipeline many and still keep their order.
+    pub async fn submit(
+        &self,
+        command: Command,
+    ) -> Result<impl Future<Output = Result<Outcome, ProposeError>>, ProposeError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { command, reply })
+            .await
+            .map_err(|_| ProposeError::ShuttingDown)?;
+        Ok(async move { answer.await.map_err(|_| ProposeError::ShuttingDown)? })
+    }
+}
+
+async fn run_batches(raft: Raft, clock: Arc<dyn Clock>, mut commands: mpsc::Receiver<Pending>) {
+    let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
+    while let Some(first) = commands.recv().await {
+        let mut bytes = weight(&first.command);
+        let mut batch = vec![first];
+        while batch.len() < COMMANDS_PER_ENTRY_MAX && bytes < ENTRY_BYTES_MAX {
+            let Ok(next) = commands.try_recv() else { break };
+            bytes += weight(&next.command);
+            batch.push(next);
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let (commands_of_entry, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        let request = Request {
+            stamp_ms: clock.now_ms(),
+            commands: commands_of_entry,
+        };
+        // Submitting in order keeps the log in queue order; waiting for the
+        // commit happens off this task so entries pipeline.
+        match raft.client_write_ff(request).await {
+            Ok(answer) => {
+                tokio::spawn(async move {
+                    let result = match answer.await {
+                        Ok(Ok(response)) => Ok(response.data),
+                        Ok(Err(e)) => Err(write_error(e)),
+                        Err(_) => Err(ProposeError::Unknown("raft dropped the request".into())),
+                    };
+                    drop(permit);
+                    answer_all(replies, result);
+                });
+            }
+            Err(_fatal) => answer_all(replies, Err(ProposeError::ShuttingDown)),
+        }
+    }
+}
+
+fn write_error(error: ClientWriteError) -> ProposeError {
+    match error {
+        ClientWriteError::ForwardToLeader(forward) => ProposeError::NotLeader {
+            leader: forward.leader_node.map(|node| node.addr),
+        },
+        ClientWriteError::ChangeMembershipError(e) => ProposeError::Unknown(e.to_string()),
+    }
+}
+
+fn answer_all(
+    replies: Vec<oneshot::Sender<Result<Outcome, ProposeError>>>,
+    result: Result<Vec<Outcome>, ProposeError>,
+) {
+    match result {
+        Ok(outcomes) => {
+            debug_assert_eq!(outcomes.len(), replies.len());
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(error) => {
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// Roughly how many bytes a command adds to an entry.
+fn weight(command: &Command) -> usize {
+    const OVERHEAD_BYTES: usize = 64;
+    match command {
+        Command::Publish { messages, .. } => messages
+            .iter()
+            .map(|m| OVERHEAD_BYTES + m.payload.len() + m.key.as_ref().map_or(0, |k| k.len()))
+            .sum(),
+        _ => OVERHEAD_BYTES,
+    }
+}

@@ -1,0 +1,79 @@
+//! Node configuration: identity, peers and the limits checked at the edge.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::machine::NodeId;
+
+/// Limits the gRPC layer enforces before anything reaches the log.
+#[derive(Clone, Debug)]
+pub struct EdgeLimits {
+    /// Largest message (payload + key + headers), in bytes.
+    pub message_bytes_max: usize,
+    /// Most messages in one publish request.
+    pub messages_per_publish_max: usize,
+    /// Largest gRPC request the node decodes, in bytes.
+    pub request_bytes_max: usize,
+    /// How long a write waits for its commit before answering UNAVAILABLE
+    /// (outcome unknown).
+    pub commit_timeout: Duration,
+}
+
+impl Default for EdgeLimits {
+    fn default() -> Self {
+        EdgeLimits {
+            message_bytes_max: 1024 * 1024,
+            messages_per_publish_max: 10_000,
+            request_bytes_max: 16 * 1024 * 1024,
+            commit_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Raft timing. The keepalive timeout of peer channels stays below the
+/// election timeout (STACK.md).
+#[derive(Clone, Debug)]
+pub struct RaftTimings {
+    pub heartbeat: Duration,
+    pub election_min: Duration,
+    pub election_max: Duration,
+}
+
+impl Default for RaftTimings {
+    fn default() -> Self {
+        RaftTimings {
+            heartbeat: Duration::from_millis(100),
+            election_min: Duration::from_millis(800),
+            election_max: Duration::from_millis(1600),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Every voter of the initial cluster (this node included), by id: the
+    /// address peers and clients use to reach it.
+    pub peers: BTreeMap<NodeId, String>,
+    pub limits: EdgeLimits,
+    pub raft: RaftTimings,
+    /// Entries between snapshots; the log behind a snapshot is purged.
+    pub snapshot_every: u64,
+}
+
+impl NodeConfig {
+    pub fn new(id: NodeId, peers: BTreeMap<NodeId, String>) -> Self {
+        NodeConfig {
+            id,
+            peers,
+            limits: EdgeLimits::default(),
+            raft: RaftTimings::default(),
+            snapshot_every: 20_000,
+        }
+    }
+
+    /// This node's own address, as the peer list gives it.
+    pub fn addr(&self) -> Option<&str> {
+        self.peers.get(&self.id).map(String::as_str)
+    }
+}

@@ -1,0 +1,380 @@
+//! The public `raftmq.v1.Broker` service.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use raftmq_proto::v1;
+use raftmq_proto::v1::broker_server::Broker as BrokerRpc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert;
+use super::status::{invalid, not_leader, propose_failed, rejected};
+use crate::broker::{Broker, Proposer, SessionEvent, Sessions};
+use crate::machine::{Command, ConsumerId, Outcome, SessionAddr};
+
+/// Publish requests of one stream that may await their commit at once.
+const STREAM_REQUESTS_IN_FLIGHT_MAX: usize = 1024;
+
+pub struct BrokerService {
+    broker: Arc<Broker>,
+}
+
+impl BrokerService {
+    pub fn new(broker: Arc<Broker>) -> Self {
+        BrokerService { broker }
+    }
+
+    fn require_leader(&self) -> Result<(), Status> {
+        self.broker.leadership().map_err(not_leader)
+    }
+
+    /// Proposes one command and waits, within the commit timeout, for its
+    /// outcome; a rejection becomes its status.
+    async fn write(&self, command: Command) -> Result<Outcome, Status> {
+        self.require_leader()?;
+        let outcome = tokio::time::timeout(
+            self.broker.limits.commit_timeout,
+            self.broker.proposer.propose(command),
+        )
+        .await
+        .map_err(|_| Status::unavailable("timed out waiting for commit; the outcome is unknown"))?
+        .map_err(propose_failed)?;
+        match outcome {
+            Outcome::Rejected(rejection) => Err(rejected(&rejection)),
+            outcome => Ok(outcome),
+        }
+    }
+
+    /// Checks a publish request at the edge and turns it into a command.
+    fn publish_command(&self, request: v1::PublishRequest) -> Result<Command, Status> {
+        let limits = &self.broker.limits;
+        if request.messages.len() > limits.messages_per_publish_max {
+            return Err(invalid(format!(
+                "{} messages in one publish; the limit is {}",
+                request.messages.len(),
+                limits.messages_per_publish_max
+            )));
+        }
+        if let Some((index, bytes)) = request
+            .messages
+            .iter()
+            .map(convert::message_bytes)
+            .enumerate()
+            .find(|(_, bytes)| *bytes > limits.message_bytes_max)
+        {
+            return Err(invalid(format!(
+                "message {index} is {bytes} bytes; the limit is {} bytes",
+                limits.message_bytes_max
+            )));
+        }
+        Ok(Command::Publish {
+            topic: request.topic,
+            messages: request
+                .messages
+                .into_iter()
+                .map(convert::new_message)
+                .collect(),
+        })
+    }
+}
+
+fn published(outcome: Outcome) -> Result<Vec<v1::Position>, Status> {
+    match outcome {
+        Outcome::Published(positions) => Ok(positions.into_iter().map(convert::position).collect()),
+        other => Err(Status::internal(format!(
+            "unexpected publish outcome {other:?}"
+        ))),
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl BrokerRpc for BrokerService {
+    type PublishStreamStream = BoxStream<v1::PublishResponse>;
+    type SubscribeStream = BoxStream<v1::Delivery>;
+
+    async fn create_topic(
+        &self,
+        request: Request<v1::CreateTopicRequest>,
+    ) -> Result<Response<v1::CreateTopicResponse>, Status> {
+        let request = request.into_inner();
+        self.write(Command::CreateTopic {
+            name: request.name,
+            partitions: request.partitions,
+        })
+        .await?;
+        Ok(Response::new(v1::CreateTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<v1::ListTopicsRequest>,
+    ) -> Result<Response<v1::ListTopicsResponse>, Status> {
+        let topics = self.broker.machine.read(|state| state.topics());
+        Ok(Response::new(v1::ListTopicsResponse {
+            topics: topics.into_iter().map(convert::topic_info).collect(),
+        }))
+    }
+
+    async fn publish(
+        &self,
+        request: Request<v1::PublishRequest>,
+    ) -> Result<Response<v1::PublishResponse>, Status> {
+        let request = request.into_inner();
+        let request_id = request.request_id;
+        let outcome = self.write(self.publish_command(request)?).await?;
+        Ok(Response::new(v1::PublishResponse {
+            request_id,
+            positions: published(outcome)?,
+            error: None,
+        }))
+    }
+
+    async fn publish_stream(
+        &self,
+        request: Request<Streaming<v1::PublishRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        self.require_leader()?;
+        let mut incoming = request.into_inner();
+        let (submitted_tx, mut submitted) = mpsc::channel(STREAM_REQUESTS_IN_FLIGHT_MAX);
+        let (responses_tx, responses) = mpsc::channel(STREAM_REQUESTS_IN_FLIGHT_MAX);
+        let service = BrokerService::new(self.broker.clone());
+        // Reader: submits requests in arrival order, so the log keeps the
+        // stream's order, without waiting for earlier commits.
+        tokio::spawn(async move {
+            while let Ok(Some(request)) = incoming.message().await {
+                let request_id = request.request_id;
+                let answer = match service.publish_command(request) {
+                    Ok(command) => service
+                        .broker
+                        .proposer
+                        .submit(command)
+                        .await
+                        .map_err(propose_failed),
+                    Err(status) => Err(status),
+                };
+                if submitted_tx.send((request_id, answer)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        // Answerer: awaits each commit in order and answers it. A broken
+        // leadership ends the stream: unanswered requests have unknown
+        // outcomes and the client resends them to the new leader.
+        let commit_timeout = self.broker.limits.commit_timeout;
+        tokio::spawn(async move {
+            while let Some((request_id, answer)) = submitted.recv().await {
+                let outcome = match answer {
+                    Ok(pending) => match tokio::time::timeout(commit_timeout, pending).await {
+                        Ok(Ok(outcome)) => Ok(outcome),
+                        Ok(Err(e)) => Err(propose_failed(e)),
+                        Err(_) => Err(Status::unavailable(
+                            "timed out waiting for commit; the outcome is unknown",
+                        )),
+                    },
+                    Err(status) => Err(status),
+                };
+                let response = match outcome {
+                    Ok(Outcome::Rejected(rejection)) => {
+                        Ok(rejected_response(request_id, rejected(&rejection)))
+                    }
+                    Ok(outcome) => published(outcome).map(|positions| v1::PublishResponse {
+                        request_id,
+                        positions,
+                        error: None,
+                    }),
+                    Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                        Ok(rejected_response(request_id, status))
+                    }
+                    Err(status) => Err(status),
+                };
+                let fatal = response.is_err();
+                if responses_tx.send(response).await.is_err() || fatal {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
+    }
+
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.require_leader()?;
+        let request = request.into_inner();
+        let (session, events) = self.broker.sessions.open(request.prefetch);
+        let attach = Command::Attach {
+            topic: request.topic,
+            subscription: request.subscription,
+            prefetch: request.prefetch,
+            session,
+        };
+        let consumer = match self.write(attach).await {
+            Ok(Outcome::Attached(consumer)) => consumer,
+            Ok(other) => {
+                self.broker.sessions.close(session);
+                return Err(Status::internal(format!(
+                    "unexpected attach outcome {other:?}"
+                )));
+            }
+            Err(status) => {
+                self.broker.sessions.close(session);
+                return Err(status);
+            }
+        };
+        tracing::debug!(consumer, ?session, "consumer attached");
+        Ok(Response::new(Box::pin(ConsumerStream {
+            events,
+            ended: false,
+            guard: DetachOnDrop {
+                proposer: self.broker.proposer.clone(),
+                sessions: self.broker.sessions.clone(),
+                session,
+                consumer,
+                detached: false,
+            },
+        })))
+    }
+
+    async fn ack(
+        &self,
+        request: Request<v1::AckRequest>,
+    ) -> Result<Response<v1::AckResponse>, Status> {
+        let request = request.into_inner();
+        self.write(Command::Ack {
+            topic: request.topic,
+            subscription: request.subscription,
+            positions: convert::positions(&request.positions),
+        })
+        .await?;
+        Ok(Response::new(v1::AckResponse {}))
+    }
+
+    async fn nack(
+        &self,
+        request: Request<v1::NackRequest>,
+    ) -> Result<Response<v1::NackResponse>, Status> {
+        let request = request.into_inner();
+        self.write(Command::Nack {
+            topic: request.topic,
+            subscription: request.subscription,
+            positions: convert::positions(&request.positions),
+        })
+        .await?;
+        Ok(Response::new(v1::NackResponse {}))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<v1::ClusterStatusRequest>,
+    ) -> Result<Response<v1::ClusterStatusResponse>, Status> {
+        let m = self.broker.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| v1::Member {
+                node_id: *id,
+                address: node.addr.clone(),
+                voter: voters.contains(id),
+                matched_index: m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).copied().flatten())
+                    .map(|log_id| log_id.index),
+            })
+            .collect();
+        let commit_index = self
+            .broker
+            .log
+            .committed_index()
+            .map_err(|e| Status::internal(format!("reading commit index: {e}")))?;
+        Ok(Response::new(v1::ClusterStatusResponse {
+            node_id: self.broker.id,
+            leader_id: m.current_leader,
+            term: m.current_term,
+            commit_index,
+            applied_index: m.last_applied.map(|id| id.index),
+            last_log_index: m.last_log_index,
+            role: format!("{:?}", m.state).to_lowercase(),
+            members,
+        }))
+    }
+}
+
+fn rejected_response(request_id: u64, status: Status) -> v1::PublishResponse {
+    v1::PublishResponse {
+        request_id,
+        positions: Vec::new(),
+        error: Some(v1::Error {
+            code: status.code() as i32,
+            message: status.message().to_string(),
+        }),
+    }
+}
+
+/// A consumer's delivery stream. It ends when the state machine detaches
+/// the consumer (leader change) or its session breaks.
+struct ConsumerStream {
+    events: mpsc::Receiver<SessionEvent>,
+    ended: bool,
+    guard: DetachOnDrop,
+}
+
+impl Stream for ConsumerStream {
+    type Item = Result<v1::Delivery, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match self.events.poll_recv(cx) {
+            Poll::Ready(Some(SessionEvent::Deliver(delivery))) => {
+                Poll::Ready(Some(Ok(convert::delivery(delivery))))
+            }
+            Poll::Ready(closed) => {
+                self.ended = true;
+                self.guard.detached = matches!(closed, Some(SessionEvent::Closed));
+                Poll::Ready(Some(Err(Status::unavailable(
+                    "consumer detached (leader change or broken stream); subscribe again to resume",
+                ))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Detaches the consumer when its stream goes away (the client left or the
+/// connection broke), so its in-flight messages return for redelivery.
+struct DetachOnDrop {
+    proposer: Proposer,
+    sessions: Arc<Sessions>,
+    session: SessionAddr,
+    consumer: ConsumerId,
+    /// The state machine detached it already.
+    detached: bool,
+}
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        self.sessions.close(self.session);
+        if self.detached {
+            return;
+        }
+        let proposer = self.proposer.clone();
+        let consumer = self.consumer;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = proposer.propose(Command::Detach { consumer }).await {
+                    tracing::debug!(consumer, error = %e, "detach not proposed; the next leader detaches it");
+                }
+            });
+        }
+    }
+}

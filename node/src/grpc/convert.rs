@@ -1,0 +1,56 @@
+//! Protobuf to state-machine types and back.
+
+use raftmq_proto::v1;
+
+use crate::machine::{Delivery, NewMessage, TopicSummary};
+
+pub fn new_message(message: v1::Message) -> NewMessage {
+    NewMessage {
+        key: message.key,
+        payload: message.payload,
+        headers: message.headers.into_iter().collect(),
+    }
+}
+
+/// Bytes a message occupies, as the size limit counts them.
+pub fn message_bytes(message: &v1::Message) -> usize {
+    message.payload.len()
+        + message.key.as_ref().map_or(0, |k| k.len())
+        + message
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+}
+
+pub fn delivery(delivery: Delivery) -> v1::Delivery {
+    v1::Delivery {
+        consumer_id: delivery.consumer,
+        sequence: delivery.sequence,
+        partition: delivery.partition,
+        offset: delivery.offset,
+        key: delivery.message.key,
+        payload: delivery.message.payload,
+        headers: delivery.message.headers.into_iter().collect(),
+        attempts: delivery.attempts,
+        redelivered: delivery.attempts > 1,
+        publish_time_ms: delivery.message.publish_ms,
+    }
+}
+
+pub fn topic_info(topic: TopicSummary) -> v1::TopicInfo {
+    v1::TopicInfo {
+        name: topic.name,
+        partitions: topic.partitions,
+        retained: topic.retained,
+        subscriptions: topic.subscriptions,
+    }
+}
+
+pub fn positions(positions: &[v1::Position]) -> Vec<(u32, u64)> {
+    positions.iter().map(|p| (p.partition, p.offset)).collect()
+}
+
+pub fn position((partition, offset): (u32, u64)) -> v1::Position {
+    v1::Position { partition, offset }
+}

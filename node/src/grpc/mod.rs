@@ -1,0 +1,11 @@
+//! The gRPC layer: translates between protobuf and commands, holds the
+//! consumer streams, and maps every error to a `tonic::Status`. Only this
+//! layer knows protobuf and `tonic::Status`.
+
+mod broker_service;
+mod convert;
+mod raft_service;
+mod status;
+
+pub use broker_service::BrokerService;
+pub use raft_service::RaftService;

@@ -1,0 +1,53 @@
+//! The one place errors become gRPC statuses.
+
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+use crate::broker::ProposeError;
+use crate::machine::Rejection;
+
+pub fn rejected(rejection: &Rejection) -> Status {
+    let code = match rejection {
+        Rejection::InvalidName { .. }
+        | Rejection::InvalidPartitions { .. }
+        | Rejection::InvalidPrefetch { .. }
+        | Rejection::UnknownPartition { .. }
+        | Rejection::NotInFlight { .. }
+        | Rejection::Empty(_) => Code::InvalidArgument,
+        Rejection::TopicExists(_) => Code::AlreadyExists,
+        Rejection::UnknownTopic(_)
+        | Rejection::UnknownSubscription { .. }
+        | Rejection::NoSuchMessage { .. }
+        | Rejection::NotDelivered { .. } => Code::NotFound,
+        Rejection::LimitReached { .. } => Code::ResourceExhausted,
+    };
+    Status::new(code, rejection.to_string())
+}
+
+pub fn propose_failed(error: ProposeError) -> Status {
+    match error {
+        ProposeError::NotLeader { leader } => not_leader(leader),
+        ProposeError::Unknown(_) | ProposeError::ShuttingDown => {
+            Status::unavailable(error.to_string())
+        }
+    }
+}
+
+/// FAILED_PRECONDITION with the leader's address, when known, in the
+/// `x-raftmq-leader` metadata: the client retries there.
+pub fn not_leader(leader: Option<String>) -> Status {
+    let mut status = Status::failed_precondition(match &leader {
+        Some(addr) => format!("not the leader; the leader is {addr}"),
+        None => "not the leader; no leader is known yet".to_string(),
+    });
+    if let Some(value) = leader.and_then(|addr| MetadataValue::try_from(addr).ok()) {
+        status
+            .metadata_mut()
+            .insert(raftmq_proto::LEADER_METADATA_KEY, value);
+    }
+    status
+}
+
+pub fn invalid(message: impl Into<String>) -> Status {
+    Status::invalid_argument(message)
+}

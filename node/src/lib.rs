@@ -1,0 +1,17 @@
+//! raftmq-node: a broker node. Layers, from the bottom (ARCHITECTURE.md):
+//! `machine` (pure state machine) and `storage` (the `Disk` seam), `raft`
+//! (openraft adapters), `broker` (proposer, sessions), `grpc` (services),
+//! and `node` which assembles them behind the seams (`transport`, `clock`).
+
+pub mod broker;
+pub mod clock;
+pub mod config;
+pub mod grpc;
+pub mod machine;
+pub mod node;
+pub mod raft;
+pub mod storage;
+pub mod transport;
+
+pub use config::NodeConfig;
+pub use node::{Node, NodeError, Seams};

@@ -1,0 +1,24 @@
+//! Limits the state machine enforces. They are part of the replicated rules:
+//! changing one changes what every replica accepts, so it needs a machine
+//! version bump.
+
+/// Longest topic or subscription name, in bytes.
+pub const NAME_BYTES_MAX: usize = 255;
+/// Most partitions one topic may have.
+pub const PARTITIONS_MAX: u32 = 1024;
+/// Most topics in a cluster.
+pub const TOPICS_MAX: usize = 10_000;
+/// Most subscriptions on one topic.
+pub const SUBSCRIPTIONS_PER_TOPIC_MAX: usize = 1_000;
+/// Most consumers attached at once, cluster wide.
+pub const CONSUMERS_MAX: usize = 100_000;
+/// Largest prefetch a consumer may ask for.
+pub const PREFETCH_MAX: u32 = 10_000;
+/// How far past its ack floor a subscription's dispatch may run in one
+/// partition: bounds the acked-offsets set kept above the floor.
+pub const DISPATCH_WINDOW_MAX: u64 = 100_000;
+/// Most positions in one ack or nack command.
+pub const POSITIONS_PER_COMMAND_MAX: usize = 10_000;
+
+/// The rules version this build applies; snapshots carry it.
+pub const MACHINE_VERSION: u32 = 1;

@@ -1,0 +1,110 @@
+//! Topics and their partitions: append-only message sequences with dense
+//! offsets, trimmed from the front once every subscription acked them.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::subscription::Subscription;
+
+/// A message as a producer sends it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct NewMessage {
+    pub key: Option<Bytes>,
+    pub payload: Bytes,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A stored message: what the producer sent plus the leader's publish time.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub key: Option<Bytes>,
+    pub payload: Bytes,
+    pub headers: BTreeMap<String, String>,
+    pub publish_ms: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Partition {
+    /// Offset of the first retained message.
+    pub base: u64,
+    pub messages: VecDeque<Message>,
+}
+
+impl Partition {
+    /// The offset the next appended message gets.
+    pub fn end(&self) -> u64 {
+        self.base + self.messages.len() as u64
+    }
+
+    pub fn get(&self, offset: u64) -> Option<&Message> {
+        let index = offset.checked_sub(self.base)?;
+        self.messages.get(usize::try_from(index).ok()?)
+    }
+
+    pub fn append(&mut self, message: Message) -> u64 {
+        self.messages.push_back(message);
+        self.end() - 1
+    }
+
+    /// Drops every message below `offset`.
+    pub fn trim_to(&mut self, offset: u64) {
+        while self.base < offset && self.messages.pop_front().is_some() {
+            self.base += 1;
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Topic {
+    pub partitions: Vec<Partition>,
+    pub subscriptions: BTreeMap<String, Subscription>,
+    /// Round-robin counter for keyless messages.
+    pub next_keyless: u64,
+}
+
+impl Topic {
+    pub fn new(partitions: u32) -> Self {
+        Topic {
+            partitions: (0..partitions).map(|_| Partition::default()).collect(),
+            subscriptions: BTreeMap::new(),
+            next_keyless: 0,
+        }
+    }
+
+    pub fn partition_count(&self) -> u32 {
+        self.partitions.len() as u32
+    }
+
+    /// Keyed messages go to the wire contract's hash; keyless ones round
+    /// robin, decided here so every replica picks the same partition.
+    pub fn route(&mut self, key: Option<&[u8]>) -> u32 {
+        let count = self.partition_count();
+        match key {
+            Some(key) => raftmq_proto::partition_for_key(key, count),
+            None => {
+                let partition = (self.next_keyless % u64::from(count)) as u32;
+                self.next_keyless += 1;
+                partition
+            }
+        }
+    }
+
+    /// Retention "until acked": a message is dropped once every subscription
+    /// acked it; with no subscription at all, messages are kept for the first.
+    pub fn trim(&mut self) {
+        if self.subscriptions.is_empty() {
+            return;
+        }
+        for (index, partition) in self.partitions.iter_mut().enumerate() {
+            let floor = self
+                .subscriptions
+                .values()
+                .map(|s| s.cursors[index].floor)
+                .min()
+                .unwrap_or(partition.base);
+            partition.trim_to(floor);
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Assembles a node from its configuration and its seams, and serves it.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::{BasicNode, SnapshotPolicy};
+use raftmq_proto::raft::raft_server::RaftServer;
+use raftmq_proto::v1::broker_server::BrokerServer;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
+use tonic::transport::Server;
+
+use crate::broker::{watch_leadership, Broker, Proposer, Sessions};
+use crate::clock::{Clock, SystemClock};
+use crate::config::NodeConfig;
+use crate::grpc::{BrokerService, RaftService};
+use crate::raft::typ::Raft;
+use crate::raft::{LogStore, Network, StateMachineStore, RAFT_MESSAGE_BYTES_MAX};
+use crate::storage::{Disk, SledDisk};
+use crate::transport::{Connector, TcpConnector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
+
+/// Most log entries in one AppendEntries: with entries of at most
+/// ENTRY_BYTES_MAX plus one request, this keeps an RPC under
+/// RAFT_MESSAGE_BYTES_MAX.
+const ENTRIES_PER_APPEND_MAX: u64 = 8;
+/// Log entries kept behind a snapshot, so a briefly lagging follower catches
+/// up from the log rather than from a snapshot.
+const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 5_000;
+/// sled's page cache per node.
+const CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("storage: {0}")]
+    Disk(#[from] crate::storage::StorageError),
+    #[error("raft storage: {0}")]
+    RaftStorage(#[from] crate::raft::typ::StorageError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the node takes from outside: disk, network, wall clock, and the id
+/// of this boot. The simulation hands in its own (DESIGN.md, "Seams").
+pub struct Seams {
+    pub disk: Arc<dyn Disk>,
+    pub connector: Arc<dyn Connector>,
+    pub clock: Arc<dyn Clock>,
+    /// Distinguishes this run of the node from earlier ones, so a replayed
+    /// log never reaches a new session.
+    pub boot_id: u64,
+}
+
+impl Seams {
+    /// Real sled storage in `data_dir`, TCP, the system clock.
+    pub fn production(data_dir: &Path) -> Result<Self, NodeError> {
+        Ok(Seams {
+            disk: Arc::new(SledDisk::open(data_dir, CACHE_BYTES)?),
+            connector: Arc::new(TcpConnector),
+            clock: Arc::new(SystemClock),
+            boot_id: rand::random(),
+        })
+    }
+}
+
+pub struct Node {
+    broker: Arc<Broker>,
+}
+
+impl Node {
+    /// Opens storage, starts Raft, and on a node with an empty log
+    /// initializes the cluster with every configured peer as a voter (every
+    /// node may do so with the same membership).
+    pub async fn start(config: NodeConfig, seams: Seams) -> Result<Node, NodeError> {
+        if config.addr().is_none() {
+            return Err(NodeError::Config(format!(
+                "node {} is not in its peer list",
+                config.id
+            )));
+        }
+        let raft_config = openraft::Config {
+            cluster_name: "raftmq".into(),
+            heartbeat_interval: config.raft.heartbeat.as_millis() as u64,
+            election_timeout_min: config.raft.election_min.as_millis() as u64,
+            election_timeout_max: config.raft.election_max.as_millis() as u64,
+            max_payload_entries: ENTRIES_PER_APPEND_MAX,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: LOG_KEPT_BEHIND_SNAPSHOT,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+
+        let sessions = Arc::new(Sessions::new(config.id, seams.boot_id));
+        let log = LogStore::new(seams.disk.clone());
+        let machine = StateMachineStore::open(seams.disk.clone(), sessions.clone())?;
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            Network::new(seams.connector.clone()),
+            log.clone(),
+            machine.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        initialize(&raft, &config.peers).await?;
+
+        let proposer = Proposer::start(raft.clone(), seams.clock.clone());
+        tokio::spawn(watch_leadership(raft.clone(), proposer.clone(), config.id));
+        let broker = Broker {
+            id: config.id,
+            raft,
+            proposer,
+            sessions,
+            machine,
+            log,
+            limits: config.limits,
+        };
+        Ok(Node {
+            broker: Arc::new(broker),
+        })
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.broker.raft
+    }
+
+    /// Serves the broker and Raft services on the accepted connections until
+    /// `shutdown` completes, then stops Raft.
+    pub async fn serve<I, IO, IE>(
+        &self,
+        incoming: I,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), NodeError>
+    where
+        I: Stream<Item = Result<IO, IE>>,
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let request_bytes_max = self.broker.limits.request_bytes_max;
+        let broker = BrokerServer::new(BrokerService::new(self.broker.clone()))
+            .max_decoding_message_size(request_bytes_max)
+            .max_encoding_message_size(request_bytes_max);
+        let raft = RaftServer::new(RaftService::new(self.broker.raft.clone()))
+            .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
+        let served = Server::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .tcp_nodelay(true)
+            .add_service(broker)
+            .add_service(raft)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+        self.shutdown().await;
+        Ok(served?)
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.broker.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+async fn initialize(raft: &Raft, peers: &BTreeMap<u64, String>) -> Result<(), NodeError> {
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    if initialized {
+        return Ok(());
+    }
+    let members: BTreeMap<u64, BasicNode> = peers
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => Ok(()),
+        // Another node initialized first and its membership already reached
+        // us: that is the same cluster.
+        Err(openraft::error::RaftError::APIError(
+            openraft::error::InitializeError::NotAllowed(_),
+        )) => Ok(()),
+        Err(e) => Err(NodeError::Raft(e.to_string())),
+    }
+}

@@ -1,0 +1,65 @@
+//! The Raft layer: openraft's type configuration, its log store and state
+//! machine adapters over the `Disk` seam, and its network over gRPC.
+//!
+//! Only this layer names openraft types; it knows the state machine as an
+//! opaque `machine::State` with an apply function, never topics.
+
+mod codec;
+mod log_store;
+mod network;
+mod runtime;
+mod state_machine;
+
+use std::io::Cursor;
+
+pub use codec::{decode, encode, CodecError};
+pub use log_store::LogStore;
+pub use network::{Network, RAFT_GROUP, RAFT_MESSAGE_BYTES_MAX};
+pub use runtime::{seed_thread_rng, SeededRuntime};
+pub use state_machine::{EffectSink, StateMachineStore};
+
+use crate::machine::{Outcome, Request};
+
+/// One log entry's outcomes, one per command, in order.
+pub type Response = Vec<Outcome>;
+
+openraft::declare_raft_types!(
+    /// raftmq's openraft configuration.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = SeededRuntime,
+);
+
+/// Short names for openraft's long generic types, so call sites stay
+/// readable.
+pub mod typ {
+    use super::TypeConfig;
+
+    pub type NodeId = u64;
+    pub type Node = openraft::BasicNode;
+    pub type Raft = openraft::Raft<TypeConfig>;
+    pub type Entry = openraft::Entry<TypeConfig>;
+    pub type LogId = openraft::LogId<NodeId>;
+    pub type Vote = openraft::Vote<NodeId>;
+    pub type StorageError = openraft::StorageError<NodeId>;
+    pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
+    pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
+    pub type Snapshot = openraft::Snapshot<TypeConfig>;
+    pub type RaftMetrics = openraft::RaftMetrics<NodeId, Node>;
+    pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
+    pub type RpcError<E = openraft::error::Infallible> =
+        openraft::error::RPCError<NodeId, Node, RaftError<E>>;
+    pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, Node>;
+    pub type InstallSnapshotError = openraft::error::InstallSnapshotError;
+    pub type VoteRequest = openraft::raft::VoteRequest<NodeId>;
+    pub type VoteResponse = openraft::raft::VoteResponse<NodeId>;
+    pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
+    pub type AppendEntriesResponse = openraft::raft::AppendEntriesResponse<NodeId>;
+    pub type InstallSnapshotRequest = openraft::raft::InstallSnapshotRequest<TypeConfig>;
+    pub type InstallSnapshotResponse = openraft::raft::InstallSnapshotResponse<NodeId>;
+}

@@ -1,0 +1,126 @@
+//! openraft's network over gRPC: each RPC body is the openraft request,
+//! postcard-encoded, and the answer is the encoded `Result` the remote Raft
+//! returned.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{NetworkError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use raftmq_proto::raft::raft_client::RaftClient;
+use raftmq_proto::raft::RaftRequest;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use super::typ::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotError, InstallSnapshotRequest,
+    InstallSnapshotResponse, Node, NodeId, RaftError, RpcError, VoteRequest, VoteResponse,
+};
+use super::{decode, encode, TypeConfig};
+use crate::transport::{Connector, TransportError};
+
+/// Largest Raft RPC body; openraft's `max_payload_entries` keeps append
+/// batches under it.
+pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// The Raft group every RPC addresses; one group per cluster today.
+pub const RAFT_GROUP: u64 = 0;
+
+pub struct Network {
+    connector: Arc<dyn Connector>,
+}
+
+impl Network {
+    pub fn new(connector: Arc<dyn Connector>) -> Self {
+        Network { connector }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
+        let client = self.connector.channel(&node.addr).map(|channel| {
+            RaftClient::new(channel)
+                .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+        });
+        PeerClient { target, client }
+    }
+}
+
+pub struct PeerClient {
+    target: NodeId,
+    client: Result<RaftClient<Channel>, TransportError>,
+}
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    Vote,
+    AppendEntries,
+    InstallSnapshot,
+}
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        request: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RpcError<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = self.client.as_mut().map_err(|e| Unreachable::new(e))?;
+        let body = encode(request).map_err(|e| NetworkError::new(&e))?;
+        let mut request = tonic::Request::new(RaftRequest {
+            group: RAFT_GROUP,
+            body: body.into(),
+        });
+        request.set_timeout(ttl);
+        let reply = match rpc {
+            Rpc::Vote => client.vote(request).await,
+            Rpc::AppendEntries => client.append_entries(request).await,
+            Rpc::InstallSnapshot => client.install_snapshot(request).await,
+        }
+        .map_err(|status| match status.code() {
+            tonic::Code::InvalidArgument | tonic::Code::Internal => {
+                RpcError::Network(NetworkError::new(&status))
+            }
+            _ => RpcError::Unreachable(Unreachable::new(&status)),
+        })?;
+        let result: Result<Resp, RaftError<E>> =
+            decode(&reply.into_inner().body).map_err(|e| NetworkError::new(&e))?;
+        result.map_err(|e| RpcError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse, RpcError> {
+        self.call(Rpc::AppendEntries, &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse, RpcError<InstallSnapshotError>> {
+        self.call(Rpc::InstallSnapshot, &rpc, option.hard_ttl())
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest,
+        option: RPCOption,
+    ) -> Result<VoteResponse, RpcError> {
+        self.call(Rpc::Vote, &rpc, option.hard_ttl()).await
+    }
+}

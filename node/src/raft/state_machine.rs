@@ -1,0 +1,197 @@
+//! openraft's state machine adapter: applies entries to the pure
+//! `machine::State`, hands the effects to an `EffectSink`, and keeps the
+//! latest snapshot on the `Disk`.
+//!
+//! The whole state lives in memory; a snapshot is the serialized state with
+//! the last applied log id and membership. A restarted node loads its last
+//! snapshot and openraft re-applies the log after it, so applying and
+//! recording the last applied id can never disagree.
+
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use serde::{Deserialize, Serialize};
+
+use super::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
+use super::{decode, encode, Response, TypeConfig};
+use crate::machine::{Effect, State};
+use crate::storage::{Disk, Space, Write};
+
+const SNAPSHOT_KEY: &[u8] = b"current";
+
+/// Receives the effects of applied entries. Called on the apply path: it
+/// must not block.
+pub trait EffectSink: Send + Sync + 'static {
+    fn effects(&self, effects: Vec<Effect>);
+}
+
+/// Everything a snapshot restores.
+#[derive(Serialize, Deserialize, Clone, Default)]
+struct Applied {
+    state: State,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+#[derive(Clone)]
+pub struct StateMachineStore {
+    applied: Arc<Mutex<Applied>>,
+    disk: Arc<dyn Disk>,
+    sink: Arc<dyn EffectSink>,
+}
+
+impl StateMachineStore {
+    /// Restores the last snapshot on `disk`, if any.
+    pub fn open(disk: Arc<dyn Disk>, sink: Arc<dyn EffectSink>) -> Result<Self, StorageError> {
+        let applied = match load_snapshot(disk.as_ref())? {
+            Some(stored) => {
+                decode(&stored.data).map_err(|e| StorageIOError::read_snapshot(None, &e))?
+            }
+            None => Applied::default(),
+        };
+        Ok(StateMachineStore {
+            applied: Arc::new(Mutex::new(applied)),
+            disk,
+            sink,
+        })
+    }
+
+    /// Reads the current state (for queries such as listing topics).
+    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.lock().state)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Applied> {
+        // A panic while applying leaves no half-applied entry behind that a
+        // later reader could trust less than a crash: keep serving.
+        self.applied
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn save_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
+        let signature = Some(stored.meta.signature());
+        let bytes =
+            encode(stored).map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        self.disk
+            .write(
+                Space::Snapshot,
+                vec![Write::Put(SNAPSHOT_KEY.to_vec(), bytes)],
+            )
+            .and_then(|()| self.disk.flush().map(|_| ()))
+            .map_err(|e| StorageIOError::write_snapshot(signature, &e).into())
+    }
+}
+
+fn load_snapshot(disk: &dyn Disk) -> Result<Option<StoredSnapshot>, StorageError> {
+    let bytes = disk
+        .get(Space::Snapshot, SNAPSHOT_KEY)
+        .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+    bytes
+        .map(|b| decode(&b).map_err(|e| StorageIOError::read_snapshot(None, &e).into()))
+        .transpose()
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        // Serialize under the lock so the snapshot is one consistent cut.
+        let (data, meta) = {
+            let applied = self.lock();
+            let data = encode(&*applied).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+            let snapshot_id = match applied.last_applied {
+                Some(id) => format!("{}-{}-{}", id.leader_id, id.index, data.len()),
+                None => format!("empty-{}", data.len()),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.membership.clone(),
+                snapshot_id,
+            };
+            (data, meta)
+        };
+        let stored = StoredSnapshot { meta, data };
+        self.save_snapshot(&stored)?;
+        Ok(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied = self.lock();
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut effects = Vec::new();
+        let responses = {
+            let mut applied = self.lock();
+            entries
+                .into_iter()
+                .map(|entry| {
+                    applied.last_applied = Some(entry.log_id);
+                    match entry.payload {
+                        EntryPayload::Blank => Vec::new(),
+                        EntryPayload::Normal(request) => applied.state.apply(request, &mut effects),
+                        EntryPayload::Membership(membership) => {
+                            applied.membership =
+                                StoredMembership::new(Some(entry.log_id), membership);
+                            Vec::new()
+                        }
+                    }
+                })
+                .collect()
+        };
+        if !effects.is_empty() {
+            self.sink.effects(effects);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let restored: Applied =
+            decode(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        self.save_snapshot(&StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        })?;
+        *self.lock() = restored;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(load_snapshot(self.disk.as_ref())?.map(|stored| Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        }))
+    }
+}

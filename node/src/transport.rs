@@ -1,0 +1,56 @@
+//! The transport seam: the node never dials or binds sockets itself. It is
+//! handed a `Connector` for outbound channels and a stream of accepted
+//! connections for its server, so the simulation can hand it simulated ones
+//! (DESIGN.md, "Seams"; STACK.md).
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+/// Dial timeout: a peer that does not accept within it counts as down.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// HTTP/2 pings find a dead connection (a lost frame, a paused peer) so the
+/// next RPC reconnects. The timeout stays below the election timeout.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(1000);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("invalid peer address {addr:?}: {source}")]
+    InvalidAddress {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+}
+
+/// Opens channels to peers.
+pub trait Connector: Send + Sync + 'static {
+    /// A channel to `addr` ("host:port") that connects on first use and
+    /// reconnects after failures.
+    fn channel(&self, addr: &str) -> Result<Channel, TransportError>;
+}
+
+/// The endpoint settings every peer channel uses, real or simulated.
+pub fn endpoint(addr: &str) -> Result<Endpoint, TransportError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|source| {
+        TransportError::InvalidAddress {
+            addr: addr.to_string(),
+            source,
+        }
+    })?;
+    Ok(endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true))
+}
+
+/// Real TCP.
+pub struct TcpConnector;
+
+impl Connector for TcpConnector {
+    fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
+        Ok(endpoint(addr)?.connect_lazy())
+    }
+}
