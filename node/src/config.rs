@@ -24,7 +24,7 @@ impl Default for EdgeLimits {
         EdgeLimits {
             message_bytes_max: 1024 * 1024,
             messages_per_publish_max: 10_000,
-            request_bytes_max: 16 * 1024 * 1024,
+            request_bytes_max: 8 * 1024 * 1024,
             commit_timeout: Duration::from_secs(10),
         }
     }

@@ -44,6 +44,9 @@ struct RunArgs {
     /// Largest message accepted (payload + key + headers), in bytes.
     #[arg(long, env = "RAFTMQ_MESSAGE_BYTES_MAX", default_value_t = 1024 * 1024)]
     message_bytes_max: usize,
+    /// Log entries between snapshots; the log behind a snapshot is purged.
+    #[arg(long, env = "RAFTMQ_SNAPSHOT_EVERY", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_every: u64,
 }
 
 #[derive(Parser)]
@@ -107,6 +110,7 @@ async fn run(args: RunArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     };
     let mut config = NodeConfig::new(args.id, peers);
     config.limits.message_bytes_max = args.message_bytes_max;
+    config.snapshot_every = args.snapshot_every;
     serve(config, &args.data, listen, stop).await
 }
 

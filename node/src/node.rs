@@ -26,9 +26,6 @@ use crate::transport::{Connector, TcpConnector, KEEPALIVE_INTERVAL, KEEPALIVE_TI
 /// ENTRY_BYTES_MAX plus one request, this keeps an RPC under
 /// RAFT_MESSAGE_BYTES_MAX.
 const ENTRIES_PER_APPEND_MAX: u64 = 8;
-/// Log entries kept behind a snapshot, so a briefly lagging follower catches
-/// up from the log rather than from a snapshot.
-const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 5_000;
 /// sled's page cache per node.
 const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -39,7 +36,7 @@ pub enum NodeError {
     #[error("storage: {0}")]
     Disk(#[from] crate::storage::StorageError),
     #[error("raft storage: {0}")]
-    RaftStorage(#[from] crate::raft::typ::StorageError),
+    RaftStorage(Box<crate::raft::typ::StorageError>),
     #[error("raft: {0}")]
     Raft(String),
     #[error("server: {0}")]
@@ -93,7 +90,10 @@ impl Node {
             election_timeout_max: config.raft.election_max.as_millis() as u64,
             max_payload_entries: ENTRIES_PER_APPEND_MAX,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-            max_in_snapshot_log_to_keep: LOG_KEPT_BEHIND_SNAPSHOT,
+            // A quarter of the interval stays behind each snapshot, so a
+            // briefly lagging follower catches up from the log rather than
+            // from a snapshot.
+            max_in_snapshot_log_to_keep: config.snapshot_every / 4,
             ..Default::default()
         }
         .validate()
@@ -101,7 +101,8 @@ impl Node {
 
         let sessions = Arc::new(Sessions::new(config.id, seams.boot_id));
         let log = LogStore::new(seams.disk.clone());
-        let machine = StateMachineStore::open(seams.disk.clone(), sessions.clone())?;
+        let machine = StateMachineStore::open(seams.disk.clone(), sessions.clone())
+            .map_err(|e| NodeError::RaftStorage(Box::new(e)))?;
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),

@@ -31,6 +31,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledBuil
 
 /// Runs on a plain test thread: the suite starts its own runtime.
 #[test]
-fn sled_storage_passes_openraft_suite() -> Result<(), StorageError> {
-    Suite::test_all(SledBuilder)
+fn sled_storage_passes_openraft_suite() {
+    if let Err(e) = Suite::test_all(SledBuilder) {
+        panic!("openraft storage suite failed: {e}");
+    }
 }

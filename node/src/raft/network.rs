@@ -22,7 +22,7 @@ use crate::transport::{Connector, TransportError};
 
 /// Largest Raft RPC body; openraft's `max_payload_entries` keeps append
 /// batches under it.
-pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+pub const RAFT_MESSAGE_BYTES_MAX: usize = 128 * 1024 * 1024;
 
 /// The Raft group every RPC addresses; one group per cluster today.
 pub const RAFT_GROUP: u64 = 0;

@@ -31,6 +31,9 @@ impl Space {
     }
 }
 
+/// A key and its value, as read back.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// One write within an atomic batch.
 #[derive(Clone, Debug)]
 pub enum Write {
@@ -59,10 +62,10 @@ pub trait Disk: Send + Sync + 'static {
         from: &[u8],
         to: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+    ) -> Result<Vec<KeyValue>, StorageError>;
     /// Keys with `from <= key < to`.
     fn keys(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError>;
-    fn last(&self, space: Space) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError>;
+    fn last(&self, space: Space) -> Result<Option<KeyValue>, StorageError>;
     /// Makes every write so far durable (fsync); returns the bytes it wrote.
     fn flush(&self) -> Result<usize, StorageError>;
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{Disk, Space, StorageError, Write};
+use super::{Disk, KeyValue, Space, StorageError, Write};
 
 pub struct SledDisk {
     db: sled::Db,
@@ -55,7 +55,7 @@ impl Disk for SledDisk {
         from: &[u8],
         to: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Vec<KeyValue>, StorageError> {
         self.tree(space)
             .range(from..to)
             .take(limit)
@@ -74,7 +74,7 @@ impl Disk for SledDisk {
             .collect()
     }
 
-    fn last(&self, space: Space) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn last(&self, space: Space) -> Result<Option<KeyValue>, StorageError> {
         Ok(self
             .tree(space)
             .last()?

@@ -1,0 +1,173 @@
+//! `raftmq publish`: pipelined publishing through the `Producer`.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Args;
+use futures::stream::{FuturesOrdered, StreamExt};
+use raftmq_client::{Client, ClientError, Message, Position, ProducerOptions};
+use serde_json::json;
+use tokio::io::AsyncBufReadExt;
+
+/// Confirms held before waiting for the oldest: keeps memory bounded when
+/// publishing millions of messages.
+const CONFIRMS_PENDING_MAX: usize = 65_536;
+/// Payload size for `--count` without `--size`.
+const SIZE_DEFAULT: usize = 100;
+
+#[derive(Debug, Args)]
+pub(crate) struct PublishArgs {
+    /// Topic to publish to.
+    topic: String,
+    /// Key for every message (same key, same partition, order kept).
+    #[arg(long)]
+    key: Option<String>,
+    /// Publish N generated messages instead of reading stdin.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Payload bytes of generated messages: the message number, padded
+    /// with '.' (default 100).
+    #[arg(long, requires = "count")]
+    size: Option<usize>,
+    /// Most unanswered requests in flight.
+    #[arg(long, default_value_t = ProducerOptions::default().window)]
+    window: usize,
+    /// Most messages per request.
+    #[arg(long, default_value_t = ProducerOptions::default().batch_max)]
+    batch_max: usize,
+    /// Print a JSON summary instead of a line of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What became of the published messages.
+#[derive(Debug, Default)]
+struct Tally {
+    sent: u64,
+    confirmed: u64,
+    failed: u64,
+    first_error: Option<ClientError>,
+}
+
+impl Tally {
+    fn record(&mut self, outcome: Result<Position, ClientError>) {
+        match outcome {
+            Ok(_) => self.confirmed += 1,
+            Err(error) => {
+                self.failed += 1;
+                self.first_error.get_or_insert(error);
+            }
+        }
+    }
+}
+
+pub(crate) async fn run(client: &Client, args: PublishArgs) -> anyhow::Result<ExitCode> {
+    let options = ProducerOptions {
+        window: args.window,
+        batch_max: args.batch_max,
+        ..Default::default()
+    };
+    let producer = client.producer_with(&args.topic, options)?;
+    let started = Instant::now();
+    let mut confirms = FuturesOrdered::new();
+    let mut tally = Tally::default();
+    let mut source = Source::new(&args);
+    while let Some(payload) = source.next().await? {
+        let mut message = Message::new(payload);
+        if let Some(key) = &args.key {
+            message = message.with_key(key.clone());
+        }
+        confirms.push_back(producer.send(message).await?);
+        tally.sent += 1;
+        if confirms.len() >= CONFIRMS_PENDING_MAX {
+            if let Some(outcome) = confirms.next().await {
+                tally.record(outcome);
+            }
+        }
+    }
+    producer.close().await?;
+    while let Some(outcome) = confirms.next().await {
+        tally.record(outcome);
+    }
+    report(&args, &tally, started)?;
+    match tally.first_error {
+        None => Ok(ExitCode::SUCCESS),
+        Some(error) => anyhow::bail!(
+            "{} of {} messages not confirmed; first error: {error}",
+            tally.failed,
+            tally.sent
+        ),
+    }
+}
+
+fn report(args: &PublishArgs, tally: &Tally, started: Instant) -> anyhow::Result<()> {
+    let elapsed = started.elapsed();
+    if args.json {
+        let summary = json!({
+            "topic": args.topic,
+            "sent": tally.sent,
+            "confirmed": tally.confirmed,
+            "failed": tally.failed,
+            "elapsed_ms": elapsed.as_millis() as u64,
+            "messages_per_sec": tally.confirmed as f64 / elapsed.as_secs_f64().max(1e-9),
+            "first_error": tally.first_error.as_ref().map(ToString::to_string),
+        });
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!("{} messages confirmed", tally.confirmed);
+    }
+    Ok(())
+}
+
+/// Where payloads come from: a counter, or stdin lines.
+enum Source {
+    Generated { next: u64, count: u64, size: usize },
+    Stdin(tokio::io::Lines<tokio::io::BufReader<tokio::io::Stdin>>),
+}
+
+impl Source {
+    fn new(args: &PublishArgs) -> Source {
+        match args.count {
+            Some(count) => Source::Generated {
+                next: 0,
+                count,
+                size: args.size.unwrap_or(SIZE_DEFAULT),
+            },
+            None => Source::Stdin(tokio::io::BufReader::new(tokio::io::stdin()).lines()),
+        }
+    }
+
+    async fn next(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+        match self {
+            Source::Generated { next, count, size } => {
+                if *next >= *count {
+                    return Ok(None);
+                }
+                let payload = generated_payload(*next, *size);
+                *next += 1;
+                Ok(Some(payload))
+            }
+            Source::Stdin(lines) => Ok(lines.next_line().await?.map(String::into_bytes)),
+        }
+    }
+}
+
+/// The message number in decimal, padded with '.' to `size` bytes (cut if
+/// shorter), so that consumers can tell generated messages apart.
+fn generated_payload(number: u64, size: usize) -> Vec<u8> {
+    let mut payload = number.to_string().into_bytes();
+    payload.resize(size, b'.');
+    payload
+}
+
+#[cfg(test)]
+mod tests {
+    use super::generated_payload;
+
+    #[test]
+    fn generated_payloads_have_the_requested_size() {
+        assert_eq!(generated_payload(42, 6), b"42....");
+        assert_eq!(generated_payload(12345, 3), b"123");
+        assert!(generated_payload(7, 0).is_empty());
+    }
+}

@@ -1,0 +1,55 @@
+//! `raftmq topic ...`
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use raftmq_client::Client;
+
+use super::table;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TopicCommand {
+    /// Create a topic with a fixed number of partitions.
+    Create {
+        /// 1 to 255 characters of [A-Za-z0-9._-].
+        name: String,
+        /// Partitions; messages with the same key share one and keep order.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        partitions: u32,
+    },
+    /// List topics with partitions, retained messages and subscriptions.
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TopicCommand::Create { name, partitions } => {
+            client.create_topic(&name, partitions).await?;
+            println!("created topic {name} with {partitions} partitions");
+        }
+        TopicCommand::List { json } => {
+            let topics = client.list_topics().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&topics)?);
+            } else {
+                let rows: Vec<Vec<String>> = topics
+                    .iter()
+                    .map(|topic| {
+                        vec![
+                            topic.name.clone(),
+                            topic.partitions.to_string(),
+                            topic.retained.to_string(),
+                            topic.subscriptions.join(","),
+                        ]
+                    })
+                    .collect();
+                table::print(&["NAME", "PARTITIONS", "RETAINED", "SUBSCRIPTIONS"], &rows);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,515 @@
+//! `Client`: the cluster-aware handle every other part of the library uses to
+//! reach the leader.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use raftmq_proto::v1 as proto;
+use raftmq_proto::v1::broker_client::BrokerClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::backoff::Backoff;
+use crate::error::describe;
+use crate::routing::{Decision, Failure, Router};
+use crate::{
+    ClientError, ClientOptions, ClusterStatus, Consumer, Message, NodeStatus, Position, Producer,
+    ProducerOptions, TopicInfo,
+};
+
+/// Attempts one operation may make, on top of its deadline: with the
+/// smallest backoff and instant failures the deadline alone would allow
+/// thousands.
+const ATTEMPTS_MAX: u32 = 200;
+/// Cached connections; leader hints may name addresses outside the seeds, so
+/// the cache is capped and simply emptied when full (channels are lazy and
+/// cheap to rebuild).
+const CHANNELS_MAX: usize = 64;
+/// Positions per Ack or Nack request, to stay far below the server's 4 MiB
+/// message limit however many deliveries the caller acks at once.
+const ACK_POSITIONS_MAX: usize = 8192;
+/// Largest response the client accepts: a delivery carries one whole message,
+/// which may be nearly as large as a publish request.
+const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// A handle on a raftmq cluster.
+///
+/// Cheap to clone (an `Arc` inside); clones share connections and the
+/// knowledge of who leads. Writes go to the leader: the client remembers the
+/// last one it reached, follows a follower's redirect, and on UNAVAILABLE or
+/// a transport failure moves to the next seed with exponential backoff,
+/// within `ClientOptions::retry_deadline`.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    seeds: Vec<String>,
+    options: ClientOptions,
+    channels: Mutex<BTreeMap<String, Channel>>,
+    leader: Mutex<Option<String>>,
+    /// Where the next operation starts rotating, so that consecutive
+    /// operations do not all hammer the first seed while it is down.
+    rotation: AtomicUsize,
+}
+
+/// Whether a call must reach the leader, or any node's answer will do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    Leader,
+    AnyNode,
+}
+
+/// A call's result together with the node that gave it, so that a stream's
+/// owner knows whom to blame when the stream breaks.
+pub(crate) struct Attached<T> {
+    pub value: T,
+    pub address: String,
+}
+
+impl Client {
+    /// A client over `seeds` ("host:port" each) with default options.
+    ///
+    /// Connections are opened lazily, so this succeeds even while every node
+    /// is down; it fails only on an empty or malformed address list.
+    pub fn connect(seeds: Vec<String>) -> Result<Client, ClientError> {
+        Client::connect_with(seeds, ClientOptions::default())
+    }
+
+    pub fn connect_with(seeds: Vec<String>, options: ClientOptions) -> Result<Client, ClientError> {
+        options.validate()?;
+        let seeds: Vec<String> = seeds
+            .iter()
+            .map(|seed| normalize(seed))
+            .filter(|seed| !seed.is_empty())
+            .collect();
+        if seeds.is_empty() {
+            return Err(ClientError::NoSeeds);
+        }
+        for seed in &seeds {
+            endpoint(seed, &options)?;
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                seeds,
+                options,
+                channels: Mutex::new(BTreeMap::new()),
+                leader: Mutex::new(None),
+                rotation: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    pub fn seeds(&self) -> &[String] {
+        &self.inner.seeds
+    }
+
+    /// The leader this client last reached, if it still believes in it.
+    pub fn leader(&self) -> Option<String> {
+        lock(&self.inner.leader).clone()
+    }
+
+    /// Creates a topic. A retry after a lost answer may report
+    /// ALREADY_EXISTS for a topic this very call created.
+    pub async fn create_topic(&self, name: &str, partitions: u32) -> Result<(), ClientError> {
+        let request = proto::CreateTopicRequest {
+            name: name.to_string(),
+            partitions,
+        };
+        let timeout = self.inner.options.rpc_timeout;
+        self.call(Route::Leader, self.deadline(), |mut broker| {
+            let request = unary(request.clone(), timeout);
+            async move { broker.create_topic(request).await.map(Response::into_inner) }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Lists topics, from the leader when it is known (fresh), else from any
+    /// node that answers (possibly a little behind).
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
+        let timeout = self.inner.options.rpc_timeout;
+        let attached = self
+            .call(Route::AnyNode, self.deadline(), |mut broker| {
+                let request = unary(proto::ListTopicsRequest {}, timeout);
+                async move { broker.list_topics(request).await.map(Response::into_inner) }
+            })
+            .await?;
+        Ok(attached
+            .value
+            .topics
+            .into_iter()
+            .map(TopicInfo::from)
+            .collect())
+    }
+
+    /// Asks one node for its view of the cluster, once, without retrying
+    /// elsewhere: the point is to see that particular node.
+    pub async fn cluster_status(&self, address: &str) -> Result<ClusterStatus, ClientError> {
+        let address = normalize(address);
+        let timeout = self.inner.options.rpc_timeout;
+        let mut broker = self.broker(&address)?;
+        let request = unary(proto::ClusterStatusRequest {}, timeout);
+        match tokio::time::timeout(timeout, broker.cluster_status(request)).await {
+            Ok(Ok(response)) => Ok(response.into_inner().into()),
+            Ok(Err(status)) => Err(ClientError::from(&status)),
+            Err(_) => Err(ClientError::Rpc {
+                code: tonic::Code::DeadlineExceeded,
+                message: format!("no answer within {timeout:?}"),
+            }),
+        }
+    }
+
+    /// Asks every seed at once; one answer per seed, in seed order, errors
+    /// included, so that a dead node shows up instead of hiding the rest.
+    pub async fn cluster_status_all(&self) -> Vec<NodeStatus> {
+        let asks = self.inner.seeds.iter().map(|address| async move {
+            NodeStatus {
+                address: address.clone(),
+                status: self.cluster_status(address).await,
+            }
+        });
+        futures::future::join_all(asks).await
+    }
+
+    /// Publishes a batch in one unary request and returns each message's
+    /// position, in order.
+    ///
+    /// Retried through the leader on failure, so when an attempt's answer is
+    /// lost (leader crash after commit) the retry stores the batch a second
+    /// time: delivery is at-least-once until idempotent producers exist.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Position>, ClientError> {
+        let count = messages.len();
+        let request = proto::PublishRequest {
+            topic: topic.to_string(),
+            messages: messages.into_iter().map(proto::Message::from).collect(),
+            request_id: 0,
+        };
+        let timeout = self.inner.options.rpc_timeout;
+        let attached = self
+            .call(Route::Leader, self.deadline(), |mut broker| {
+                let request = unary(request.clone(), timeout);
+                async move { broker.publish(request).await.map(Response::into_inner) }
+            })
+            .await?;
+        let response = attached.value;
+        if let Some(error) = response.error {
+            return Err(ClientError::Rpc {
+                code: tonic::Code::from_i32(error.code),
+                message: error.message,
+            });
+        }
+        if response.positions.len() != count {
+            return Err(ClientError::Protocol {
+                reason: format!(
+                    "{} positions confirm {count} messages",
+                    response.positions.len()
+                ),
+            });
+        }
+        Ok(response.positions.into_iter().map(Position::from).collect())
+    }
+
+    /// Acknowledges messages, by position or by `&Delivery`: for example
+    /// `client.ack("t", "s", &deliveries)`. Idempotent, so retries are safe.
+    pub async fn ack(
+        &self,
+        topic: &str,
+        subscription: &str,
+        positions: impl IntoIterator<Item = impl Into<Position>>,
+    ) -> Result<(), ClientError> {
+        let timeout = self.inner.options.rpc_timeout;
+        for chunk in chunks(positions) {
+            let request = proto::AckRequest {
+                topic: topic.to_string(),
+                subscription: subscription.to_string(),
+                positions: chunk,
+            };
+            self.call(Route::Leader, self.deadline(), |mut broker| {
+                let request = unary(request.clone(), timeout);
+                async move { broker.ack(request).await.map(Response::into_inner) }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Hands messages back to the subscription for redelivery.
+    pub async fn nack(
+        &self,
+        topic: &str,
+        subscription: &str,
+        positions: impl IntoIterator<Item = impl Into<Position>>,
+    ) -> Result<(), ClientError> {
+        let timeout = self.inner.options.rpc_timeout;
+        for chunk in chunks(positions) {
+            let request = proto::NackRequest {
+                topic: topic.to_string(),
+                subscription: subscription.to_string(),
+                positions: chunk,
+            };
+            self.call(Route::Leader, self.deadline(), |mut broker| {
+                let request = unary(request.clone(), timeout);
+                async move { broker.nack(request).await.map(Response::into_inner) }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A pipelined producer for `topic` with default options. Must be called
+    /// inside a Tokio runtime: it spawns the task that owns the stream.
+    pub fn producer(&self, topic: &str) -> Producer {
+        Producer::start(self.clone(), topic, ProducerOptions::default())
+    }
+
+    /// A pipelined producer with explicit limits.
+    pub fn producer_with(
+        &self,
+        topic: &str,
+        options: ProducerOptions,
+    ) -> Result<Producer, ClientError> {
+        options.validate()?;
+        Ok(Producer::start(self.clone(), topic, options))
+    }
+
+    /// Attaches a consumer to `subscription` (created at the earliest offset
+    /// if missing), holding at most `prefetch` unacknowledged messages.
+    /// Fails here, not later, if the leader refuses (for example an unknown
+    /// topic).
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        subscription: &str,
+        prefetch: u32,
+    ) -> Result<Consumer, ClientError> {
+        Consumer::attach(self.clone(), topic, subscription, prefetch).await
+    }
+
+    /// Runs `attempt` against the leader (or any node) until it succeeds, a
+    /// server gives a final answer, or `deadline` or `ATTEMPTS_MAX` is hit.
+    ///
+    /// This is the only retry loop for reaching the leader; the decisions
+    /// are `Router`'s, this function only does the I/O and the waiting.
+    /// `attempt` builds a fresh request each time (requests are consumed).
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        route: Route,
+        deadline: Instant,
+        mut attempt: F,
+    ) -> Result<Attached<T>, ClientError>
+    where
+        F: FnMut(BrokerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let started = Instant::now();
+        let mut router = self.router();
+        let mut address = router.first(self.leader());
+        let mut last = Status::unavailable("no attempt made before the deadline");
+        let mut attempts = 0;
+        while attempts < ATTEMPTS_MAX {
+            attempts += 1;
+            let budget = self
+                .inner
+                .options
+                .rpc_timeout
+                .min(deadline.saturating_duration_since(Instant::now()));
+            let status = match self.attempt_once(&address, budget, &mut attempt).await {
+                Ok(value) => {
+                    if route == Route::Leader {
+                        self.set_leader(&address);
+                    }
+                    return Ok(Attached { value, address });
+                }
+                Err(status) => status,
+            };
+            let failure = Failure::from_status(&status);
+            let (next, delay) = match router.decide(&address, &failure) {
+                Decision::Fail => return Err(ClientError::from(&status)),
+                Decision::Retry { address, delay } => (address, delay),
+            };
+            tracing::debug!(
+                %address, code = ?status.code(), message = status.message(), %next, ?delay,
+                "retrying elsewhere"
+            );
+            self.forget_leader(&address);
+            last = Status::new(status.code(), format!("{address}: {}", describe(&status)));
+            if Instant::now() + delay >= deadline {
+                break;
+            }
+            tokio::time::sleep(delay).await;
+            address = next;
+        }
+        Err(ClientError::NoLeader {
+            attempts,
+            elapsed: started.elapsed(),
+            code: last.code(),
+            message: last.message().to_string(),
+        })
+    }
+
+    /// Records how a stream to `address` ended, so that the next attempt
+    /// starts at the right node: the named leader if the server gave one,
+    /// else anywhere but a leader that just dropped us.
+    pub(crate) fn stream_ended(&self, address: &str, cause: Option<&Status>) {
+        let leader = cause.and_then(|status| Failure::from_status(status).leader);
+        match leader.map(|leader| normalize(&leader)) {
+            Some(leader) if leader != address => self.set_leader(&leader),
+            _ => self.forget_leader(address),
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.inner.options.retry_deadline
+    }
+
+    fn router(&self) -> Router {
+        let options = &self.inner.options;
+        let start = self.inner.rotation.fetch_add(1, Ordering::Relaxed);
+        Router::new(
+            self.inner.seeds.clone(),
+            start,
+            Backoff::new(options.backoff_initial, options.backoff_max),
+        )
+    }
+
+    async fn attempt_once<T, F, Fut>(
+        &self,
+        address: &str,
+        budget: Duration,
+        attempt: &mut F,
+    ) -> Result<T, Status>
+    where
+        F: FnMut(BrokerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let broker = self
+            .broker(address)
+            .map_err(|error| Status::unavailable(error.to_string()))?;
+        match tokio::time::timeout(budget, attempt(broker)).await {
+            Ok(result) => result,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no answer within {budget:?}"
+            ))),
+        }
+    }
+
+    /// A stub on the cached (lazily connecting) channel to `address`.
+    fn broker(&self, address: &str) -> Result<BrokerClient<Channel>, ClientError> {
+        let mut channels = lock(&self.inner.channels);
+        let channel = match channels.get(address) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = endpoint(address, &self.inner.options)?.connect_lazy();
+                if channels.len() >= CHANNELS_MAX {
+                    channels.clear();
+                }
+                channels.insert(address.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(BrokerClient::new(channel).max_decoding_message_size(RESPONSE_BYTES_MAX))
+    }
+
+    fn set_leader(&self, address: &str) {
+        *lock(&self.inner.leader) = Some(address.to_string());
+    }
+
+    fn forget_leader(&self, address: &str) {
+        let mut leader = lock(&self.inner.leader);
+        if leader.as_deref() == Some(address) {
+            *leader = None;
+        }
+    }
+}
+
+/// The endpoint for a "host:port" address, with the client's timeouts.
+fn endpoint(address: &str, options: &ClientOptions) -> Result<Endpoint, ClientError> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}")).map_err(|error| {
+        ClientError::InvalidAddress {
+            address: address.to_string(),
+            reason: error.to_string(),
+        }
+    })?;
+    Ok(endpoint
+        .connect_timeout(options.connect_timeout)
+        .http2_keep_alive_interval(options.keepalive_interval)
+        .keep_alive_timeout(options.keepalive_timeout)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true))
+}
+
+/// Addresses are compared as strings; accept an `http://` prefix from users
+/// and trim stray whitespace from comma-separated lists.
+fn normalize(address: &str) -> String {
+    let address = address.trim();
+    address
+        .strip_prefix("http://")
+        .unwrap_or(address)
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// A unary request carrying its deadline to the server as `grpc-timeout`.
+/// Streams get none: the header would cut them off.
+fn unary<T>(message: T, timeout: Duration) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+fn chunks(positions: impl IntoIterator<Item = impl Into<Position>>) -> Vec<Vec<proto::Position>> {
+    let positions: Vec<proto::Position> = positions
+        .into_iter()
+        .map(|position| proto::Position::from(position.into()))
+        .collect();
+    positions
+        .chunks(ACK_POSITIONS_MAX)
+        .map(<[proto::Position]>::to_vec)
+        .collect()
+}
+
+/// A poisoned lock only means another thread panicked mid-update of a cache
+/// that is always valid; keep going.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_normalized_and_validated() {
+        assert_eq!(normalize(" http://10.0.0.1:7001/ "), "10.0.0.1:7001");
+        assert!(matches!(Client::connect(vec![]), Err(ClientError::NoSeeds)));
+        assert!(matches!(
+            Client::connect(vec!["not an address".to_string()]),
+            Err(ClientError::InvalidAddress { .. })
+        ));
+        let client = Client::connect(vec!["127.0.0.1:7001".to_string()]);
+        assert!(client.is_ok_and(|client| client.leader().is_none()));
+    }
+
+    #[test]
+    fn acks_are_split_into_bounded_requests() {
+        let positions =
+            (0..ACK_POSITIONS_MAX as u64 * 2 + 1).map(|offset| Position::new(0, offset));
+        let sizes: Vec<usize> = chunks(positions).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [ACK_POSITIONS_MAX, ACK_POSITIONS_MAX, 1]);
+        assert!(chunks(Vec::<Position>::new()).is_empty());
+    }
+}

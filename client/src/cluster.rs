@@ -1,0 +1,64 @@
+//! One node's view of the cluster, as `ClusterStatus` reports it.
+
+use raftmq_proto::v1 as proto;
+use serde::Serialize;
+
+use crate::ClientError;
+
+/// A node's answer to `ClusterStatus`. Views differ between nodes (a
+/// partitioned node may believe in an old leader); ask several to compare.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterStatus {
+    pub node_id: u64,
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub last_log_index: Option<u64>,
+    /// "leader", "follower", "candidate", "learner" or "shutdown".
+    pub role: String,
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    pub node_id: u64,
+    pub address: String,
+    pub voter: bool,
+    /// Replication progress, known only when the answering node leads.
+    pub matched_index: Option<u64>,
+}
+
+/// The outcome of asking one address, for `cluster_status_all`: one dead
+/// node must not hide the others' answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub address: String,
+    pub status: Result<ClusterStatus, ClientError>,
+}
+
+impl From<proto::ClusterStatusResponse> for ClusterStatus {
+    fn from(status: proto::ClusterStatusResponse) -> ClusterStatus {
+        ClusterStatus {
+            node_id: status.node_id,
+            leader_id: status.leader_id,
+            term: status.term,
+            commit_index: status.commit_index,
+            applied_index: status.applied_index,
+            last_log_index: status.last_log_index,
+            role: status.role,
+            members: status.members.into_iter().map(Member::from).collect(),
+        }
+    }
+}
+
+impl From<proto::Member> for Member {
+    fn from(member: proto::Member) -> Member {
+        Member {
+            node_id: member.node_id,
+            address: member.address,
+            voter: member.voter,
+            matched_index: member.matched_index,
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! `Consumer`: a subscription's deliveries as one stream that survives
+//! leader changes.
+
+use std::time::{Duration, Instant};
+
+use raftmq_proto::v1 as proto;
+use tonic::{Response, Status, Streaming};
+
+use crate::backoff::Backoff;
+use crate::client::Route;
+use crate::recovery::Recovery;
+use crate::sequence::SequenceGaps;
+use crate::{Client, ClientError, Delivery, Position};
+
+/// A stream that stayed open this long was healthy, even if idle: its end
+/// starts a fresh recovery budget instead of eating the current one.
+const STREAM_SETTLED_AFTER: Duration = Duration::from_secs(5);
+
+/// Receives a subscription's messages.
+///
+/// The server ends a consumer's stream when the leader changes; `next`
+/// then re-subscribes through the new leader by itself (bounded by the
+/// client's `stream_restarts_max` and `retry_deadline`). Unacked messages
+/// come back with `redelivered` set, so processing must tolerate repeats.
+/// After `next` has returned an error the consumer is finished and returns
+/// `None`; subscribe again to start over.
+#[derive(Debug)]
+pub struct Consumer {
+    client: Client,
+    topic: String,
+    subscription: String,
+    prefetch: u32,
+    stream: Option<Attachment>,
+    recovery: Recovery,
+    gaps: SequenceGaps,
+    finished: bool,
+}
+
+/// The current Subscribe stream and where it is attached.
+#[derive(Debug)]
+struct Attachment {
+    address: String,
+    opened: Instant,
+    inbound: Streaming<proto::Delivery>,
+}
+
+impl Consumer {
+    pub(crate) async fn attach(
+        client: Client,
+        topic: &str,
+        subscription: &str,
+        prefetch: u32,
+    ) -> Result<Consumer, ClientError> {
+        let options = client.options();
+        let recovery = Recovery::new(
+            options.stream_restarts_max,
+            options.retry_deadline,
+            Backoff::new(options.backoff_initial, options.backoff_max),
+        );
+        let deadline = Instant::now() + options.retry_deadline;
+        let mut consumer = Consumer {
+            client,
+            topic: topic.to_string(),
+            subscription: subscription.to_string(),
+            prefetch,
+            stream: None,
+            recovery,
+            gaps: SequenceGaps::default(),
+            finished: false,
+        };
+        consumer.stream = Some(consumer.open(deadline).await?);
+        Ok(consumer)
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn subscription(&self) -> &str {
+        &self.subscription
+    }
+
+    /// Sequence numbers skipped so far: deliveries lost between the leader
+    /// and this consumer. Zero in a healthy cluster.
+    pub fn gaps(&self) -> u64 {
+        self.gaps.missing()
+    }
+
+    /// The next delivery, re-subscribing through the leader whenever the
+    /// stream ends. `None` once the consumer has reported an error.
+    ///
+    /// Cancel-safe: dropping the future (for example in `select!` or under
+    /// a timeout) loses no delivery.
+    pub async fn next(&mut self) -> Option<Result<Delivery, ClientError>> {
+        if self.finished {
+            return None;
+        }
+        let started = Instant::now();
+        let restarts_max = self.client.options().stream_restarts_max;
+        // `recovery` normally ends this loop first; the bound is a backstop.
+        for _ in 0..=restarts_max {
+            let stream = match &mut self.stream {
+                Some(stream) => stream,
+                None => match self.reattach().await {
+                    Ok(stream) => self.stream.insert(stream),
+                    Err(error) => return self.finish(error),
+                },
+            };
+            match stream.inbound.message().await {
+                Ok(Some(delivery)) => {
+                    self.recovery.progress();
+                    self.gaps.observe(delivery.consumer_id, delivery.sequence);
+                    return Some(Ok(delivery.into()));
+                }
+                Ok(None) => self.detach(None),
+                Err(status) => self.detach(Some(&status)),
+            }
+        }
+        self.finish(ClientError::StreamBroken {
+            restarts: restarts_max,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Acknowledges deliveries: pass `&[Delivery]`, `&Vec<Delivery>`, or
+    /// positions. Goes through the leader like every write; idempotent.
+    pub async fn ack(
+        &self,
+        positions: impl IntoIterator<Item = impl Into<Position>>,
+    ) -> Result<(), ClientError> {
+        self.client
+            .ack(&self.topic, &self.subscription, positions)
+            .await
+    }
+
+    /// Returns deliveries for redelivery (to this or another consumer).
+    pub async fn nack(
+        &self,
+        positions: impl IntoIterator<Item = impl Into<Position>>,
+    ) -> Result<(), ClientError> {
+        self.client
+            .nack(&self.topic, &self.subscription, positions)
+            .await
+    }
+
+    async fn reattach(&mut self) -> Result<Attachment, ClientError> {
+        let restart = self.recovery.on_break(Instant::now())?;
+        tokio::time::sleep(restart.delay).await;
+        self.open(restart.deadline).await
+    }
+
+    async fn open(&self, deadline: Instant) -> Result<Attachment, ClientError> {
+        let request = proto::SubscribeRequest {
+            topic: self.topic.clone(),
+            subscription: self.subscription.clone(),
+            prefetch: self.prefetch,
+        };
+        let attached = self
+            .client
+            .call(Route::Leader, deadline, |mut broker| {
+                let request = request.clone();
+                async move { broker.subscribe(request).await.map(Response::into_inner) }
+            })
+            .await?;
+        tracing::debug!(address = %attached.address, topic = %self.topic, "subscribed");
+        Ok(Attachment {
+            address: attached.address,
+            opened: Instant::now(),
+            inbound: attached.value,
+        })
+    }
+
+    /// Forgets the ended stream; the next turn of `next` re-subscribes.
+    fn detach(&mut self, cause: Option<&Status>) {
+        if let Some(stream) = self.stream.take() {
+            tracing::debug!(address = %stream.address, cause = ?cause.map(Status::message), "subscription stream ended");
+            if stream.opened.elapsed() >= STREAM_SETTLED_AFTER {
+                self.recovery.progress();
+            }
+            self.client.stream_ended(&stream.address, cause);
+        }
+    }
+
+    fn finish(&mut self, error: ClientError) -> Option<Result<Delivery, ClientError>> {
+        self.finished = true;
+        self.stream = None;
+        Some(Err(error))
+    }
+}

@@ -1,0 +1,58 @@
+//! A message handed to a consumer.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use raftmq_proto::v1 as proto;
+
+use crate::Position;
+
+/// A delivered message. Ack it (by `position()`, or pass `&Delivery`
+/// directly to `Consumer::ack`) once processed; unacked messages come back
+/// with `redelivered` set after the consumer detaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub partition: u32,
+    pub offset: u64,
+    pub key: Option<Bytes>,
+    pub payload: Bytes,
+    pub headers: BTreeMap<String, String>,
+    /// Times this message was handed out, this one included.
+    pub attempts: u32,
+    pub redelivered: bool,
+    /// The attach this delivery belongs to; changes on every re-subscribe.
+    pub consumer_id: u64,
+    /// Dense per `consumer_id` from 1; a gap means a delivery was lost.
+    pub sequence: u64,
+    /// The leader's clock at publish time, in ms since the Unix epoch.
+    pub publish_time_ms: u64,
+}
+
+impl Delivery {
+    pub fn position(&self) -> Position {
+        Position::new(self.partition, self.offset)
+    }
+}
+
+impl From<&Delivery> for Position {
+    fn from(delivery: &Delivery) -> Position {
+        delivery.position()
+    }
+}
+
+impl From<proto::Delivery> for Delivery {
+    fn from(delivery: proto::Delivery) -> Delivery {
+        Delivery {
+            partition: delivery.partition,
+            offset: delivery.offset,
+            key: delivery.key,
+            payload: delivery.payload,
+            headers: delivery.headers.into_iter().collect(),
+            attempts: delivery.attempts,
+            redelivered: delivery.redelivered,
+            consumer_id: delivery.consumer_id,
+            sequence: delivery.sequence,
+            publish_time_ms: delivery.publish_time_ms,
+        }
+    }
+}

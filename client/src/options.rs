@@ -1,0 +1,158 @@
+//! Tunables of the client and the producer, with defaults that suit a
+//! three-node cluster on one network.
+
+use std::time::Duration;
+
+use crate::ClientError;
+
+/// How the client talks to the cluster and how long it keeps trying.
+///
+/// Fields are public so that callers can override a few with struct update
+/// syntax: `ClientOptions { retry_deadline: Duration::from_secs(5), ..Default::default() }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// TCP connect limit per attempt: a dead node should cost about this much
+    /// before the client moves on to the next one.
+    pub connect_timeout: Duration,
+    /// Deadline of every unary RPC and of opening a stream; also sent to the
+    /// server as `grpc-timeout` on unary calls so it can give up too.
+    pub rpc_timeout: Duration,
+    /// HTTP/2 ping interval: detects a silently dead leader under a
+    /// long-lived stream, where no request would ever time out.
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is dropped.
+    pub keepalive_timeout: Duration,
+    /// Overall time one operation (or one stream recovery) may spend looking
+    /// for the leader before it fails.
+    pub retry_deadline: Duration,
+    /// First retry delay; doubled on each further failure.
+    pub backoff_initial: Duration,
+    /// Ceiling of the retry delay.
+    pub backoff_max: Duration,
+    /// Stream restarts without progress that one recovery may take.
+    pub stream_restarts_max: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(1),
+            rpc_timeout: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(5),
+            keepalive_timeout: Duration::from_secs(5),
+            retry_deadline: Duration::from_secs(30),
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(1),
+            stream_restarts_max: 100,
+        }
+    }
+}
+
+impl ClientOptions {
+    /// Rejects values that would make the client spin (zero durations) or
+    /// never retry.
+    pub(crate) fn validate(&self) -> Result<(), ClientError> {
+        let nonzero = [
+            ("connect_timeout", self.connect_timeout),
+            ("rpc_timeout", self.rpc_timeout),
+            ("keepalive_interval", self.keepalive_interval),
+            ("keepalive_timeout", self.keepalive_timeout),
+            ("retry_deadline", self.retry_deadline),
+            ("backoff_initial", self.backoff_initial),
+        ];
+        if let Some((name, _)) = nonzero.iter().find(|(_, value)| value.is_zero()) {
+            return invalid(format!("{name} must be greater than zero"));
+        }
+        if self.backoff_initial > self.backoff_max {
+            return invalid("backoff_initial must not exceed backoff_max".to_string());
+        }
+        if self.stream_restarts_max == 0 {
+            return invalid("stream_restarts_max must be at least 1".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// tonic's default server-side decoding limit is 4 MiB; a request must stay
+/// below it with room for the envelope.
+const REQUEST_BYTES_MAX_DEFAULT: usize = 4_000_000;
+/// Unanswered publish requests the producer keeps on the stream.
+const WINDOW_DEFAULT: usize = 256;
+/// Messages one publish request may carry.
+const BATCH_MAX_DEFAULT: usize = 512;
+
+const _: () = assert!(WINDOW_DEFAULT >= 1 && BATCH_MAX_DEFAULT >= 1);
+const _: () = assert!(REQUEST_BYTES_MAX_DEFAULT < 4 * 1024 * 1024);
+
+/// Limits of one `Producer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerOptions {
+    /// Most unanswered publish requests in flight; `send` waits when the
+    /// window is full, which is the producer's back-pressure.
+    pub window: usize,
+    /// Most messages per publish request.
+    pub batch_max: usize,
+    /// Most encoded bytes per publish request; also the largest message.
+    pub request_bytes_max: usize,
+    /// With requests in flight and no confirm for this long, the stream is
+    /// presumed stuck (for example on a leader cut off from its quorum) and
+    /// is re-opened through whoever is leader now.
+    pub confirm_timeout: Duration,
+}
+
+impl Default for ProducerOptions {
+    fn default() -> Self {
+        ProducerOptions {
+            window: WINDOW_DEFAULT,
+            batch_max: BATCH_MAX_DEFAULT,
+            request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
+            confirm_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ProducerOptions {
+    pub(crate) fn validate(&self) -> Result<(), ClientError> {
+        if self.window == 0 || self.batch_max == 0 {
+            return invalid("window and batch_max must be at least 1".to_string());
+        }
+        if self.request_bytes_max < crate::batch::REQUEST_OVERHEAD_BYTES_MAX * 2 {
+            return invalid("request_bytes_max is too small to carry a message".to_string());
+        }
+        if self.confirm_timeout.is_zero() {
+            return invalid("confirm_timeout must be greater than zero".to_string());
+        }
+        Ok(())
+    }
+}
+
+fn invalid(reason: String) -> Result<(), ClientError> {
+    Err(ClientError::InvalidOptions { reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults must pass their own validation, or `Client::connect`
+    /// and `Client::producer` would fail out of the box.
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(ClientOptions::default().validate(), Ok(()));
+        assert_eq!(ProducerOptions::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn contradictions_are_rejected() {
+        let backwards = ClientOptions {
+            backoff_initial: Duration::from_secs(2),
+            ..Default::default()
+        };
+        assert!(backwards.validate().is_err());
+        let no_window = ProducerOptions {
+            window: 0,
+            ..Default::default()
+        };
+        assert!(no_window.validate().is_err());
+    }
+}

@@ -1,0 +1,284 @@
+//! The replicated core against real nodes: `raftmq-node` processes on
+//! loopback, real sled directories, SIGKILL.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::Cluster;
+use raftmq_client::{Code, Consumer, Delivery, Message};
+
+/// Receives until `done` says so or nothing arrives for `idle`, acking every
+/// delivery in batches of `ack_batch` (at most the prefetch, or the consumer
+/// starves); answers what arrived, in order.
+async fn consume_until(
+    consumer: &mut Consumer,
+    ack_batch: usize,
+    idle: Duration,
+    mut done: impl FnMut(&[Delivery]) -> bool,
+) -> Vec<Delivery> {
+    let mut received: Vec<Delivery> = Vec::new();
+    let mut unacked: Vec<Delivery> = Vec::new();
+    // Bounded: each turn either receives or ends the loop after `idle`.
+    while !done(&received) {
+        match tokio::time::timeout(idle, consumer.next()).await {
+            Ok(Some(Ok(delivery))) => {
+                unacked.push(delivery.clone());
+                received.push(delivery);
+            }
+            Ok(Some(Err(e))) => panic!("consumer failed: {e}"),
+            Ok(None) | Err(_) => break,
+        }
+        if unacked.len() >= ack_batch {
+            consumer.ack(&unacked).await.expect("ack");
+            unacked.clear();
+        }
+    }
+    if !unacked.is_empty() {
+        consumer.ack(&unacked).await.expect("ack");
+    }
+    received
+}
+
+fn payload(delivery: &Delivery) -> String {
+    String::from_utf8_lossy(&delivery.payload).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_sigkill_mid_stream_loses_no_confirmed_message_and_keeps_key_order() {
+    const MESSAGES: u64 = 10_000;
+    const KEYS: u64 = 50;
+    const KILL_AFTER: u64 = 3_000;
+
+    // A three-node cluster and a topic of four partitions.
+    let mut cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client
+        .create_topic("orders", 4)
+        .await
+        .expect("create topic");
+    let leader = cluster.wait_for_leader(None).await;
+
+    // Publish keyed messages, each payload "key:n" with n rising per key;
+    // SIGKILL the leader while thousands are still in flight.
+    let producer = client.producer("orders");
+    let mut confirms = Vec::new();
+    for i in 0..MESSAGES {
+        let (key, n) = (format!("k{}", i % KEYS), i / KEYS);
+        let message = Message::new(format!("{key}:{n}")).with_key(key);
+        confirms.push((i, producer.send(message).await.expect("send")));
+        if i == KILL_AFTER {
+            cluster.kill(leader);
+        }
+    }
+    let mut confirmed = BTreeSet::new();
+    for (i, confirm) in confirms {
+        if confirm.await.is_ok() {
+            confirmed.insert(format!("k{}:{}", i % KEYS, i / KEYS));
+        }
+    }
+    let new_leader = cluster.wait_for_leader(Some(leader)).await;
+    assert_ne!(new_leader, leader);
+    // The producer resends through the new leader: every message confirms.
+    assert_eq!(confirmed.len() as u64, MESSAGES, "confirmed after failover");
+
+    // Consume everything from the new leader.
+    let mut consumer = client
+        .subscribe("orders", "audit", 1_000)
+        .await
+        .expect("subscribe");
+    let mut seen = BTreeSet::new();
+    let received = consume_until(&mut consumer, 256, Duration::from_secs(20), |got| {
+        if let Some(last) = got.last() {
+            seen.insert(payload(last));
+        }
+        confirmed.is_subset(&seen)
+    })
+    .await;
+
+    // Every confirmed message was delivered.
+    let delivered: BTreeSet<String> = received.iter().map(payload).collect();
+    let missing: Vec<&String> = confirmed.difference(&delivered).take(10).collect();
+    assert!(
+        missing.is_empty(),
+        "confirmed but never delivered: {missing:?}"
+    );
+
+    // Per key, messages arrive in publish order. A resent message may
+    // arrive twice (no producer id yet); repeats are skipped, never reordered.
+    let mut last_per_key: BTreeMap<String, i64> = BTreeMap::new();
+    let mut seen_once = BTreeSet::new();
+    for delivery in &received {
+        let text = payload(delivery);
+        if !seen_once.insert(text.clone()) {
+            continue;
+        }
+        let (key, n) = text.split_once(':').expect("key:n payload");
+        let n: i64 = n.parse().expect("number");
+        let last = last_per_key.entry(key.to_string()).or_insert(-1);
+        assert!(n > *last, "key {key}: {n} delivered after {last}");
+        *last = n;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_all_nodes_keeps_every_confirmed_unacked_message() {
+    const MESSAGES: usize = 500;
+    const ACKED: usize = 100;
+
+    // Confirmed messages on a three-node cluster that snapshots every ten
+    // entries, so a restart loads a snapshot and replays the log after it.
+    let mut cluster = Cluster::start(3, &["--snapshot-every", "10"]).await;
+    let client = cluster.client();
+    client.create_topic("jobs", 2).await.expect("create topic");
+    let mut published = BTreeSet::new();
+    for batch in 0..MESSAGES / 50 {
+        let messages: Vec<Message> = (0..50)
+            .map(|i| Message::new(format!("job-{}", batch * 50 + i)))
+            .collect();
+        let positions = client.publish("jobs", messages).await.expect("publish");
+        assert_eq!(positions.len(), 50);
+        published.extend((0..50).map(|i| format!("job-{}", batch * 50 + i)));
+    }
+
+    // Ack the first hundred deliveries; the rest stay unacknowledged.
+    let mut consumer = client
+        .subscribe("jobs", "workers", 10)
+        .await
+        .expect("subscribe");
+    let acked: BTreeSet<String> =
+        consume_until(&mut consumer, 10, Duration::from_secs(10), |got| {
+            got.len() >= ACKED
+        })
+        .await
+        .iter()
+        .map(payload)
+        .collect();
+    assert_eq!(acked.len(), ACKED);
+    drop(consumer);
+
+    // SIGKILL every node, then start them all again on their data.
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    for id in 1..=3 {
+        cluster.spawn(id);
+    }
+    cluster.wait_for_leader(None).await;
+
+    // Exactly the unacknowledged messages come back.
+    let expected: BTreeSet<String> = published.difference(&acked).cloned().collect();
+    let mut consumer = client
+        .subscribe("jobs", "workers", 100)
+        .await
+        .expect("subscribe after restart");
+    let mut seen = BTreeSet::new();
+    let received = consume_until(&mut consumer, 50, Duration::from_secs(10), |got| {
+        if let Some(last) = got.last() {
+            seen.insert(payload(last));
+        }
+        expected.is_subset(&seen)
+    })
+    .await;
+    let delivered: BTreeSet<String> = received.iter().map(payload).collect();
+    assert_eq!(delivered, expected, "after a full restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors() {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic("ok", 1).await.expect("create topic");
+    client
+        .publish("ok", vec![Message::new("one")])
+        .await
+        .expect("publish");
+
+    let over_limit = Message::new(vec![b'x'; 1024 * 1024 + 1]);
+    let cases = [
+        (
+            "empty topic name",
+            client.create_topic("", 1).await.err(),
+            Code::InvalidArgument,
+            "invalid topic name",
+        ),
+        (
+            "zero partitions",
+            client.create_topic("zero", 0).await.err(),
+            Code::InvalidArgument,
+            "partitions must be",
+        ),
+        (
+            "duplicate topic",
+            client.create_topic("ok", 1).await.err(),
+            Code::AlreadyExists,
+            "already exists",
+        ),
+        (
+            "unknown topic",
+            client.publish("nope", vec![Message::new("x")]).await.err(),
+            Code::NotFound,
+            "topic \"nope\" does not exist",
+        ),
+        (
+            "message over the size limit",
+            client.publish("ok", vec![over_limit]).await.err(),
+            Code::InvalidArgument,
+            "the limit is 1048576 bytes",
+        ),
+        (
+            "ack on an unknown subscription",
+            client
+                .ack(
+                    "ok",
+                    "nobody",
+                    [raftmq_client::Position {
+                        partition: 0,
+                        offset: 0,
+                    }],
+                )
+                .await
+                .err(),
+            Code::NotFound,
+            "subscription \"nobody\" does not exist",
+        ),
+        (
+            "subscribe to an unknown topic",
+            client.subscribe("nope", "s", 10).await.err(),
+            Code::NotFound,
+            "does not exist",
+        ),
+    ];
+    for (what, error, code, text) in cases {
+        let error = error.unwrap_or_else(|| panic!("{what}: accepted"));
+        assert_eq!(error.code(), Some(code), "{what}: {error}");
+        assert!(
+            error.to_string().contains(text),
+            "{what}: {error:?} lacks {text:?}"
+        );
+    }
+
+    // Acks of deliveries that never happened, on a real subscription.
+    let consumer = client.subscribe("ok", "s", 1).await.expect("subscribe");
+    let never = client
+        .ack(
+            "ok",
+            "s",
+            [raftmq_client::Position {
+                partition: 0,
+                offset: 5,
+            }],
+        )
+        .await
+        .expect_err("ack beyond the end");
+    assert_eq!(never.code(), Some(Code::NotFound), "{never}");
+    drop(consumer);
+
+    // The cluster is still healthy and serving.
+    let status = client
+        .cluster_status(cluster.addr(1))
+        .await
+        .expect("status");
+    assert!(status.leader_id.is_some());
+}

@@ -1,0 +1,144 @@
+//! A real cluster for integration tests: `raftmq-node run` processes on
+//! loopback ports, each with its own sled directory, that a test can
+//! SIGKILL and restart.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use raftmq_client::Client;
+use tempfile::TempDir;
+
+pub struct Cluster {
+    dir: TempDir,
+    peers: BTreeMap<u64, String>,
+    running: BTreeMap<u64, Child>,
+    extra_args: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `nodes` nodes and waits until they agree on a leader.
+    pub async fn start(nodes: u64, extra_args: &[&str]) -> Cluster {
+        let dir = TempDir::new().expect("temp dir");
+        let peers = (1..=nodes)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let mut cluster = Cluster {
+            dir,
+            peers,
+            running: BTreeMap::new(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        for id in 1..=nodes {
+            cluster.spawn(id);
+        }
+        cluster.wait_for_leader(None).await;
+        cluster
+    }
+
+    pub fn servers(&self) -> Vec<String> {
+        self.peers.values().cloned().collect()
+    }
+
+    pub fn addr(&self, id: u64) -> &str {
+        &self.peers[&id]
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.servers()).expect("client")
+    }
+
+    fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}"))
+    }
+
+    /// Starts node `id` on its existing data, if any.
+    pub fn spawn(&mut self, id: u64) {
+        let peers: Vec<String> = self
+            .peers
+            .iter()
+            .map(|(id, addr)| format!("{id}={addr}"))
+            .collect();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node{id}.log")))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_raftmq-node"))
+            .arg("run")
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--peers")
+            .arg(peers.join(","))
+            .arg("--data")
+            .arg(self.data_dir(id))
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn raftmq-node");
+        self.running.insert(id, child);
+    }
+
+    /// SIGKILLs node `id`: no shutdown, no flush.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.running.remove(&id) {
+            child.kill().expect("kill");
+            child.wait().expect("wait");
+        }
+    }
+
+    /// The id of the node every live node names as leader, waiting up to
+    /// 30 s; with `not` set, a leader other than that node.
+    pub async fn wait_for_leader(&self, not: Option<u64>) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = self.client();
+        while Instant::now() < deadline {
+            let mut leaders = Vec::new();
+            for id in self.running.keys() {
+                if let Ok(status) = client.cluster_status(self.addr(*id)).await {
+                    leaders.push(status.leader_id);
+                }
+            }
+            let agreed =
+                leaders.len() == self.running.len() && leaders.windows(2).all(|w| w[0] == w[1]);
+            if let (true, Some(Some(leader))) = (agreed, leaders.first()) {
+                if Some(*leader) != not && self.running.contains_key(leader) {
+                    return *leader;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "no leader agreed on within 30 s; logs in {}",
+            self.dir.path().display()
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.running.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            // Keep the nodes' logs and data for a post-mortem.
+            let dir = std::mem::replace(&mut self.dir, TempDir::new().expect("temp dir"));
+            eprintln!("cluster logs and data kept in {}", dir.keep().display());
+        }
+    }
+}
+
+/// A port the OS just handed out on loopback; free again once returned.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("free port")
+}
