@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod grpc;
 pub mod machine;
+pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod storage;

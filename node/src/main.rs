@@ -3,13 +3,19 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use raftmq_node::{Node, NodeConfig, Seams};
+use std::time::Duration;
+
+use raftmq_proto::v1::broker_client::BrokerClient;
+use raftmq_proto::v1::ClusterStatusRequest;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Endpoint;
 
 #[derive(Parser)]
 #[command(name = "raftmq-node", version, about = "raftmq broker node")]
@@ -24,6 +30,19 @@ enum Command {
     Run(RunArgs),
     /// Runs a local cluster of several nodes in this process, on loopback.
     Dev(DevArgs),
+    /// Exits 0 when the node at --addr answers, 1 otherwise (for container
+    /// health checks).
+    Health(HealthArgs),
+}
+
+#[derive(Parser)]
+struct HealthArgs {
+    /// The node's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    addr: String,
+    /// How long to wait for the answer.
+    #[arg(long, default_value_t = 2)]
+    timeout_secs: u64,
 }
 
 #[derive(Parser)]
@@ -44,6 +63,9 @@ struct RunArgs {
     /// Largest message accepted (payload + key + headers), in bytes.
     #[arg(long, env = "RAFTMQ_MESSAGE_BYTES_MAX", default_value_t = 1024 * 1024)]
     message_bytes_max: usize,
+    /// Serve Prometheus metrics at http://IP:PORT/metrics.
+    #[arg(long, env = "RAFTMQ_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Log entries between snapshots; the log behind a snapshot is purged.
     #[arg(long, env = "RAFTMQ_SNAPSHOT_EVERY", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     snapshot_every: u64,
@@ -63,6 +85,9 @@ struct DevArgs {
     /// Data directory; node N keeps its files in DATA/nodeN.
     #[arg(long, default_value = "./data")]
     data: PathBuf,
+    /// Serve node N's Prometheus metrics on port METRICS_BASE_PORT + N - 1.
+    #[arg(long)]
+    metrics_base_port: Option<u16>,
 }
 
 fn parse_peer(text: &str) -> Result<(u64, String), String> {
@@ -77,7 +102,7 @@ fn parse_peer(text: &str) -> Result<(u64, String), String> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -86,14 +111,37 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("stopping");
-            let _ = stop_tx.send(true);
-        }
+        stop_signal().await;
+        tracing::info!("stopping");
+        let _ = stop_tx.send(true);
     });
-    match Cli::parse().command {
+    let result = match Cli::parse().command {
         Command::Run(args) => run(args, stop).await,
         Command::Dev(args) => dev(args, stop).await,
+        Command::Health(args) => health(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Ctrl-C, or SIGTERM (what `docker stop` and service managers send).
+async fn stop_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGTERM handler not installed; Ctrl-C still stops");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 
@@ -111,7 +159,7 @@ async fn run(args: RunArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let mut config = NodeConfig::new(args.id, peers);
     config.limits.message_bytes_max = args.message_bytes_max;
     config.snapshot_every = args.snapshot_every;
-    serve(config, &args.data, listen, stop).await
+    serve(config, &args.data, listen, args.metrics_listen, stop).await
 }
 
 async fn dev(args: DevArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -141,8 +189,19 @@ async fn dev(args: DevArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
         let listen: SocketAddr = addr
             .parse()
             .with_context(|| format!("bad address {addr:?}"))?;
+        let metrics = match args.metrics_base_port {
+            Some(base) => {
+                let port = u64::from(base) + id - 1;
+                Some(
+                    format!("{}:{port}", args.host)
+                        .parse()
+                        .context("bad metrics address")?,
+                )
+            }
+            None => None,
+        };
         let stop = stop.clone();
-        nodes.spawn(async move { serve(config, &data, listen, stop).await });
+        nodes.spawn(async move { serve(config, &data, listen, metrics, stop).await });
     }
     while let Some(result) = nodes.join_next().await {
         result??;
@@ -150,12 +209,13 @@ async fn dev(args: DevArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Binds `listen`, starts the node on sled in `data`, and serves it until
-/// `stop` turns true.
+/// Binds `listen`, starts the node on sled in `data`, and serves it (and its
+/// metrics, if asked) until `stop` turns true.
 async fn serve(
     config: NodeConfig,
     data: &Path,
     listen: SocketAddr,
+    metrics: Option<SocketAddr>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let id = config.id;
@@ -167,6 +227,9 @@ async fn serve(
     let node = Node::start(config, seams)
         .await
         .with_context(|| format!("node {id}: starting"))?;
+    if let Some(addr) = metrics {
+        serve_metrics(node.clone(), addr, stop.clone()).await?;
+    }
     tracing::info!(node = id, %listen, data = %data.display(), "serving");
     let shutdown = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
@@ -174,5 +237,61 @@ async fn serve(
     node.serve(TcpListenerStream::new(listener), shutdown)
         .await?;
     tracing::info!(node = id, "stopped");
+    Ok(())
+}
+
+/// Serves `GET /metrics` on `addr` in the background until `stop`.
+async fn serve_metrics(
+    node: Node,
+    addr: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding metrics address {addr}"))?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let node = node.clone();
+            async move { node.metrics() }
+        }),
+    );
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::warn!(error = %e, "metrics server stopped");
+        }
+    });
+    tracing::info!(%addr, "metrics at /metrics");
+    Ok(())
+}
+
+async fn health(args: HealthArgs) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let channel = Endpoint::from_shared(format!("http://{}", args.addr))
+        .with_context(|| format!("bad address {:?}", args.addr))?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", args.addr))?;
+    let status = BrokerClient::new(channel)
+        .cluster_status(ClusterStatusRequest {})
+        .await
+        .with_context(|| format!("asking {} for its status", args.addr))?
+        .into_inner();
+    println!(
+        "node {} is {} (leader: {})",
+        status.node_id,
+        status.role,
+        status
+            .leader_id
+            .map_or("none".to_string(), |id| id.to_string())
+    );
     Ok(())
 }

@@ -68,6 +68,8 @@ impl Seams {
     }
 }
 
+/// A running node; clones share it.
+#[derive(Clone)]
 pub struct Node {
     broker: Arc<Broker>,
 }
@@ -132,6 +134,11 @@ impl Node {
 
     pub fn raft(&self) -> &Raft {
         &self.broker.raft
+    }
+
+    /// The node's metrics in Prometheus text format.
+    pub fn metrics(&self) -> String {
+        crate::metrics::render(&self.broker)
     }
 
     /// Serves the broker and Raft services on the accepted connections until

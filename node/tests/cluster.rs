@@ -282,3 +282,58 @@ async fn bad_input_gets_clear_errors() {
         .expect("status");
     assert!(status.leader_id.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_consumers_messages_go_to_the_next_consumer_marked_redelivered() {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic("tasks", 1).await.expect("create topic");
+    let messages: Vec<Message> = (0..20).map(|i| Message::new(format!("task-{i}"))).collect();
+    client.publish("tasks", messages).await.expect("publish");
+
+    // The first consumer takes five messages and goes away without acking.
+    let mut first = client
+        .subscribe("tasks", "workers", 5)
+        .await
+        .expect("subscribe");
+    let taken = consume_without_ack(&mut first, 5).await;
+    assert_eq!(
+        taken.iter().map(|d| d.offset).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+    drop(first);
+
+    // The next consumer gets those five again first, flagged, then the rest.
+    let mut second = client
+        .subscribe("tasks", "workers", 50)
+        .await
+        .expect("subscribe");
+    let received = consume_until(&mut second, 50, Duration::from_secs(10), |got| {
+        got.len() >= 20
+    })
+    .await;
+    let offsets: Vec<u64> = received.iter().map(|d| d.offset).collect();
+    assert_eq!(offsets, (0..20).collect::<Vec<u64>>());
+    for delivery in &received {
+        let again = delivery.offset < 5;
+        assert_eq!(delivery.redelivered, again, "offset {}", delivery.offset);
+        assert_eq!(
+            delivery.attempts,
+            if again { 2 } else { 1 },
+            "offset {}",
+            delivery.offset
+        );
+    }
+}
+
+/// Receives `count` deliveries without acking them.
+async fn consume_without_ack(consumer: &mut Consumer, count: usize) -> Vec<Delivery> {
+    let mut received = Vec::new();
+    while received.len() < count {
+        match tokio::time::timeout(Duration::from_secs(10), consumer.next()).await {
+            Ok(Some(Ok(delivery))) => received.push(delivery),
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+    received
+}

@@ -35,7 +35,8 @@ pub(crate) async fn run(client: &Client, command: ClusterCommand) -> anyhow::Res
 
 fn print_table(nodes: &[NodeStatus]) {
     let headers = [
-        "NODE", "ADDRESS", "ROLE", "LEADER", "TERM", "COMMIT", "APPLIED", "LAST LOG", "ERROR",
+        "NODE", "ADDRESS", "ROLE", "LEADER", "TERM", "VOTERS", "COMMIT", "APPLIED", "LAST LOG",
+        "ERROR",
     ];
     let dash = || "-".to_string();
     let rows: Vec<Vec<String>> = nodes
@@ -47,6 +48,12 @@ fn print_table(nodes: &[NodeStatus]) {
                 status.role.clone(),
                 table::or_dash(status.leader_id),
                 status.term.to_string(),
+                status
+                    .members
+                    .iter()
+                    .filter(|m| m.voter)
+                    .count()
+                    .to_string(),
                 table::or_dash(status.commit_index),
                 table::or_dash(status.applied_index),
                 table::or_dash(status.last_log_index),
@@ -56,6 +63,7 @@ fn print_table(nodes: &[NodeStatus]) {
                 dash(),
                 node.address.clone(),
                 "unreachable".to_string(),
+                dash(),
                 dash(),
                 dash(),
                 dash(),

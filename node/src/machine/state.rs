@@ -399,6 +399,11 @@ impl State {
         self.consumers.get(&id).map(|c| c.in_flight)
     }
 
+    /// Consumers attached, cluster wide.
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.len()
+    }
+
     /// The rules version this state was built under.
     pub fn version(&self) -> u32 {
         self.version

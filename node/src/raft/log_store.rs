@@ -7,6 +7,7 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -28,11 +29,29 @@ const ENTRIES_PER_READ_MAX: usize = 4096;
 #[derive(Clone)]
 pub struct LogStore {
     disk: Arc<dyn Disk>,
+    stats: Arc<LogStats>,
+}
+
+/// What the log store wrote, for the metrics endpoint and the benchmark:
+/// entries per flush shows group commit at work.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    pub appends: AtomicU64,
+    pub entries: AtomicU64,
+    pub entry_bytes: AtomicU64,
+    pub flushes: AtomicU64,
 }
 
 impl LogStore {
     pub fn new(disk: Arc<dyn Disk>) -> Self {
-        LogStore { disk }
+        LogStore {
+            disk,
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &LogStats {
+        &self.stats
     }
 
     /// The last commit point openraft recorded, for status reports.
@@ -59,6 +78,7 @@ impl LogStore {
     }
 
     fn flush(&self) -> Result<(), StorageError> {
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
         self.disk.flush().map_err(|e| StorageIOError::write(&e))?;
         Ok(())
     }
@@ -165,9 +185,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Ok(Write::Put(entry.log_id.index.to_be_bytes().to_vec(), bytes))
             })
             .collect::<Result<Vec<_>, StorageError>>()?;
+        let stats = &self.stats;
+        stats.appends.fetch_add(1, Ordering::Relaxed);
+        stats
+            .entries
+            .fetch_add(writes.len() as u64, Ordering::Relaxed);
+        let bytes: usize = writes
+            .iter()
+            .map(|w| match w {
+                Write::Put(_, value) => value.len(),
+                Write::Delete(_) => 0,
+            })
+            .sum();
+        stats.entry_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         self.disk
             .write(Space::Log, writes)
             .map_err(|e| StorageIOError::write_logs(&e))?;
+        stats.flushes.fetch_add(1, Ordering::Relaxed);
         let flushed = self
             .disk
             .flush()

@@ -17,7 +17,7 @@ mod state_machine;
 use std::io::Cursor;
 
 pub use codec::{decode, encode, CodecError};
-pub use log_store::LogStore;
+pub use log_store::{LogStats, LogStore};
 pub use network::{Network, RAFT_GROUP, RAFT_MESSAGE_BYTES_MAX};
 pub use runtime::{seed_thread_rng, SeededRuntime};
 pub use state_machine::{EffectSink, StateMachineStore};
