@@ -13,7 +13,7 @@ use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 use tonic::transport::Server;
 
-use crate::broker::{watch_leadership, Broker, Proposer, Sessions};
+use crate::broker::{reap_orphans, watch_leadership, Broker, Proposer, Sessions};
 use crate::clock::{Clock, SystemClock};
 use crate::config::NodeConfig;
 use crate::grpc::{BrokerService, RaftService};
@@ -127,13 +127,18 @@ impl Node {
             log,
             limits: config.limits,
         };
-        Ok(Node {
-            broker: Arc::new(broker),
-        })
+        let broker = Arc::new(broker);
+        tokio::spawn(reap_orphans(broker.clone()));
+        Ok(Node { broker })
     }
 
     pub fn raft(&self) -> &Raft {
         &self.broker.raft
+    }
+
+    /// Reads this replica's applied state (tests and the simulation check it).
+    pub fn read_state<T>(&self, f: impl FnOnce(&crate::machine::State) -> T) -> T {
+        self.broker.machine.read(f)
     }
 
     /// The node's metrics in Prometheus text format.

@@ -1,1 +1,252 @@
-fn main() {}
+//! `raftmq-sim`: run one seed, or sweep a range of seeds.
+//!
+//! Every seed runs in a fresh process. Inside one process, tokio numbers
+//! tasks from a global counter, and the order in which a crashed host's
+//! tasks are dropped follows those numbers; a second run in the same process
+//! would then see connection resets in another order. A fresh process per
+//! seed makes `--seed N` replay exactly what a sweep saw.
+
+use std::ops::Range;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use raftmq_sim::trace::Trace;
+use raftmq_sim::{run, Report};
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(
+    name = "raftmq-sim",
+    version,
+    about = "Deterministic simulation of a raftmq cluster under faults"
+)]
+struct Cli {
+    /// Run this one seed, then again in a fresh process to check that the
+    /// trace hash is the same.
+    #[arg(long, conflicts_with = "seeds")]
+    seed: Option<u64>,
+    /// Sweep seeds A..B (B excluded), each in its own process.
+    #[arg(long, value_parser = parse_range)]
+    seeds: Option<Range<u64>>,
+    /// In a sweep, run every Nth seed twice to check determinism.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    determinism_every: u64,
+    /// Seeds run at once in a sweep.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    jobs: u64,
+    /// Print every event of the run to stderr as it happens.
+    #[arg(long)]
+    trace: bool,
+    /// Print JSON (one object per seed, then a summary) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Run the seed once and print its JSON report (what sweeps call).
+    #[arg(long, hide = true, requires = "seed")]
+    once: bool,
+}
+
+fn parse_range(text: &str) -> Result<Range<u64>, String> {
+    let (from, to) = text.split_once("..").ok_or("expected A..B")?;
+    let from: u64 = from.parse().map_err(|_| format!("bad start {from:?}"))?;
+    let to: u64 = to.parse().map_err(|_| format!("bad end {to:?}"))?;
+    if from >= to {
+        return Err(format!("empty range {text}"));
+    }
+    Ok(from..to)
+}
+
+fn main() -> ExitCode {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
+    let cli = Cli::parse();
+    match (cli.seed, cli.seeds.clone()) {
+        (Some(seed), _) if cli.once => {
+            let report = run(seed, trace(&cli));
+            println!("{}", report_json(&report));
+            ExitCode::SUCCESS
+        }
+        (Some(seed), _) => single(&cli, seed),
+        (None, Some(seeds)) => sweep(&cli, seeds),
+        (None, None) => single(&cli, 42),
+    }
+}
+
+fn trace(cli: &Cli) -> Trace {
+    if cli.trace {
+        Trace::echoing()
+    } else {
+        Trace::default()
+    }
+}
+
+/// Runs `seed` here, then in a child process, and compares.
+fn single(cli: &Cli, seed: u64) -> ExitCode {
+    let started = Instant::now();
+    let report = report_json(&run(seed, trace(cli)));
+    let mut problems = problems(&report);
+    match child(seed) {
+        Ok(again) if again["trace_hash"] == report["trace_hash"] => {}
+        Ok(again) => problems.push(format!(
+            "not deterministic: trace hash {} then {}",
+            report["trace_hash"], again["trace_hash"]
+        )),
+        Err(e) => problems.push(format!("determinism check failed to run: {e}")),
+    }
+    print_seed(&report, &problems, cli.json);
+    summary(
+        cli,
+        1,
+        u64::from(!problems.is_empty()),
+        seconds(&report),
+        started.elapsed(),
+    )
+}
+
+/// Runs every seed of `seeds` in child processes, `--jobs` at a time.
+fn sweep(cli: &Cli, seeds: Range<u64>) -> ExitCode {
+    let started = Instant::now();
+    let count = seeds.end - seeds.start;
+    let (mut failed, mut simulated) = (0, 0.0);
+    let all: Vec<u64> = seeds.collect();
+    for batch in all.chunks(cli.jobs as usize) {
+        let runs: Vec<_> = batch
+            .iter()
+            .map(|&seed| {
+                let recheck = (seed - all[0]).is_multiple_of(cli.determinism_every);
+                std::thread::spawn(move || (seed, child(seed), recheck.then(|| child(seed))))
+            })
+            .collect();
+        for handle in runs {
+            let (seed, first, second) = handle.join().expect("sweep thread");
+            let (report, mut problems) = match first {
+                Ok(report) => {
+                    let problems = problems(&report);
+                    (report, problems)
+                }
+                Err(e) => (json!({"seed": seed}), vec![e]),
+            };
+            match second {
+                Some(Ok(again)) if again["trace_hash"] != report["trace_hash"] => {
+                    problems.push(format!(
+                        "not deterministic: trace hash {} then {}",
+                        report["trace_hash"], again["trace_hash"]
+                    ))
+                }
+                Some(Err(e)) => problems.push(e),
+                _ => {}
+            }
+            simulated += seconds(&report);
+            failed += u64::from(!problems.is_empty());
+            print_seed(&report, &problems, cli.json);
+        }
+    }
+    summary(cli, count, failed, simulated, started.elapsed())
+}
+
+/// Runs one seed in a fresh process and reads its JSON report.
+fn child(seed: u64) -> Result<Value, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding own binary: {e}"))?;
+    let output = Command::new(exe)
+        .args(["--seed", &seed.to_string(), "--once"])
+        .output()
+        .map_err(|e| format!("running seed {seed}: {e}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+        return Err(format!(
+            "seed {seed} crashed ({}): {}",
+            output.status,
+            tail.join(" | ")
+        ));
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| format!("seed {seed}: bad report: {e}"))
+}
+
+fn report_json(report: &Report) -> Value {
+    json!({
+        "seed": report.seed,
+        "passed": report.passed(),
+        "trace_hash": format!("{:016x}", report.trace_hash),
+        "events": report.events,
+        "simulated_s": report.simulated.as_secs_f64(),
+        "wall_s": report.wall.as_secs_f64(),
+        "faults": report.faults,
+        "confirmed": report.confirmed,
+        "delivered": report.delivered,
+        "violations": report.violations,
+        "recent": report.recent,
+    })
+}
+
+fn problems(report: &Value) -> Vec<String> {
+    report["violations"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter_map(|p| p.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn seconds(report: &Value) -> f64 {
+    report["simulated_s"].as_f64().unwrap_or(0.0)
+}
+
+fn print_seed(report: &Value, problems: &[String], json: bool) {
+    let seed = &report["seed"];
+    if json {
+        let mut line = report.clone();
+        line["passed"] = json!(problems.is_empty());
+        line["violations"] = json!(problems);
+        println!("{line}");
+    } else {
+        println!(
+            "seed {seed}: {} trace {}, {} events, {:.1} simulated s in {:.2} wall s, {} faults, {} confirmed, {} delivered",
+            if problems.is_empty() { "ok" } else { "FAILED" },
+            report["trace_hash"].as_str().unwrap_or("?"),
+            report["events"],
+            seconds(report),
+            report["wall_s"].as_f64().unwrap_or(0.0),
+            report["faults"],
+            report["confirmed"],
+            report["delivered"],
+        );
+    }
+    if problems.is_empty() {
+        return;
+    }
+    eprintln!("seed {seed} failed:");
+    for problem in problems {
+        eprintln!("  - {problem}");
+    }
+    eprintln!("last events:");
+    for event in report["recent"].as_array().into_iter().flatten() {
+        eprintln!("  {}", event.as_str().unwrap_or_default());
+    }
+    eprintln!("replay: cargo run --release -p raftmq-sim -- --seed {seed} --trace");
+}
+
+fn summary(cli: &Cli, count: u64, failed: u64, simulated: f64, wall: Duration) -> ExitCode {
+    let speed = simulated / wall.as_secs_f64().max(1e-9);
+    if cli.json {
+        println!(
+            "{}",
+            json!({"seeds": count, "failed": failed, "simulated_s": simulated, "wall_s": wall.as_secs_f64(), "simulated_per_wall_s": speed})
+        );
+    } else {
+        println!(
+            "{count} seeds, {failed} failed; {simulated:.0} simulated s in {:.1} wall s ({speed:.1} simulated s per wall s)",
+            wall.as_secs_f64()
+        );
+    }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -4,12 +4,14 @@
 
 mod leader;
 mod proposer;
+mod reaper;
 mod sessions;
 
 use std::sync::Arc;
 
 pub use leader::watch_leadership;
 pub use proposer::{ProposeError, Proposer};
+pub use reaper::reap_orphans;
 pub use sessions::{SessionEvent, Sessions};
 
 use crate::config::EdgeLimits;

@@ -60,6 +60,12 @@ impl Sessions {
         self.lock().remove(&addr.session);
     }
 
+    /// Whether `addr` is a session of this node's current boot that is
+    /// still open.
+    pub fn is_open(&self, addr: SessionAddr) -> bool {
+        self.is_mine(addr) && self.lock().contains_key(&addr.session)
+    }
+
     pub fn len(&self) -> usize {
         self.lock().len()
     }

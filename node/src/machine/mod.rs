@@ -16,7 +16,7 @@ mod topic;
 pub use command::{Command, Effect, Outcome, Rejection, Request, SessionAddr};
 pub use limits::*;
 pub use state::{Delivery, State, TopicSummary};
-pub use topic::{Message, NewMessage};
+pub use topic::{Message, NewMessage, Partition};
 
 /// Identifies a consumer: assigned in log order when it attaches.
 pub type ConsumerId = u64;

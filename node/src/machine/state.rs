@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::command::{Command, Effect, Outcome, Rejection, Request, SessionAddr};
 use super::limits::*;
 use super::subscription::{InFlight, Standing, Subscription};
-use super::topic::{Message, NewMessage, Topic};
+use super::topic::{Message, NewMessage, Partition, Topic};
 use super::{ConsumerId, NodeId};
 
 /// A message handed to a consumer.
@@ -397,6 +397,83 @@ impl State {
     /// Unacknowledged messages a consumer holds, as the server counts them.
     pub fn consumer_in_flight(&self, id: ConsumerId) -> Option<u32> {
         self.consumers.get(&id).map(|c| c.in_flight)
+    }
+
+    /// A partition's retained messages, for replica comparisons.
+    pub fn partition(&self, topic: &str, index: u32) -> Option<&Partition> {
+        self.topics.get(topic)?.partitions.get(index as usize)
+    }
+
+    /// Checks the state's internal bookkeeping: every consumer's in-flight
+    /// count matches the cursors and stays within its prefetch, and every
+    /// cursor's sets lie where they belong. A simulation calls it after
+    /// every step on every replica.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut held: BTreeMap<ConsumerId, u32> = BTreeMap::new();
+        for (name, topic) in &self.topics {
+            for (sub_name, subscription) in &topic.subscriptions {
+                for (index, cursor) in subscription.cursors.iter().enumerate() {
+                    let at = || format!("{name}/{sub_name}/{index}");
+                    let partition = &topic.partitions[index];
+                    if cursor.floor > cursor.next || cursor.next > partition.end() {
+                        return Err(format!(
+                            "{}: floor {} next {} end {}",
+                            at(),
+                            cursor.floor,
+                            cursor.next,
+                            partition.end()
+                        ));
+                    }
+                    if cursor.floor < partition.base {
+                        return Err(format!(
+                            "{}: floor {} below retained base {}",
+                            at(),
+                            cursor.floor,
+                            partition.base
+                        ));
+                    }
+                    let in_range = |offset: &u64| (cursor.floor..cursor.next).contains(offset);
+                    let stray = cursor
+                        .acked
+                        .iter()
+                        .chain(cursor.in_flight.keys())
+                        .chain(cursor.returned.keys())
+                        .find(|offset| !in_range(offset));
+                    if let Some(offset) = stray {
+                        return Err(format!(
+                            "{}: offset {offset} tracked outside [floor, next)",
+                            at()
+                        ));
+                    }
+                    for flight in cursor.in_flight.values() {
+                        *held.entry(flight.consumer).or_default() += 1;
+                    }
+                }
+            }
+        }
+        for (id, consumer) in &self.consumers {
+            let counted = held.remove(id).unwrap_or(0);
+            if counted != consumer.in_flight || consumer.in_flight > consumer.prefetch {
+                return Err(format!(
+                    "consumer {id}: in flight {} (cursors hold {counted}), prefetch {}",
+                    consumer.in_flight, consumer.prefetch
+                ));
+            }
+        }
+        match held.first_key_value() {
+            Some((id, count)) => Err(format!(
+                "{count} messages in flight to unknown consumer {id}"
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Every attached consumer with the session its deliveries go to.
+    pub fn consumer_sessions(&self) -> Vec<(ConsumerId, SessionAddr)> {
+        self.consumers
+            .iter()
+            .map(|(id, c)| (*id, c.session))
+            .collect()
     }
 
     /// Consumers attached, cluster wide.

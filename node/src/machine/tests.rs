@@ -34,6 +34,9 @@ impl Harness {
         };
         let mut outcomes = self.state.apply(request, &mut self.effects);
         assert_eq!(outcomes.len(), 1);
+        if let Err(broken) = self.state.check_invariants() {
+            panic!("invariant broken: {broken}");
+        }
         outcomes.remove(0)
     }
 

@@ -1,0 +1,172 @@
+//! What the workload saw, and the invariants it can judge from there:
+//! no lost confirmed message, no phantom, per-key order, acked messages
+//! never redelivered, and credit (DESIGN.md invariants 1, 2, 4, 5, 8).
+//!
+//! A write whose answer never came is *unknown*, never absent: it may be
+//! stored, so it is neither required nor forbidden.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+pub type Position = (u32, u64);
+
+#[derive(Clone, Default)]
+pub struct Oracle {
+    inner: Arc<Mutex<Observations>>,
+}
+
+#[derive(Default)]
+struct Observations {
+    /// Every payload ever sent, with its key.
+    sent: BTreeMap<Bytes, String>,
+    /// Payloads whose publish was confirmed, at their first confirmed place.
+    confirmed: BTreeMap<Bytes, Position>,
+    /// Confirmed places by key, for the order check.
+    confirmed_by_key: BTreeMap<String, BTreeSet<Position>>,
+    /// What a confirm said is stored at each place.
+    stored_at: BTreeMap<Position, Bytes>,
+    delivered: BTreeSet<Bytes>,
+    /// Acks the broker answered OK.
+    acked: BTreeSet<Position>,
+    /// Acks sent, answered or not: any of them may have taken effect.
+    ack_sent: BTreeSet<Position>,
+    sessions: BTreeMap<u64, Session>,
+    violations: Vec<String>,
+}
+
+/// One consumer stream as the client saw it.
+#[derive(Default)]
+struct Session {
+    prefetch: u32,
+    seen: BTreeSet<Position>,
+    delivered: u64,
+    acks_sent: u64,
+}
+
+/// A delivery as the oracle needs it.
+pub struct Seen<'a> {
+    pub consumer: u64,
+    pub prefetch: u32,
+    pub position: Position,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a Bytes,
+}
+
+impl Oracle {
+    fn lock(&self) -> MutexGuard<'_, Observations> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn sent(&self, payload: &Bytes, key: &str) {
+        self.lock().sent.insert(payload.clone(), key.to_string());
+    }
+
+    pub fn confirmed(&self, payload: &Bytes, key: &str, position: Position) {
+        let mut o = self.lock();
+        if let Some(earlier) = o.stored_at.get(&position) {
+            if earlier != payload {
+                let v = format!("two confirms for {position:?}: {earlier:?} and {payload:?}");
+                o.violations.push(v);
+            }
+        }
+        o.stored_at.insert(position, payload.clone());
+        o.confirmed_by_key
+            .entry(key.to_string())
+            .or_default()
+            .insert(position);
+        o.confirmed.entry(payload.clone()).or_insert(position);
+    }
+
+    /// Judges one delivery against everything seen before it.
+    pub fn delivered(&self, seen: Seen<'_>) {
+        let mut o = self.lock();
+        let Seen {
+            consumer,
+            prefetch,
+            position,
+            key,
+            payload,
+        } = seen;
+        // No phantom: it was sent, and it is what the confirm said is there.
+        if !o.sent.contains_key(payload) {
+            let v = format!("phantom delivery {payload:?} at {position:?}");
+            o.violations.push(v);
+        }
+        if let Some(stored) = o.stored_at.get(&position) {
+            if stored != payload {
+                let v = format!("{position:?} delivered {payload:?}, confirmed as {stored:?}");
+                o.violations.push(v);
+            }
+        }
+        // An acknowledged message is never delivered again.
+        if o.acked.contains(&position) {
+            let v = format!("{position:?} delivered again after its ack was confirmed");
+            o.violations.push(v);
+        }
+        // Order per key: every earlier confirmed message of the key is acked
+        // (or may be) or was handed to this same stream before.
+        if let Some(key) = key.map(|k| String::from_utf8_lossy(k).into_owned()) {
+            let earlier: Vec<Position> = o
+                .confirmed_by_key
+                .get(&key)
+                .map(|places| places.range((position.0, 0)..position).copied().collect())
+                .unwrap_or_default();
+            let session = o.sessions.get(&consumer);
+            let skipped = earlier
+                .into_iter()
+                .find(|p| !o.ack_sent.contains(p) && !session.is_some_and(|s| s.seen.contains(p)));
+            if let Some(skipped) = skipped {
+                let v = format!("key {key}: {position:?} delivered to consumer {consumer} before unacked {skipped:?}");
+                o.violations.push(v);
+            }
+        }
+        o.delivered.insert(payload.clone());
+        let session = o.sessions.entry(consumer).or_default();
+        session.prefetch = prefetch;
+        session.seen.insert(position);
+        session.delivered += 1;
+        // Credit: what this stream got minus what it acked stays within its
+        // prefetch (acks in flight may already have refilled it).
+        let holding = session.delivered - session.acks_sent;
+        if holding > u64::from(session.prefetch) {
+            let v = format!("consumer {consumer} holds {holding} unacked, prefetch {prefetch}");
+            o.violations.push(v);
+        }
+    }
+
+    pub fn ack_sent(&self, consumer: u64, positions: &[Position]) {
+        let mut o = self.lock();
+        o.ack_sent.extend(positions.iter().copied());
+        o.sessions.entry(consumer).or_default().acks_sent += positions.len() as u64;
+    }
+
+    pub fn acked(&self, positions: &[Position]) {
+        self.lock().acked.extend(positions.iter().copied());
+    }
+
+    pub fn confirmed_count(&self) -> usize {
+        self.lock().confirmed.len()
+    }
+
+    pub fn delivered_count(&self) -> usize {
+        self.lock().delivered.len()
+    }
+
+    /// Confirmed payloads not delivered yet.
+    pub fn undelivered(&self) -> Vec<Bytes> {
+        let o = self.lock();
+        o.confirmed
+            .keys()
+            .filter(|p| !o.delivered.contains(*p))
+            .cloned()
+            .collect()
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        self.lock().violations.clone()
+    }
+}

@@ -1,0 +1,201 @@
+//! One seeded run: three real nodes and the workload under turmoil, a chaos
+//! phase with faults and checks after every step, then a healed phase in
+//! which every confirmed message must be delivered.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use raftmq_node::{Node, NodeConfig, Seams};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::checker::Checker;
+use crate::clock::SimClock;
+use crate::disk::SimDisk;
+use crate::faults::{host, Faults, Targets};
+use crate::oracle::Oracle;
+use crate::trace::Trace;
+use crate::workload::{self, Workload};
+
+const NODES: u64 = 3;
+const PORT: u16 = 7001;
+/// Normal one-way message latency bound.
+pub const LATENCY_MAX_MS: u64 = 5;
+/// Steps between the heavier replica checks.
+const DEEP_CHECK_EVERY: u64 = 250;
+/// Time allowed after the heal for every confirmed message to arrive.
+const LIVENESS: Duration = Duration::from_secs(60);
+
+/// Everything a run reports.
+#[derive(Debug)]
+pub struct Report {
+    pub seed: u64,
+    pub trace_hash: u64,
+    pub events: u64,
+    pub simulated: Duration,
+    pub wall: Duration,
+    pub faults: u64,
+    pub confirmed: usize,
+    pub delivered: usize,
+    pub violations: Vec<String>,
+    pub recent: Vec<String>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+type Registry = Arc<Mutex<BTreeMap<u64, Node>>>;
+
+fn running(registry: &Registry) -> BTreeMap<u64, Node> {
+    registry.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+pub fn run(seed: u64, trace: Trace) -> Report {
+    let started = Instant::now();
+    // One seed sets everything: raft's election jitter, turmoil's network,
+    // the workload's shape and the faults.
+    raftmq_node::raft::seed_thread_rng(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let chaos = Duration::from_secs(rng.gen_range(5..20));
+    let workload = Workload {
+        seed,
+        nodes: (1..=NODES)
+            .map(|id| format!("{}:{PORT}", host(id)))
+            .collect(),
+        partitions: rng.gen_range(1..=4),
+        producers: rng.gen_range(1..=3),
+        keys_per_producer: rng.gen_range(1..=4),
+        produce_until: chaos,
+        messages_per_producer_max: rng.gen_range(100..400),
+        batch_max: rng.gen_range(1..=8),
+        prefetch: rng.gen_range(1..=16),
+        consumer_crash_per_mille: rng.gen_range(0..30),
+        deadline: chaos + LIVENESS,
+    };
+    let faults_per_ms = rng.gen_range(0.0002..0.002);
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .simulation_duration(chaos + LIVENESS + Duration::from_secs(30))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(LATENCY_MAX_MS))
+        .build();
+
+    let oracle = Oracle::default();
+    let registry: Registry = Arc::default();
+    let disks: BTreeMap<u64, Arc<SimDisk>> = (1..=NODES).map(|id| (id, Arc::default())).collect();
+    let clocks: BTreeMap<u64, SimClock> = (1..=NODES).map(|id| (id, SimClock::default())).collect();
+    let boots = Arc::new(AtomicU64::new(seed.wrapping_mul(1_000)));
+    let peers: BTreeMap<u64, String> = (1..=NODES)
+        .map(|id| (id, format!("{}:{PORT}", host(id))))
+        .collect();
+    for id in 1..=NODES {
+        let (disk, clock, registry, boots, peers) = (
+            disks[&id].clone(),
+            clocks[&id].clone(),
+            registry.clone(),
+            boots.clone(),
+            peers.clone(),
+        );
+        sim.host(host(id), move || {
+            let seams = Seams {
+                disk: disk.clone(),
+                connector: Arc::new(crate::net::SimConnector),
+                clock: Arc::new(clock.clone()),
+                boot_id: boots.fetch_add(1, Ordering::Relaxed),
+            };
+            let (registry, config) = (registry.clone(), NodeConfig::new(id, peers.clone()));
+            async move {
+                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+                let node = Node::start(config, seams).await?;
+                registry
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, node.clone());
+                node.serve(crate::net::incoming(listener), std::future::pending())
+                    .await?;
+                Ok(())
+            }
+        });
+    }
+    sim.client(
+        "workload",
+        workload::run(workload, oracle.clone(), trace.clone()),
+    );
+
+    let mut faults = Faults::new(StdRng::seed_from_u64(rng.gen()), NODES, faults_per_ms);
+    let mut checker = Checker::default();
+    let mut healed = false;
+    let mut violations = Vec::new();
+    let targets = Targets {
+        disks: &disks,
+        clocks: &clocks,
+    };
+    // Bounded: turmoil stops the run at its simulation duration.
+    for step in 0u64.. {
+        let finished = match sim.step() {
+            Ok(finished) => finished,
+            Err(e) => {
+                violations.push(format!("simulation error: {e}"));
+                break;
+            }
+        };
+        let at = sim.elapsed();
+        for event in checker.step(&running(&registry)) {
+            trace.record(at, event);
+        }
+        if step.is_multiple_of(DEEP_CHECK_EVERY) {
+            checker.deep(&running(&registry));
+        }
+        if at < chaos {
+            let mut crashed = Vec::new();
+            for event in faults.tick(&mut sim, at, &targets, &mut crashed) {
+                trace.record(at, event);
+            }
+            for id in crashed {
+                registry
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                checker.forget(id);
+            }
+        } else if !healed {
+            healed = true;
+            for event in faults.heal(&mut sim) {
+                trace.record(at, event);
+            }
+            trace.record(at, "healed");
+        }
+        if finished || !checker.violations.is_empty() || !oracle.violations().is_empty() {
+            break;
+        }
+    }
+    checker.deep(&running(&registry));
+    let undelivered = oracle.undelivered();
+    if !undelivered.is_empty() {
+        violations.push(format!(
+            "liveness: {} confirmed messages not delivered within {LIVENESS:?} of healing, e.g. {:?}",
+            undelivered.len(),
+            &undelivered[..undelivered.len().min(5)]
+        ));
+    }
+    violations.extend(checker.violations);
+    violations.extend(oracle.violations());
+    Report {
+        seed,
+        trace_hash: trace.hash(),
+        events: trace.events(),
+        simulated: sim.elapsed(),
+        wall: started.elapsed(),
+        faults: faults.injected,
+        confirmed: oracle.confirmed_count(),
+        delivered: oracle.delivered_count(),
+        violations,
+        recent: trace.recent(),
+    }
+}
