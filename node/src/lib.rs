@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod machine;
 pub mod metrics;
 pub mod node;
+pub mod planted;
 pub mod raft;
 pub mod storage;
 pub mod transport;

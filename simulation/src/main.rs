@@ -11,6 +11,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use raftmq_node::planted::Bug;
 use raftmq_sim::trace::Trace;
 use raftmq_sim::{run, Report};
 use serde_json::{json, Value};
@@ -41,6 +42,11 @@ struct Cli {
     /// Print JSON (one object per seed, then a summary) instead of text.
     #[arg(long)]
     json: bool,
+    /// Switch on a deliberate bug, to see a checker catch it (needs a build
+    /// with `--features planted-bugs`): ack-drops-last, returned-last,
+    /// prefetch-plus-one, local-clock-in-apply, skip-message.
+    #[arg(long, value_parser = parse_bug)]
+    plant: Option<Bug>,
     /// Run the seed once and print its JSON report (what sweeps call).
     #[arg(long, hide = true, requires = "seed")]
     once: bool,
@@ -56,6 +62,27 @@ fn parse_range(text: &str) -> Result<Range<u64>, String> {
     Ok(from..to)
 }
 
+fn parse_bug(name: &str) -> Result<Bug, String> {
+    Bug::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = Bug::ALL.iter().map(|b| b.name()).collect();
+        format!("unknown bug {name:?}; one of {}", names.join(", "))
+    })
+}
+
+#[cfg(feature = "planted-bugs")]
+fn plant(bug: Bug) -> Result<(), String> {
+    raftmq_node::planted::plant(bug);
+    Ok(())
+}
+
+#[cfg(not(feature = "planted-bugs"))]
+fn plant(bug: Bug) -> Result<(), String> {
+    Err(format!(
+        "this build has no planted bugs; build with --features planted-bugs to plant {}",
+        bug.name()
+    ))
+}
+
 fn main() -> ExitCode {
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -63,6 +90,12 @@ fn main() -> ExitCode {
             .init();
     }
     let cli = Cli::parse();
+    if let Some(bug) = cli.plant {
+        if let Err(e) = plant(bug) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     match (cli.seed, cli.seeds.clone()) {
         (Some(seed), _) if cli.once => {
             let report = run(seed, trace(&cli));
@@ -88,7 +121,7 @@ fn single(cli: &Cli, seed: u64) -> ExitCode {
     let started = Instant::now();
     let report = report_json(&run(seed, trace(cli)));
     let mut problems = problems(&report);
-    match child(seed) {
+    match child(seed, cli.plant) {
         Ok(again) if again["trace_hash"] == report["trace_hash"] => {}
         Ok(again) => problems.push(format!(
             "not deterministic: trace hash {} then {}",
@@ -117,7 +150,14 @@ fn sweep(cli: &Cli, seeds: Range<u64>) -> ExitCode {
             .iter()
             .map(|&seed| {
                 let recheck = (seed - all[0]).is_multiple_of(cli.determinism_every);
-                std::thread::spawn(move || (seed, child(seed), recheck.then(|| child(seed))))
+                let plant = cli.plant;
+                std::thread::spawn(move || {
+                    (
+                        seed,
+                        child(seed, plant),
+                        recheck.then(|| child(seed, plant)),
+                    )
+                })
             })
             .collect();
         for handle in runs {
@@ -148,10 +188,14 @@ fn sweep(cli: &Cli, seeds: Range<u64>) -> ExitCode {
 }
 
 /// Runs one seed in a fresh process and reads its JSON report.
-fn child(seed: u64) -> Result<Value, String> {
+fn child(seed: u64, bug: Option<Bug>) -> Result<Value, String> {
     let exe = std::env::current_exe().map_err(|e| format!("finding own binary: {e}"))?;
+    let plant = bug
+        .map(|bug| vec!["--plant", bug.name()])
+        .unwrap_or_default();
     let output = Command::new(exe)
         .args(["--seed", &seed.to_string(), "--once"])
+        .args(plant)
         .output()
         .map_err(|e| format!("running seed {seed}: {e}"))?;
     if !output.status.success() {

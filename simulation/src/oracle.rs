@@ -19,8 +19,8 @@ pub struct Oracle {
 
 #[derive(Default)]
 struct Observations {
-    /// Every payload ever sent, with its key.
-    sent: BTreeMap<Bytes, String>,
+    /// Every payload ever sent.
+    sent: BTreeSet<Bytes>,
     /// Payloads whose publish was confirmed, at their first confirmed place.
     confirmed: BTreeMap<Bytes, Position>,
     /// Confirmed places by key, for the order check.
@@ -61,11 +61,11 @@ impl Oracle {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn sent(&self, payload: &Bytes, key: &str) {
-        self.lock().sent.insert(payload.clone(), key.to_string());
+    pub fn sent(&self, payload: &Bytes) {
+        self.lock().sent.insert(payload.clone());
     }
 
-    pub fn confirmed(&self, payload: &Bytes, key: &str, position: Position) {
+    pub fn confirmed(&self, payload: &Bytes, key: Option<&str>, position: Position) {
         let mut o = self.lock();
         if let Some(earlier) = o.stored_at.get(&position) {
             if earlier != payload {
@@ -74,10 +74,12 @@ impl Oracle {
             }
         }
         o.stored_at.insert(position, payload.clone());
-        o.confirmed_by_key
-            .entry(key.to_string())
-            .or_default()
-            .insert(position);
+        if let Some(key) = key {
+            o.confirmed_by_key
+                .entry(key.to_string())
+                .or_default()
+                .insert(position);
+        }
         o.confirmed.entry(payload.clone()).or_insert(position);
     }
 
@@ -92,7 +94,7 @@ impl Oracle {
             payload,
         } = seen;
         // No phantom: it was sent, and it is what the confirm said is there.
-        if !o.sent.contains_key(payload) {
+        if !o.sent.contains(payload) {
             let v = format!("phantom delivery {payload:?} at {position:?}");
             o.violations.push(v);
         }

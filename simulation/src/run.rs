@@ -176,8 +176,10 @@ pub fn run(seed: u64, trace: Trace) -> Report {
         }
     }
     checker.deep(&running(&registry));
+    let stopped_early = !checker.violations.is_empty() || !oracle.violations().is_empty();
     let undelivered = oracle.undelivered();
-    if !undelivered.is_empty() {
+    // Liveness is judged only on a run that went to its end.
+    if !undelivered.is_empty() && !stopped_early {
         violations.push(format!(
             "liveness: {} confirmed messages not delivered within {LIVENESS:?} of healing, e.g. {:?}",
             undelivered.len(),
@@ -186,6 +188,8 @@ pub fn run(seed: u64, trace: Trace) -> Report {
     }
     violations.extend(checker.violations);
     violations.extend(oracle.violations());
+    let mut seen = std::collections::BTreeSet::new();
+    violations.retain(|v| seen.insert(v.clone()));
     Report {
         seed,
         trace_hash: trace.hash(),

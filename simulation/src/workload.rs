@@ -164,19 +164,28 @@ async fn produce(workload: Workload, producer: u32, oracle: Oracle, trace: Trace
     let mut nodes = Nodes::new(&workload.nodes);
     let mut rng = StdRng::seed_from_u64(workload.seed ^ (0x9e37 + u64::from(producer)));
     let mut next_seq = vec![0u64; workload.keys_per_producer as usize];
+    let mut keyless = 0u64;
     let mut sent = 0;
     let mut request_id = 0;
     while sent < workload.messages_per_producer_max && now() < workload.produce_until {
         let size = rng
             .gen_range(1..=workload.batch_max)
             .min(workload.messages_per_producer_max - sent);
-        let batch: Vec<(String, Bytes)> = (0..size)
+        // A quarter of the messages have no key: they go round robin and
+        // carry no order promise.
+        let batch: Vec<(Option<String>, Bytes)> = (0..size)
             .map(|_| {
-                let k = rng.gen_range(0..workload.keys_per_producer) as usize;
-                next_seq[k] += 1;
-                let key = format!("p{producer}k{k}");
-                let payload = Bytes::from(format!("{key}:{}", next_seq[k]));
-                oracle.sent(&payload, &key);
+                let (key, payload) = if rng.gen_ratio(1, 4) {
+                    keyless += 1;
+                    (None, Bytes::from(format!("p{producer}-{keyless}")))
+                } else {
+                    let k = rng.gen_range(0..workload.keys_per_producer) as usize;
+                    next_seq[k] += 1;
+                    let key = format!("p{producer}k{k}");
+                    let payload = Bytes::from(format!("{key}:{}", next_seq[k]));
+                    (Some(key), payload)
+                };
+                oracle.sent(&payload);
                 (key, payload)
             })
             .collect();
@@ -198,7 +207,7 @@ async fn produce(workload: Workload, producer: u32, oracle: Oracle, trace: Trace
                 messages: batch
                     .iter()
                     .map(|(key, payload)| v1::Message {
-                        key: Some(Bytes::from(key.clone())),
+                        key: key.clone().map(Bytes::from),
                         payload: payload.clone(),
                         headers: Default::default(),
                     })
@@ -208,7 +217,7 @@ async fn produce(workload: Workload, producer: u32, oracle: Oracle, trace: Trace
                 Ok(response) => {
                     let positions = response.into_inner().positions;
                     for ((key, payload), p) in batch.iter().zip(&positions) {
-                        oracle.confirmed(payload, key, (p.partition, p.offset));
+                        oracle.confirmed(payload, key.as_deref(), (p.partition, p.offset));
                     }
                     let places: Vec<String> = positions
                         .iter()

@@ -10,7 +10,11 @@ fn run_once(seed: u64) -> Value {
         .args(["--seed", &seed.to_string(), "--once"])
         .output()
         .expect("run raftmq-sim");
-    assert!(output.status.success(), "seed {seed}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "seed {seed}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).expect("JSON report")
 }
 
@@ -21,8 +25,16 @@ fn the_same_seed_gives_the_same_trace_and_different_seeds_differ() {
         let (first, second) = (run_once(seed), run_once(seed));
         assert_eq!(first["trace_hash"], second["trace_hash"], "seed {seed}");
         assert_eq!(first["events"], second["events"], "seed {seed}");
-        assert_eq!(first["passed"], Value::Bool(true), "seed {seed}: {}", first["violations"]);
-        assert!(first["confirmed"].as_u64().unwrap_or(0) > 0, "seed {seed} confirmed nothing");
+        assert_eq!(
+            first["passed"],
+            Value::Bool(true),
+            "seed {seed}: {}",
+            first["violations"]
+        );
+        assert!(
+            first["confirmed"].as_u64().unwrap_or(0) > 0,
+            "seed {seed} confirmed nothing"
+        );
         hashes.push(first["trace_hash"].as_str().unwrap_or_default().to_string());
     }
     hashes.sort();

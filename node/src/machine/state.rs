@@ -9,6 +9,7 @@ use super::limits::*;
 use super::subscription::{InFlight, Standing, Subscription};
 use super::topic::{Message, NewMessage, Partition, Topic};
 use super::{ConsumerId, NodeId};
+use crate::planted::{self, Bug};
 
 /// A message handed to a consumer.
 #[derive(Clone, Debug, PartialEq)]
@@ -139,7 +140,11 @@ impl State {
         if messages.is_empty() {
             return Err(Rejection::Empty("publish batch".into()));
         }
-        let now_ms = self.now_ms;
+        let now_ms = if planted::active(Bug::LocalClockInApply) {
+            crate::clock::Clock::now_ms(&crate::clock::SystemClock)
+        } else {
+            self.now_ms
+        };
         let topic = self.topic_mut(name)?;
         let positions = messages
             .into_iter()
@@ -289,7 +294,8 @@ impl State {
             }
         }
         let mut freed: Vec<ConsumerId> = Vec::new();
-        for &(partition, offset) in positions {
+        let dropped = usize::from(settle == Settle::Ack && planted::active(Bug::AckDropsLast));
+        for &(partition, offset) in &positions[..positions.len().saturating_sub(dropped)] {
             let cursor = &mut subscription.cursors[partition as usize];
             let holder = match settle {
                 Settle::Ack => cursor.ack(offset),
@@ -326,7 +332,8 @@ impl State {
         let count = topic.partitions.len() as u32;
         // Each pass hands out at most one message, and at most `prefetch`
         // passes can succeed: the loop is bounded by prefetch x partitions.
-        'credit: while consumer.in_flight < consumer.prefetch {
+        let credit = consumer.prefetch + u32::from(planted::active(Bug::PrefetchPlusOne));
+        'credit: while consumer.in_flight < credit {
             for step in 0..count {
                 let index = ((subscription.next_partition + step) % count) as usize;
                 let partition = &topic.partitions[index];
@@ -340,6 +347,10 @@ impl State {
                     .get(offset)
                     .expect("offsets at or above the ack floor are retained")
                     .clone();
+                if planted::active(Bug::SkipMessage) && message.key.is_none() && offset % 8 == 0 {
+                    cursor.ack(offset);
+                    continue 'credit;
+                }
                 counts.attempts += 1;
                 cursor.in_flight.insert(
                     offset,

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::ConsumerId;
+use crate::planted::{self, Bug};
 
 /// How often a message was handed out, and how often that went wrong.
 /// `attempts` drives the redelivered flag; `failures` counts only nacks (and
@@ -108,14 +109,16 @@ impl Cursor {
     /// The next message to hand out: a returned one first (lowest offset),
     /// else the next new offset below `end`, within the dispatch window.
     pub fn take_next(&mut self, end: u64, window: u64) -> Option<(u64, Counts)> {
-        if let Some((offset, counts)) = self.returned.pop_first() {
-            return Some((offset, counts));
+        if !planted::active(Bug::ReturnedLast) {
+            if let Some((offset, counts)) = self.returned.pop_first() {
+                return Some((offset, counts));
+            }
         }
         if self.next < end && self.next < self.floor.saturating_add(window) {
             self.next += 1;
             return Some((self.next - 1, Counts::default()));
         }
-        None
+        self.returned.pop_first()
     }
 }
 

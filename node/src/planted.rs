@@ -1,0 +1,74 @@
+//! Deliberate bugs, to prove that the simulation's checkers can fail.
+//!
+//! Compiled in only with the `planted-bugs` feature, and even then off
+//! until `plant` switches one on (the simulation does so in its own
+//! process). Without the feature, `active` is a constant `false` and every
+//! planted branch compiles away.
+
+/// One deliberate bug, named for what it breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Bug {
+    /// An ack command answers OK but leaves its last position unacked: that
+    /// message is delivered again after a detach (checker: acked never
+    /// redelivered).
+    AckDropsLast = 1,
+    /// Dispatch hands out new offsets before returned ones (checker: order
+    /// per key).
+    ReturnedLast = 2,
+    /// Dispatch lets a consumer hold one more than its prefetch (checker:
+    /// credit).
+    PrefetchPlusOne = 3,
+    /// Apply stamps messages with the replica's own clock instead of the
+    /// leader's (checker: replicas agree).
+    LocalClockInApply = 4,
+    /// Dispatch silently acks keyless messages at offsets divisible by 8
+    /// instead of delivering them (checker: no lost confirmed message).
+    SkipMessage = 5,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 5] = [
+        Bug::AckDropsLast,
+        Bug::ReturnedLast,
+        Bug::PrefetchPlusOne,
+        Bug::LocalClockInApply,
+        Bug::SkipMessage,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::AckDropsLast => "ack-drops-last",
+            Bug::ReturnedLast => "returned-last",
+            Bug::PrefetchPlusOne => "prefetch-plus-one",
+            Bug::LocalClockInApply => "local-clock-in-apply",
+            Bug::SkipMessage => "skip-message",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|bug| bug.name() == name)
+    }
+}
+
+#[cfg(feature = "planted-bugs")]
+static PLANTED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Switches `bug` on for this process.
+#[cfg(feature = "planted-bugs")]
+pub fn plant(bug: Bug) {
+    PLANTED.store(bug as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `bug` is switched on.
+#[cfg(feature = "planted-bugs")]
+pub fn active(bug: Bug) -> bool {
+    PLANTED.load(std::sync::atomic::Ordering::Relaxed) == bug as u8
+}
+
+/// Whether `bug` is switched on: never, in a build without the feature.
+#[cfg(not(feature = "planted-bugs"))]
+#[inline(always)]
+pub const fn active(_bug: Bug) -> bool {
+    false
+}
