@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use raftmq_client::{Client, ClientOptions};
 
 mod cli {
+    pub(crate) mod bench;
     pub(crate) mod cluster;
     pub(crate) mod consume;
     pub(crate) mod publish;
@@ -63,6 +64,8 @@ enum Command {
     Publish(cli::publish::PublishArgs),
     /// Print and acknowledge messages from a subscription.
     Consume(cli::consume::ConsumeArgs),
+    /// Measure throughput and latency; one JSON line per run.
+    Bench(cli::bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -83,12 +86,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         retry_deadline: Duration::from_secs(cli.deadline_secs),
         ..Default::default()
     };
+    if let Command::Bench(args) = cli.command {
+        return cli::bench::run(cli.servers, options, args).await;
+    }
     let client = Client::connect_with(cli.servers, options)?;
     match cli.command {
         Command::Cluster { command } => cli::cluster::run(&client, command).await,
         Command::Topic { command } => cli::topic::run(&client, command).await,
         Command::Publish(args) => cli::publish::run(&client, args).await,
         Command::Consume(args) => cli::consume::run(&client, args).await,
+        Command::Bench(_) => unreachable!("handled above"),
     }
 }
 
