@@ -49,6 +49,25 @@ impl Checker {
         events
     }
 
+    /// One line on every running node's Raft state, for the trace.
+    pub fn status(nodes: &BTreeMap<u64, Node>) -> String {
+        let parts: Vec<String> = nodes
+            .iter()
+            .map(|(id, node)| {
+                let m = node.raft().metrics().borrow().clone();
+                format!(
+                    "n{id} {:?} term {} leader {:?} log {} applied {}",
+                    m.state,
+                    m.current_term,
+                    m.current_leader,
+                    m.last_log_index.unwrap_or(0),
+                    m.last_applied.map_or(0, |l| l.index)
+                )
+            })
+            .collect();
+        format!("status: {}", parts.join(" | "))
+    }
+
     /// A crashed node starts over: its in-memory indexes may be lower.
     pub fn forget(&mut self, id: u64) {
         self.applied.remove(&id);

@@ -41,8 +41,8 @@ struct Observations {
 struct Session {
     prefetch: u32,
     seen: BTreeSet<Position>,
-    delivered: u64,
-    acks_sent: u64,
+    /// Positions of this stream an ack was sent for.
+    acks_sent: BTreeSet<Position>,
 }
 
 /// A delivery as the oracle needs it.
@@ -130,10 +130,10 @@ impl Oracle {
         let session = o.sessions.entry(consumer).or_default();
         session.prefetch = prefetch;
         session.seen.insert(position);
-        session.delivered += 1;
+
         // Credit: what this stream got minus what it acked stays within its
         // prefetch (acks in flight may already have refilled it).
-        let holding = session.delivered - session.acks_sent;
+        let holding = (session.seen.len() - session.acks_sent.len()) as u64;
         if holding > u64::from(session.prefetch) {
             let v = format!("consumer {consumer} holds {holding} unacked, prefetch {prefetch}");
             o.violations.push(v);
@@ -143,7 +143,8 @@ impl Oracle {
     pub fn ack_sent(&self, consumer: u64, positions: &[Position]) {
         let mut o = self.lock();
         o.ack_sent.extend(positions.iter().copied());
-        o.sessions.entry(consumer).or_default().acks_sent += positions.len() as u64;
+        let session = o.sessions.entry(consumer).or_default();
+        session.acks_sent.extend(positions.iter().copied());
     }
 
     pub fn acked(&self, positions: &[Position]) {

@@ -25,6 +25,8 @@ const PORT: u16 = 7001;
 pub const LATENCY_MAX_MS: u64 = 5;
 /// Steps between the heavier replica checks.
 const DEEP_CHECK_EVERY: u64 = 250;
+/// Steps between status lines in the trace.
+const STATUS_EVERY: u64 = 5_000;
 /// Time allowed after the heal for every confirmed message to arrive.
 const LIVENESS: Duration = Duration::from_secs(60);
 
@@ -148,6 +150,9 @@ pub fn run(seed: u64, trace: Trace) -> Report {
         let at = sim.elapsed();
         for event in checker.step(&running(&registry)) {
             trace.record(at, event);
+        }
+        if step.is_multiple_of(STATUS_EVERY) {
+            trace.record(at, Checker::status(&running(&registry)));
         }
         if step.is_multiple_of(DEEP_CHECK_EVERY) {
             checker.deep(&running(&registry));

@@ -311,25 +311,11 @@ async fn consume(
                         break;
                     }
                     if holding.len() >= ack_batch {
-                        ack(
-                            &mut nodes,
-                            consumer,
-                            std::mem::take(&mut holding),
-                            &oracle,
-                            &trace,
-                        )
-                        .await;
+                        ack(&mut nodes, consumer, &mut holding, &oracle, &trace).await;
                     }
                 }
                 Err(_idle) if !holding.is_empty() => {
-                    ack(
-                        &mut nodes,
-                        consumer,
-                        std::mem::take(&mut holding),
-                        &oracle,
-                        &trace,
-                    )
-                    .await;
+                    ack(&mut nodes, consumer, &mut holding, &oracle, &trace).await;
                 }
                 Err(_idle) => {}
                 Ok(Ok(None)) | Ok(Err(_)) => {
@@ -342,36 +328,39 @@ async fn consume(
     }
 }
 
+/// Acks what the consumer holds. Acks are idempotent, so a failed one stays
+/// held and goes again with the next batch; only a definite rejection drops
+/// it.
 async fn ack(
     nodes: &mut Nodes,
     consumer: u64,
-    positions: Vec<Position>,
+    holding: &mut Vec<Position>,
     oracle: &Oracle,
     trace: &Trace,
 ) {
-    oracle.ack_sent(consumer, &positions);
+    oracle.ack_sent(consumer, holding);
     let ack = AckRequest {
         topic: TOPIC.into(),
         subscription: SUBSCRIPTION.into(),
-        positions: positions
+        positions: holding
             .iter()
             .map(|&(partition, offset)| WirePosition { partition, offset })
             .collect(),
     };
     match call(nodes.leader().ack(request(ack))).await {
         Ok(_) => {
-            oracle.acked(&positions);
-            trace.record(now(), format!("c{consumer} acked {}", positions.len()));
+            oracle.acked(holding);
+            trace.record(now(), format!("c{consumer} acked {}", holding.len()));
+            holding.clear();
         }
         Err(status) => {
             trace.record(
                 now(),
-                format!(
-                    "c{consumer} ack of {}: {:?}",
-                    positions.len(),
-                    status.code()
-                ),
+                format!("c{consumer} ack of {}: {:?}", holding.len(), status.code()),
             );
+            if matches!(status.code(), Code::InvalidArgument | Code::NotFound) {
+                holding.clear();
+            }
             nodes.redirect(&status);
         }
     }
