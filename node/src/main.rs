@@ -14,7 +14,7 @@ use raftmq_proto::v1::broker_client::BrokerClient;
 use raftmq_proto::v1::ClusterStatusRequest;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Endpoint;
 
 #[derive(Parser)]
@@ -234,8 +234,10 @@ async fn serve(
     let shutdown = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
-    node.serve(TcpListenerStream::new(listener), shutdown)
-        .await?;
+    // Nagle's algorithm would hold small responses and deliveries for up to
+    // 40 ms waiting for delayed ACKs: every accepted socket gets TCP_NODELAY.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    node.serve(incoming, shutdown).await?;
     tracing::info!(node = id, "stopped");
     Ok(())
 }

@@ -168,7 +168,6 @@ impl Node {
         let served = Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-            .tcp_nodelay(true)
             .add_service(broker)
             .add_service(raft)
             .serve_with_incoming_shutdown(incoming, shutdown)
