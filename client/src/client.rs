@@ -16,8 +16,8 @@ use crate::backoff::Backoff;
 use crate::error::describe;
 use crate::routing::{Decision, Failure, Router};
 use crate::{
-    ClientError, ClientOptions, ClusterStatus, Consumer, Message, NodeStatus, Position, Producer,
-    ProducerOptions, TopicInfo,
+    ClientError, ClientOptions, ClusterStatus, Consumer, Message, NackOptions, NodeStatus,
+    Position, Producer, ProducerOptions, SubscribeOptions, TopicInfo,
 };
 
 /// Attempts one operation may make, on top of its deadline: with the
@@ -247,12 +247,25 @@ impl Client {
         Ok(())
     }
 
-    /// Hands messages back to the subscription for redelivery.
+    /// Hands messages back to the subscription for redelivery now.
     pub async fn nack(
         &self,
         topic: &str,
         subscription: &str,
         positions: impl IntoIterator<Item = impl Into<Position>>,
+    ) -> Result<(), ClientError> {
+        self.nack_with(topic, subscription, positions, NackOptions::default())
+            .await
+    }
+
+    /// Hands messages back for redelivery after a delay, or rejects them to
+    /// the dead-letter topic.
+    pub async fn nack_with(
+        &self,
+        topic: &str,
+        subscription: &str,
+        positions: impl IntoIterator<Item = impl Into<Position>>,
+        options: NackOptions,
     ) -> Result<(), ClientError> {
         let timeout = self.inner.options.rpc_timeout;
         for chunk in chunks(positions) {
@@ -260,6 +273,8 @@ impl Client {
                 topic: topic.to_string(),
                 subscription: subscription.to_string(),
                 positions: chunk,
+                reject: options.reject,
+                delay_ms: options.delay.as_millis() as u64,
             };
             self.call(Route::Leader, self.deadline(), |mut broker| {
                 let request = unary(request.clone(), timeout);
@@ -296,7 +311,22 @@ impl Client {
         subscription: &str,
         prefetch: u32,
     ) -> Result<Consumer, ClientError> {
-        Consumer::attach(self.clone(), topic, subscription, prefetch).await
+        let options = SubscribeOptions {
+            prefetch,
+            ..Default::default()
+        };
+        self.subscribe_with(topic, subscription, options).await
+    }
+
+    /// Attaches a consumer with a mode, timeouts and dead-lettering (which
+    /// take effect when this attach creates the subscription).
+    pub async fn subscribe_with(
+        &self,
+        topic: &str,
+        subscription: &str,
+        options: SubscribeOptions,
+    ) -> Result<Consumer, ClientError> {
+        Consumer::attach(self.clone(), options.request(topic, subscription)).await
     }
 
     /// Runs `attempt` against the leader (or any node) until it succeeds, a

@@ -10,7 +10,7 @@ use crate::backoff::Backoff;
 use crate::client::Route;
 use crate::recovery::Recovery;
 use crate::sequence::SequenceGaps;
-use crate::{Client, ClientError, Delivery, Position};
+use crate::{Client, ClientError, Delivery, NackOptions, Position};
 
 /// A stream that stayed open this long was healthy, even if idle: its end
 /// starts a fresh recovery budget instead of eating the current one.
@@ -29,7 +29,8 @@ pub struct Consumer {
     client: Client,
     topic: String,
     subscription: String,
-    prefetch: u32,
+    /// What every (re-)subscribe sends.
+    request: proto::SubscribeRequest,
     stream: Option<Attachment>,
     recovery: Recovery,
     gaps: SequenceGaps,
@@ -47,9 +48,7 @@ struct Attachment {
 impl Consumer {
     pub(crate) async fn attach(
         client: Client,
-        topic: &str,
-        subscription: &str,
-        prefetch: u32,
+        request: proto::SubscribeRequest,
     ) -> Result<Consumer, ClientError> {
         let options = client.options();
         let recovery = Recovery::new(
@@ -60,9 +59,9 @@ impl Consumer {
         let deadline = Instant::now() + options.retry_deadline;
         let mut consumer = Consumer {
             client,
-            topic: topic.to_string(),
-            subscription: subscription.to_string(),
-            prefetch,
+            topic: request.topic.clone(),
+            subscription: request.subscription.clone(),
+            request,
             stream: None,
             recovery,
             gaps: SequenceGaps::default(),
@@ -143,6 +142,18 @@ impl Consumer {
             .await
     }
 
+    /// Returns deliveries after a delay, or rejects them to the dead-letter
+    /// topic.
+    pub async fn nack_with(
+        &self,
+        positions: impl IntoIterator<Item = impl Into<Position>>,
+        options: NackOptions,
+    ) -> Result<(), ClientError> {
+        self.client
+            .nack_with(&self.topic, &self.subscription, positions, options)
+            .await
+    }
+
     async fn reattach(&mut self) -> Result<Attachment, ClientError> {
         let restart = self.recovery.on_break(Instant::now())?;
         tokio::time::sleep(restart.delay).await;
@@ -150,11 +161,7 @@ impl Consumer {
     }
 
     async fn open(&self, deadline: Instant) -> Result<Attachment, ClientError> {
-        let request = proto::SubscribeRequest {
-            topic: self.topic.clone(),
-            subscription: self.subscription.clone(),
-            prefetch: self.prefetch,
-        };
+        let request = self.request.clone();
         let attached = self
             .client
             .call(Route::Leader, deadline, |mut broker| {

@@ -54,7 +54,9 @@ pub use consumer::Consumer;
 pub use delivery::Delivery;
 pub use error::ClientError;
 pub use message::Message;
-pub use options::{ClientOptions, ProducerOptions};
+pub use options::{
+    ClientOptions, NackOptions, ProducerOptions, SubscribeOptions, SubscriptionMode,
+};
 pub use position::Position;
 pub use producer::{Confirm, Producer};
 pub use tonic::Code;

@@ -126,6 +126,69 @@ impl ProducerOptions {
     }
 }
 
+/// How a subscription's consumers share its messages (set when the
+/// subscription is created).
+pub use raftmq_proto::v1::SubscriptionMode;
+
+/// How a consumer attaches, and the settings of the subscription if this
+/// attach creates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Most unacknowledged messages the consumer holds.
+    pub prefetch: u32,
+    /// `None` joins an existing subscription as it is (a new one is
+    /// failover); a mode that differs from an existing subscription's is
+    /// refused.
+    pub mode: Option<SubscriptionMode>,
+    /// An unacked message returns after this long, counting a failure.
+    pub ack_timeout: Option<Duration>,
+    /// Failures after which a message moves to `dead_letter_topic` (0:
+    /// unlimited).
+    pub max_deliveries: u32,
+    /// An existing topic for rejected and over-delivered messages.
+    pub dead_letter_topic: Option<String>,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        SubscribeOptions {
+            prefetch: 100,
+            mode: None,
+            ack_timeout: None,
+            max_deliveries: 0,
+            dead_letter_topic: None,
+        }
+    }
+}
+
+impl SubscribeOptions {
+    pub(crate) fn request(
+        &self,
+        topic: &str,
+        subscription: &str,
+    ) -> raftmq_proto::v1::SubscribeRequest {
+        raftmq_proto::v1::SubscribeRequest {
+            topic: topic.to_string(),
+            subscription: subscription.to_string(),
+            prefetch: self.prefetch,
+            mode: self.mode.unwrap_or(SubscriptionMode::Unspecified) as i32,
+            ack_timeout_ms: self.ack_timeout.map_or(0, |t| t.as_millis() as u64),
+            max_deliveries: self.max_deliveries,
+            dead_letter_topic: self.dead_letter_topic.clone(),
+        }
+    }
+}
+
+/// What a nack asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NackOptions {
+    /// Send the messages to the dead-letter topic (dropped without one)
+    /// instead of redelivering them.
+    pub reject: bool,
+    /// Redeliver no sooner than this.
+    pub delay: Duration,
+}
+
 fn invalid(reason: String) -> Result<(), ClientError> {
     Err(ClientError::InvalidOptions { reason })
 }

@@ -192,7 +192,7 @@ impl Broker for Fake {
         for position in request.into_inner().positions {
             log.acked.insert(position.offset);
         }
-        Ok(Response::new(proto::AckResponse {}))
+        Ok(Response::new(proto::AckResponse { applied_at: 1 }))
     }
 
     async fn nack(

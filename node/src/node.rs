@@ -13,7 +13,7 @@ use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 use tonic::transport::Server;
 
-use crate::broker::{reap_orphans, watch_leadership, Broker, Proposer, Sessions};
+use crate::broker::{reap_orphans, tick_when_due, watch_leadership, Broker, Proposer, Sessions};
 use crate::clock::{Clock, SystemClock};
 use crate::config::NodeConfig;
 use crate::grpc::{BrokerService, RaftService};
@@ -129,6 +129,7 @@ impl Node {
         };
         let broker = Arc::new(broker);
         tokio::spawn(reap_orphans(broker.clone()));
+        tokio::spawn(tick_when_due(broker.clone(), seams.clock));
         Ok(Node { broker })
     }
 

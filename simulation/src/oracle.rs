@@ -28,8 +28,8 @@ struct Observations {
     /// What a confirm said is stored at each place.
     stored_at: BTreeMap<Position, Bytes>,
     delivered: BTreeSet<Bytes>,
-    /// Acks the broker answered OK.
-    acked: BTreeSet<Position>,
+    /// Acks the broker answered OK, with the log index they applied at.
+    acked: BTreeMap<Position, u64>,
     /// Acks sent, answered or not: any of them may have taken effect.
     ack_sent: BTreeSet<Position>,
     sessions: BTreeMap<u64, Session>,
@@ -49,7 +49,12 @@ struct Session {
 pub struct Seen<'a> {
     pub consumer: u64,
     pub prefetch: u32,
+    /// Whether the subscription's mode promises order per key (all but
+    /// shared).
+    pub ordered: bool,
     pub position: Position,
+    /// The log index whose apply handed it out.
+    pub decided_at: u64,
     pub key: Option<&'a [u8]>,
     pub payload: &'a Bytes,
 }
@@ -89,7 +94,9 @@ impl Oracle {
         let Seen {
             consumer,
             prefetch,
+            ordered,
             position,
+            decided_at,
             key,
             payload,
         } = seen;
@@ -104,14 +111,22 @@ impl Oracle {
                 o.violations.push(v);
             }
         }
-        // An acknowledged message is never delivered again.
-        if o.acked.contains(&position) {
+        // An acknowledged message is never handed out again: no delivery
+        // decided after the ack applied. (One decided before it may still
+        // arrive after the ack's answer; that is no redelivery.)
+        if o.acked
+            .get(&position)
+            .is_some_and(|applied_at| decided_at > *applied_at)
+        {
             let v = format!("{position:?} delivered again after its ack was confirmed");
             o.violations.push(v);
         }
         // Order per key: every earlier confirmed message of the key is acked
         // (or may be) or was handed to this same stream before.
-        if let Some(key) = key.map(|k| String::from_utf8_lossy(k).into_owned()) {
+        if let Some(key) = key
+            .filter(|_| ordered)
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+        {
             let earlier: Vec<Position> = o
                 .confirmed_by_key
                 .get(&key)
@@ -147,8 +162,10 @@ impl Oracle {
         session.acks_sent.extend(positions.iter().copied());
     }
 
-    pub fn acked(&self, positions: &[Position]) {
-        self.lock().acked.extend(positions.iter().copied());
+    pub fn acked(&self, positions: &[Position], applied_at: u64) {
+        self.lock()
+            .acked
+            .extend(positions.iter().map(|p| (*p, applied_at)));
     }
 
     pub fn confirmed_count(&self) -> usize {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use raftmq_node::{Node, NodeConfig, Seams};
+use raftmq_proto::v1::SubscriptionMode;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -77,6 +78,13 @@ pub fn run(seed: u64, trace: Trace) -> Report {
         batch_max: rng.gen_range(1..=8),
         prefetch: rng.gen_range(1..=16),
         consumer_crash_per_mille: rng.gen_range(0..30),
+        consumers: rng.gen_range(1..=3),
+        mode: [
+            SubscriptionMode::Failover,
+            SubscriptionMode::Shared,
+            SubscriptionMode::KeyShared,
+        ][rng.gen_range(0..3)],
+        ack_timeout_ms: [0, 0, 1_000, 3_000][rng.gen_range(0..4)],
         deadline: chaos + LIVENESS,
     };
     let faults_per_ms = rng.gen_range(0.0002..0.002);

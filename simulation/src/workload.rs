@@ -9,7 +9,7 @@ use raftmq_node::transport::Connector;
 use raftmq_proto::v1::broker_client::BrokerClient;
 use raftmq_proto::v1::{
     self, AckRequest, CreateTopicRequest, Position as WirePosition, PublishRequest,
-    SubscribeRequest,
+    SubscribeRequest, SubscriptionMode,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -44,6 +44,11 @@ pub struct Workload {
     pub prefetch: u32,
     /// Chance per delivery, in thousandths, that the consumer crashes.
     pub consumer_crash_per_mille: u32,
+    /// Consumers attached at once, and how they share the subscription.
+    pub consumers: u32,
+    pub mode: SubscriptionMode,
+    /// The subscription's ack timeout; 0: none.
+    pub ack_timeout_ms: u64,
     /// Simulated time by which every confirmed message must be delivered.
     pub deadline: Duration,
 }
@@ -110,12 +115,17 @@ pub async fn run(
 ) -> Result<(), Box<dyn std::error::Error>> {
     create_topic(&workload, &trace).await;
     let (stop_tx, stop) = watch::channel(false);
-    let consumer = tokio::spawn(consume(
-        workload.clone(),
-        oracle.clone(),
-        trace.clone(),
-        stop,
-    ));
+    let consumers: Vec<_> = (0..workload.consumers)
+        .map(|c| {
+            tokio::spawn(consume(
+                workload.clone(),
+                c,
+                oracle.clone(),
+                trace.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
     let producers: Vec<_> = (0..workload.producers)
         .map(|p| tokio::spawn(produce(workload.clone(), p, oracle.clone(), trace.clone())))
         .collect();
@@ -131,7 +141,9 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let _ = stop_tx.send(true);
-    consumer.await?;
+    for consumer in consumers {
+        consumer.await?;
+    }
     trace.record(
         now(),
         format!("workload done: {} delivered", oracle.delivered_count()),
@@ -242,17 +254,22 @@ async fn produce(workload: Workload, producer: u32, oracle: Oracle, trace: Trace
 
 async fn consume(
     workload: Workload,
+    index: u32,
     oracle: Oracle,
     trace: Trace,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut nodes = Nodes::new(&workload.nodes);
-    let mut rng = StdRng::seed_from_u64(workload.seed ^ 0xc045);
+    let mut rng = StdRng::seed_from_u64(workload.seed ^ (0xc045 + u64::from(index)));
     while !*stop.borrow() {
         let subscribe = SubscribeRequest {
             topic: TOPIC.into(),
             subscription: SUBSCRIPTION.into(),
             prefetch: workload.prefetch,
+            mode: workload.mode as i32,
+            ack_timeout_ms: workload.ack_timeout_ms,
+            max_deliveries: 0,
+            dead_letter_topic: None,
         };
         let mut stream = match call(nodes.leader().subscribe(request(subscribe))).await {
             Ok(response) => response.into_inner(),
@@ -288,7 +305,9 @@ async fn consume(
                     oracle.delivered(Seen {
                         consumer,
                         prefetch: workload.prefetch,
+                        ordered: workload.mode != SubscriptionMode::Shared,
                         position,
+                        decided_at: delivery.decided_at,
                         key: delivery.key.as_deref(),
                         payload: &delivery.payload,
                     });
@@ -348,8 +367,8 @@ async fn ack(
             .collect(),
     };
     match call(nodes.leader().ack(request(ack))).await {
-        Ok(_) => {
-            oracle.acked(holding);
+        Ok(response) => {
+            oracle.acked(holding, response.into_inner().applied_at);
             trace.record(now(), format!("c{consumer} acked {}", holding.len()));
             holding.clear();
         }

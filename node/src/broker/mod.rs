@@ -6,13 +6,15 @@ mod leader;
 mod proposer;
 mod reaper;
 mod sessions;
+mod ticker;
 
 use std::sync::Arc;
 
 pub use leader::watch_leadership;
-pub use proposer::{ProposeError, Proposer};
+pub use proposer::{Committed, ProposeError, Proposer};
 pub use reaper::reap_orphans;
 pub use sessions::{SessionEvent, Sessions};
+pub use ticker::tick_when_due;
 
 use crate::config::EdgeLimits;
 use crate::machine::NodeId;

@@ -34,9 +34,18 @@ pub enum ProposeError {
     ShuttingDown,
 }
 
+/// A command's outcome and the log index it was applied at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Committed {
+    pub outcome: Outcome,
+    pub index: u64,
+}
+
+type Reply = oneshot::Sender<Result<Committed, ProposeError>>;
+
 struct Pending {
     command: Command,
-    reply: oneshot::Sender<Result<Outcome, ProposeError>>,
+    reply: Reply,
 }
 
 #[derive(Clone)]
@@ -54,7 +63,7 @@ impl Proposer {
 
     /// Appends `command` to the log and answers its outcome once the entry
     /// is committed and applied.
-    pub async fn propose(&self, command: Command) -> Result<Outcome, ProposeError> {
+    pub async fn propose(&self, command: Command) -> Result<Committed, ProposeError> {
         self.submit(command).await?.await
     }
 
@@ -64,7 +73,7 @@ impl Proposer {
     pub async fn submit(
         &self,
         command: Command,
-    ) -> Result<impl Future<Output = Result<Outcome, ProposeError>>, ProposeError> {
+    ) -> Result<impl Future<Output = Result<Committed, ProposeError>>, ProposeError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending { command, reply })
@@ -99,7 +108,7 @@ async fn run_batches(raft: Raft, clock: Arc<dyn Clock>, mut commands: mpsc::Rece
             Ok(answer) => {
                 tokio::spawn(async move {
                     let result = match answer.await {
-                        Ok(Ok(response)) => Ok(response.data),
+                        Ok(Ok(response)) => Ok((response.log_id.index, response.data)),
                         Ok(Err(e)) => Err(write_error(e)),
                         Err(_) => Err(ProposeError::Unknown("raft dropped the request".into())),
                     };
@@ -121,15 +130,12 @@ fn write_error(error: ClientWriteError) -> ProposeError {
     }
 }
 
-fn answer_all(
-    replies: Vec<oneshot::Sender<Result<Outcome, ProposeError>>>,
-    result: Result<Vec<Outcome>, ProposeError>,
-) {
+fn answer_all(replies: Vec<Reply>, result: Result<(u64, Vec<Outcome>), ProposeError>) {
     match result {
-        Ok(outcomes) => {
+        Ok((index, outcomes)) => {
             debug_assert_eq!(outcomes.len(), replies.len());
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(Ok(outcome));
+                let _ = reply.send(Ok(Committed { outcome, index }));
             }
         }
         Err(error) => {

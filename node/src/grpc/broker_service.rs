@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use super::status::{invalid, not_leader, propose_failed, rejected};
-use crate::broker::{Broker, Proposer, SessionEvent, Sessions};
+use crate::broker::{Broker, Committed, Proposer, SessionEvent, Sessions};
 use crate::machine::{Command, ConsumerId, Outcome, SessionAddr};
 
 /// Publish requests of one stream that may await their commit at once.
@@ -34,18 +34,18 @@ impl BrokerService {
 
     /// Proposes one command and waits, within the commit timeout, for its
     /// outcome; a rejection becomes its status.
-    async fn write(&self, command: Command) -> Result<Outcome, Status> {
+    async fn write(&self, command: Command) -> Result<Committed, Status> {
         self.require_leader()?;
-        let outcome = tokio::time::timeout(
+        let committed = tokio::time::timeout(
             self.broker.limits.commit_timeout,
             self.broker.proposer.propose(command),
         )
         .await
         .map_err(|_| Status::unavailable("timed out waiting for commit; the outcome is unknown"))?
         .map_err(propose_failed)?;
-        match outcome {
+        match committed.outcome {
             Outcome::Rejected(rejection) => Err(rejected(&rejection)),
-            outcome => Ok(outcome),
+            _ => Ok(committed),
         }
     }
 
@@ -127,7 +127,7 @@ impl BrokerRpc for BrokerService {
     ) -> Result<Response<v1::PublishResponse>, Status> {
         let request = request.into_inner();
         let request_id = request.request_id;
-        let outcome = self.write(self.publish_command(request)?).await?;
+        let outcome = self.write(self.publish_command(request)?).await?.outcome;
         Ok(Response::new(v1::PublishResponse {
             request_id,
             positions: published(outcome)?,
@@ -171,7 +171,7 @@ impl BrokerRpc for BrokerService {
             while let Some((request_id, answer)) = submitted.recv().await {
                 let outcome = match answer {
                     Ok(pending) => match tokio::time::timeout(commit_timeout, pending).await {
-                        Ok(Ok(outcome)) => Ok(outcome),
+                        Ok(Ok(committed)) => Ok(committed.outcome),
                         Ok(Err(e)) => Err(propose_failed(e)),
                         Err(_) => Err(Status::unavailable(
                             "timed out waiting for commit; the outcome is unknown",
@@ -210,12 +210,13 @@ impl BrokerRpc for BrokerService {
         let request = request.into_inner();
         let (session, events) = self.broker.sessions.open(request.prefetch);
         let attach = Command::Attach {
+            config: convert::subscription_config(&request),
             topic: request.topic,
             subscription: request.subscription,
             prefetch: request.prefetch,
             session,
         };
-        let consumer = match self.write(attach).await {
+        let consumer = match self.write(attach).await.map(|c| c.outcome) {
             Ok(Outcome::Attached(consumer)) => consumer,
             Ok(other) => {
                 self.broker.sessions.close(session);
@@ -247,13 +248,16 @@ impl BrokerRpc for BrokerService {
         request: Request<v1::AckRequest>,
     ) -> Result<Response<v1::AckResponse>, Status> {
         let request = request.into_inner();
-        self.write(Command::Ack {
-            topic: request.topic,
-            subscription: request.subscription,
-            positions: convert::positions(&request.positions),
-        })
-        .await?;
-        Ok(Response::new(v1::AckResponse {}))
+        let committed = self
+            .write(Command::Ack {
+                topic: request.topic,
+                subscription: request.subscription,
+                positions: convert::positions(&request.positions),
+            })
+            .await?;
+        Ok(Response::new(v1::AckResponse {
+            applied_at: committed.index,
+        }))
     }
 
     async fn nack(
@@ -265,6 +269,8 @@ impl BrokerRpc for BrokerService {
             topic: request.topic,
             subscription: request.subscription,
             positions: convert::positions(&request.positions),
+            requeue: !request.reject,
+            delay_ms: request.delay_ms,
         })
         .await?;
         Ok(Response::new(v1::NackResponse {}))

@@ -2,7 +2,7 @@
 
 use raftmq_proto::v1;
 
-use crate::machine::{Delivery, NewMessage, TopicSummary};
+use crate::machine::{Delivery, Mode, NewMessage, SubscriptionConfig, TopicSummary};
 
 pub fn new_message(message: v1::Message) -> NewMessage {
     NewMessage {
@@ -35,6 +35,7 @@ pub fn delivery(delivery: Delivery) -> v1::Delivery {
         attempts: delivery.attempts,
         redelivered: delivery.attempts > 1,
         publish_time_ms: delivery.message.publish_ms,
+        decided_at: delivery.decided_at,
     }
 }
 
@@ -53,4 +54,24 @@ pub fn positions(positions: &[v1::Position]) -> Vec<(u32, u64)> {
 
 pub fn position((partition, offset): (u32, u64)) -> v1::Position {
     v1::Position { partition, offset }
+}
+
+/// The subscription settings a subscribe request carries, if it sets any.
+pub fn subscription_config(request: &v1::SubscribeRequest) -> Option<SubscriptionConfig> {
+    let mode = match request.mode() {
+        v1::SubscriptionMode::Unspecified => None,
+        v1::SubscriptionMode::Exclusive => Some(Mode::Exclusive),
+        v1::SubscriptionMode::Failover => Some(Mode::Failover),
+        v1::SubscriptionMode::Shared => Some(Mode::Shared),
+        v1::SubscriptionMode::KeyShared => Some(Mode::KeyShared),
+    };
+    let settings = request.ack_timeout_ms > 0
+        || request.max_deliveries > 0
+        || request.dead_letter_topic.is_some();
+    (mode.is_some() || settings).then(|| SubscriptionConfig {
+        mode: mode.unwrap_or_default(),
+        ack_timeout_ms: request.ack_timeout_ms,
+        max_deliveries: request.max_deliveries,
+        dead_letter_topic: request.dead_letter_topic.clone(),
+    })
 }

@@ -13,8 +13,10 @@ pub fn rejected(rejection: &Rejection) -> Status {
         | Rejection::InvalidPrefetch { .. }
         | Rejection::UnknownPartition { .. }
         | Rejection::NotInFlight { .. }
+        | Rejection::ModeMismatch { .. }
+        | Rejection::Invalid(_)
         | Rejection::Empty(_) => Code::InvalidArgument,
-        Rejection::TopicExists(_) => Code::AlreadyExists,
+        Rejection::TopicExists(_) | Rejection::ConsumerBusy(_) => Code::AlreadyExists,
         Rejection::UnknownTopic(_)
         | Rejection::UnknownSubscription { .. }
         | Rejection::NoSuchMessage { .. }

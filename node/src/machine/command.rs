@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::state::Delivery;
+use super::subscription::SubscriptionConfig;
 use super::topic::NewMessage;
 use super::{ConsumerId, NodeId};
 
@@ -37,12 +38,15 @@ pub enum Command {
         messages: Vec<NewMessage>,
     },
     /// Attaches a consumer, creating the subscription at the earliest
-    /// retained offset if it does not exist.
+    /// retained offset (with `config`, or the defaults) if it does not exist.
+    /// A `config` whose mode differs from an existing subscription's is
+    /// refused.
     Attach {
         topic: String,
         subscription: String,
         prefetch: u32,
         session: SessionAddr,
+        config: Option<SubscriptionConfig>,
     },
     /// The consumer's stream ended: its in-flight messages return to the
     /// subscription without counting a failure.
@@ -54,12 +58,18 @@ pub enum Command {
         subscription: String,
         positions: Vec<(u32, u64)>,
     },
-    /// Returns delivered messages for redelivery, counting a failure.
+    /// Returns delivered messages, counting a failure: for redelivery
+    /// after `delay_ms`, or to the dead-letter topic if not `requeue`.
     Nack {
         topic: String,
         subscription: String,
         positions: Vec<(u32, u64)>,
+        requeue: bool,
+        delay_ms: u64,
     },
+    /// Appended by the leader when `State::next_deadline` is due: returns
+    /// messages whose ack timeout passed and hands out delayed ones.
+    Tick,
     /// Appended by a newly elected leader: consumer streams lived on the old
     /// leader, so every consumer is detached and its messages return.
     LeaderStarted {
@@ -107,6 +117,16 @@ pub enum Rejection {
     LimitReached { what: String, max: usize },
     #[error("empty {0}")]
     Empty(String),
+    #[error("subscription {subscription:?} is {existing}, not {asked}")]
+    ModeMismatch {
+        subscription: String,
+        existing: String,
+        asked: String,
+    },
+    #[error("subscription {0:?} is exclusive and already has a consumer")]
+    ConsumerBusy(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Something applying a command causes outside the state machine. Every

@@ -17,6 +17,9 @@ pub const PREFETCH_MAX: u32 = 10_000;
 /// How far past its ack floor a subscription's dispatch may run in one
 /// partition: bounds the acked-offsets set kept above the floor.
 pub const DISPATCH_WINDOW_MAX: u64 = 100_000;
+/// How many candidates dispatch looks at per partition when the next ones
+/// must wait (key-shared: their key's consumer has no credit).
+pub const DISPATCH_LOOKAHEAD_MAX: u64 = 256;
 /// Most positions in one ack or nack command.
 pub const POSITIONS_PER_COMMAND_MAX: usize = 10_000;
 

@@ -8,14 +8,20 @@
 //! through the log"). Rejections are data in the outcome, not errors.
 
 mod command;
+mod consumer;
+mod dispatch;
+mod invariants;
 mod limits;
+mod settle;
 mod state;
 mod subscription;
 mod topic;
 
 pub use command::{Command, Effect, Outcome, Rejection, Request, SessionAddr};
 pub use limits::*;
+pub use settle::{REASON_MAX_DELIVERIES, REASON_REJECTED};
 pub use state::{Delivery, State, TopicSummary};
+pub use subscription::{Mode, SubscriptionConfig};
 pub use topic::{Message, NewMessage, Partition};
 
 /// Identifies a consumer: assigned in log order when it attaches.

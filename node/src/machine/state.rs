@@ -5,8 +5,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::command::{Command, Effect, Outcome, Rejection, Request, SessionAddr};
+use super::consumer::Consumer;
+use super::dispatch;
 use super::limits::*;
-use super::subscription::{InFlight, Standing, Subscription};
+use super::settle::Settle;
+use super::subscription::{Mode, Subscription, SubscriptionConfig};
 use super::topic::{Message, NewMessage, Partition, Topic};
 use super::{ConsumerId, NodeId};
 use crate::planted::{self, Bug};
@@ -22,19 +25,8 @@ pub struct Delivery {
     pub message: Message,
     /// Handouts so far, this one included.
     pub attempts: u32,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-struct Consumer {
-    topic: String,
-    subscription: String,
-    session: SessionAddr,
-    prefetch: u32,
-    /// Messages handed out and not yet acked or returned; never above
-    /// `prefetch`.
-    in_flight: u32,
-    /// The last delivery's sequence number.
-    sequence: u64,
+    /// The log index whose apply handed it out.
+    pub decided_at: u64,
 }
 
 /// What `ListTopics` shows of a topic.
@@ -50,10 +42,14 @@ pub struct TopicSummary {
 pub struct State {
     version: u32,
     /// The state machine's clock: the highest leader stamp applied so far.
-    now_ms: u64,
-    topics: BTreeMap<String, Topic>,
-    consumers: BTreeMap<ConsumerId, Consumer>,
+    pub(super) now_ms: u64,
+    pub(super) topics: BTreeMap<String, Topic>,
+    pub(super) consumers: BTreeMap<ConsumerId, Consumer>,
     next_consumer: ConsumerId,
+        /// The log index being applied, 0 outside `apply`; not part of the
+    /// state.
+    #[serde(skip)]
+    applying: u64,
 }
 
 impl Default for State {
@@ -64,24 +60,37 @@ impl Default for State {
             topics: BTreeMap::new(),
             consumers: BTreeMap::new(),
             next_consumer: 1,
+            applying: 0,
         }
     }
 }
 
-type Applied = Result<Outcome, Rejection>;
+pub(super) type Applied = Result<Outcome, Rejection>;
 
 impl State {
     /// Applies one log entry's commands in order, appending their effects.
-    pub fn apply(&mut self, request: Request, effects: &mut Vec<Effect>) -> Vec<Outcome> {
+    /// `index` is the entry's log index: deliveries carry it, so that a
+    /// client can order a delivery against an ack (`AckResponse.applied_at`).
+    pub fn apply(
+        &mut self,
+        index: u64,
+        request: Request,
+        effects: &mut Vec<Effect>,
+    ) -> Vec<Outcome> {
         self.now_ms = self.now_ms.max(request.stamp_ms);
-        request
+                self.applying = index;
+        let outcomes = request
             .commands
             .into_iter()
             .map(|command| {
                 self.apply_command(command, effects)
                     .unwrap_or_else(Outcome::Rejected)
             })
-            .collect()
+            .collect();
+        // Only meaningful during apply: outside it the state is only what
+        // the log made it.
+        self.applying = 0;
+        outcomes
     }
 
     fn apply_command(&mut self, command: Command, effects: &mut Vec<Effect>) -> Applied {
@@ -93,7 +102,8 @@ impl State {
                 subscription,
                 prefetch,
                 session,
-            } => self.attach(topic, subscription, prefetch, session, effects),
+                config,
+            } => self.attach(topic, subscription, prefetch, session, config, effects),
             Command::Detach { consumer } => {
                 self.detach(consumer, effects);
                 Ok(Outcome::Done)
@@ -107,7 +117,16 @@ impl State {
                 topic,
                 subscription,
                 positions,
-            } => self.settle(&topic, &subscription, &positions, Settle::Nack, effects),
+                requeue,
+                delay_ms,
+            } => {
+                let settle = Settle::Nack { requeue, delay_ms };
+                self.settle(&topic, &subscription, &positions, settle, effects)
+            }
+            Command::Tick => {
+                self.tick(effects);
+                Ok(Outcome::Done)
+            }
             Command::LeaderStarted { node } => {
                 self.leader_started(node, effects);
                 Ok(Outcome::Done)
@@ -140,6 +159,17 @@ impl State {
         if messages.is_empty() {
             return Err(Rejection::Empty("publish batch".into()));
         }
+        let positions = self.append(name, messages)?;
+        self.dispatch_topic(name, effects);
+        Ok(Outcome::Published(positions))
+    }
+
+    /// Appends messages to a topic, stamped with the state machine's time.
+    pub(super) fn append(
+        &mut self,
+        name: &str,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<(u32, u64)>, Rejection> {
         let now_ms = if planted::active(Bug::LocalClockInApply) {
             crate::clock::Clock::now_ms(&crate::clock::SystemClock)
         } else {
@@ -159,11 +189,19 @@ impl State {
                 (partition, offset)
             })
             .collect();
-        let subscriptions: Vec<String> = topic.subscriptions.keys().cloned().collect();
+        Ok(positions)
+    }
+
+    /// Dispatches every subscription of a topic.
+    pub(super) fn dispatch_topic(&mut self, name: &str, effects: &mut Vec<Effect>) {
+        let subscriptions: Vec<String> = self
+            .topics
+            .get(name)
+            .map(|t| t.subscriptions.keys().cloned().collect())
+            .unwrap_or_default();
         for subscription in subscriptions {
             self.dispatch(name, &subscription, effects);
         }
-        Ok(Outcome::Published(positions))
     }
 
     fn attach(
@@ -172,9 +210,13 @@ impl State {
         subscription: String,
         prefetch: u32,
         session: SessionAddr,
+        config: Option<SubscriptionConfig>,
         effects: &mut Vec<Effect>,
     ) -> Applied {
         check_name("subscription", &subscription)?;
+        if let Some(config) = &config {
+            self.check_subscription_config(&topic_name, config)?;
+        }
         if prefetch == 0 || prefetch > PREFETCH_MAX {
             return Err(Rejection::InvalidPrefetch {
                 got: prefetch,
@@ -193,18 +235,26 @@ impl State {
                 SUBSCRIPTIONS_PER_TOPIC_MAX,
             )?;
             let bases = topic.partitions.iter().map(|p| p.base);
-            topic
-                .subscriptions
-                .insert(subscription.clone(), Subscription::at_earliest(bases));
+            let created = Subscription::at_earliest(config.clone().unwrap_or_default(), bases);
+            topic.subscriptions.insert(subscription.clone(), created);
+        }
+        let existing = topic
+            .subscriptions
+            .get_mut(&subscription)
+            .expect("inserted above");
+        if let Some(config) = config.filter(|c| c.mode != existing.config.mode) {
+            return Err(Rejection::ModeMismatch {
+                subscription,
+                existing: format!("{:?}", existing.config.mode),
+                asked: format!("{:?}", config.mode),
+            });
+        }
+        if existing.config.mode == Mode::Exclusive && !existing.consumers.is_empty() {
+            return Err(Rejection::ConsumerBusy(subscription));
         }
         let id = self.next_consumer;
         self.next_consumer += 1;
-        topic
-            .subscriptions
-            .get_mut(&subscription)
-            .expect("inserted above")
-            .consumers
-            .insert(id);
+        existing.consumers.insert(id);
         self.consumers.insert(
             id,
             Consumer {
@@ -248,138 +298,29 @@ impl State {
         }
     }
 
-    fn settle(
+    /// Hands out what the subscription's consumers have credit for.
+    pub(super) fn dispatch(
         &mut self,
         topic_name: &str,
         subscription_name: &str,
-        positions: &[(u32, u64)],
-        settle: Settle,
         effects: &mut Vec<Effect>,
-    ) -> Applied {
-        if positions.len() > POSITIONS_PER_COMMAND_MAX {
-            return Err(Rejection::LimitReached {
-                what: "positions per ack".into(),
-                max: POSITIONS_PER_COMMAND_MAX,
-            });
-        }
-        let topic = self.topic_mut(topic_name)?;
-        let partitions = topic.partition_count();
-        let subscription = topic
-            .subscriptions
-            .get_mut(subscription_name)
-            .ok_or_else(|| Rejection::UnknownSubscription {
-                topic: topic_name.into(),
-                subscription: subscription_name.into(),
-            })?;
-        // Check every position before changing anything: a command applies
-        // whole or not at all.
-        for &(partition, offset) in positions {
-            let cursor = subscription.cursors.get(partition as usize).ok_or(
-                Rejection::UnknownPartition {
-                    partition,
-                    partitions,
-                },
-            )?;
-            let end = topic.partitions[partition as usize].end();
-            let standing = cursor.standing(offset);
-            match (settle, standing) {
-                _ if offset >= end => return Err(Rejection::NoSuchMessage { partition, offset }),
-                (_, Standing::NeverDelivered) => {
-                    return Err(Rejection::NotDelivered { partition, offset })
-                }
-                (Settle::Nack, Standing::Acked | Standing::Returned) => {
-                    return Err(Rejection::NotInFlight { partition, offset })
-                }
-                _ => {}
-            }
-        }
-        let mut freed: Vec<ConsumerId> = Vec::new();
-        let dropped = usize::from(settle == Settle::Ack && planted::active(Bug::AckDropsLast));
-        for &(partition, offset) in &positions[..positions.len().saturating_sub(dropped)] {
-            let cursor = &mut subscription.cursors[partition as usize];
-            let holder = match settle {
-                Settle::Ack => cursor.ack(offset),
-                Settle::Nack => cursor.give_back(offset, true),
+    ) {
+        if let Some(topic) = self.topics.get_mut(topic_name) {
+            let moment = dispatch::Moment {
+                now_ms: self.now_ms,
+                index: self.applying,
             };
-            freed.extend(holder);
-        }
-        topic.trim();
-        for id in freed {
-            if let Some(consumer) = self.consumers.get_mut(&id) {
-                consumer.in_flight -= 1;
-            }
-        }
-        self.dispatch(topic_name, subscription_name, effects);
-        Ok(Outcome::Done)
-    }
-
-    /// Hands messages to the subscription's active consumer while it has
-    /// credit (prefetch minus in flight): returned messages first, then new
-    /// offsets, one partition after another in a round.
-    fn dispatch(&mut self, topic_name: &str, subscription_name: &str, effects: &mut Vec<Effect>) {
-        let Some(topic) = self.topics.get_mut(topic_name) else {
-            return;
-        };
-        let Some(subscription) = topic.subscriptions.get_mut(subscription_name) else {
-            return;
-        };
-        let Some(id) = subscription.active_consumer() else {
-            return;
-        };
-        let Some(consumer) = self.consumers.get_mut(&id) else {
-            return;
-        };
-        let count = topic.partitions.len() as u32;
-        // Each pass hands out at most one message, and at most `prefetch`
-        // passes can succeed: the loop is bounded by prefetch x partitions.
-        let credit = consumer.prefetch + u32::from(planted::active(Bug::PrefetchPlusOne));
-        'credit: while consumer.in_flight < credit {
-            for step in 0..count {
-                let index = ((subscription.next_partition + step) % count) as usize;
-                let partition = &topic.partitions[index];
-                let cursor = &mut subscription.cursors[index];
-                let Some((offset, mut counts)) =
-                    cursor.take_next(partition.end(), DISPATCH_WINDOW_MAX)
-                else {
-                    continue;
-                };
-                let message = partition
-                    .get(offset)
-                    .expect("offsets at or above the ack floor are retained")
-                    .clone();
-                if planted::active(Bug::SkipMessage) && message.key.is_none() && offset % 8 == 0 {
-                    cursor.ack(offset);
-                    continue 'credit;
-                }
-                counts.attempts += 1;
-                cursor.in_flight.insert(
-                    offset,
-                    InFlight {
-                        consumer: id,
-                        counts,
-                    },
-                );
-                consumer.in_flight += 1;
-                consumer.sequence += 1;
-                subscription.next_partition = (index as u32 + 1) % count;
-                effects.push(Effect::Deliver {
-                    to: consumer.session,
-                    delivery: Delivery {
-                        consumer: id,
-                        sequence: consumer.sequence,
-                        partition: index as u32,
-                        offset,
-                        message,
-                        attempts: counts.attempts,
-                    },
-                });
-                continue 'credit;
-            }
-            break;
+            dispatch::dispatch(
+                topic,
+                subscription_name,
+                &mut self.consumers,
+                moment,
+                effects,
+            );
         }
     }
 
-    fn topic_mut(&mut self, name: &str) -> Result<&mut Topic, Rejection> {
+    pub(super) fn topic_mut(&mut self, name: &str) -> Result<&mut Topic, Rejection> {
         self.topics
             .get_mut(name)
             .ok_or_else(|| Rejection::UnknownTopic(name.into()))
@@ -415,67 +356,24 @@ impl State {
         self.topics.get(topic)?.partitions.get(index as usize)
     }
 
-    /// Checks the state's internal bookkeeping: every consumer's in-flight
-    /// count matches the cursors and stays within its prefetch, and every
-    /// cursor's sets lie where they belong. A simulation calls it after
-    /// every step on every replica.
-    pub fn check_invariants(&self) -> Result<(), String> {
-        let mut held: BTreeMap<ConsumerId, u32> = BTreeMap::new();
-        for (name, topic) in &self.topics {
-            for (sub_name, subscription) in &topic.subscriptions {
-                for (index, cursor) in subscription.cursors.iter().enumerate() {
-                    let at = || format!("{name}/{sub_name}/{index}");
-                    let partition = &topic.partitions[index];
-                    if cursor.floor > cursor.next || cursor.next > partition.end() {
-                        return Err(format!(
-                            "{}: floor {} next {} end {}",
-                            at(),
-                            cursor.floor,
-                            cursor.next,
-                            partition.end()
-                        ));
-                    }
-                    if cursor.floor < partition.base {
-                        return Err(format!(
-                            "{}: floor {} below retained base {}",
-                            at(),
-                            cursor.floor,
-                            partition.base
-                        ));
-                    }
-                    let in_range = |offset: &u64| (cursor.floor..cursor.next).contains(offset);
-                    let stray = cursor
-                        .acked
-                        .iter()
-                        .chain(cursor.in_flight.keys())
-                        .chain(cursor.returned.keys())
-                        .find(|offset| !in_range(offset));
-                    if let Some(offset) = stray {
-                        return Err(format!(
-                            "{}: offset {offset} tracked outside [floor, next)",
-                            at()
-                        ));
-                    }
-                    for flight in cursor.in_flight.values() {
-                        *held.entry(flight.consumer).or_default() += 1;
-                    }
-                }
-            }
-        }
-        for (id, consumer) in &self.consumers {
-            let counted = held.remove(id).unwrap_or(0);
-            if counted != consumer.in_flight || consumer.in_flight > consumer.prefetch {
-                return Err(format!(
-                    "consumer {id}: in flight {} (cursors hold {counted}), prefetch {}",
-                    consumer.in_flight, consumer.prefetch
-                ));
-            }
-        }
-        match held.first_key_value() {
-            Some((id, count)) => Err(format!(
-                "{count} messages in flight to unknown consumer {id}"
+    /// Checks a new subscription's settings: the dead-letter topic must exist
+    /// and a delivery limit needs one.
+    fn check_subscription_config(
+        &self,
+        topic: &str,
+        config: &SubscriptionConfig,
+    ) -> Result<(), Rejection> {
+        match &config.dead_letter_topic {
+            Some(dlq) if dlq == topic => Err(Rejection::Invalid(
+                "the dead-letter topic cannot be the subscription's own topic".into(),
             )),
-            None => Ok(()),
+            Some(dlq) if !self.topics.contains_key(dlq) => {
+                Err(Rejection::UnknownTopic(dlq.clone()))
+            }
+            None if config.max_deliveries > 0 => Err(Rejection::Invalid(
+                "max_deliveries needs a dead_letter_topic".into(),
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -496,12 +394,6 @@ impl State {
     pub fn version(&self) -> u32 {
         self.version
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Settle {
-    Ack,
-    Nack,
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), Rejection> {

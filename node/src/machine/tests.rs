@@ -32,7 +32,8 @@ impl Harness {
             stamp_ms: self.stamp_ms,
             commands: vec![command],
         };
-        let mut outcomes = self.state.apply(request, &mut self.effects);
+        let index = self.stamp_ms;
+        let mut outcomes = self.state.apply(index, request, &mut self.effects);
         assert_eq!(outcomes.len(), 1);
         if let Err(broken) = self.state.check_invariants() {
             panic!("invariant broken: {broken}");
@@ -74,11 +75,23 @@ impl Harness {
         prefetch: u32,
         session: SessionAddr,
     ) -> ConsumerId {
+        self.attach_with(topic, subscription, prefetch, session, None)
+    }
+
+    fn attach_with(
+        &mut self,
+        topic: &str,
+        subscription: &str,
+        prefetch: u32,
+        session: SessionAddr,
+        config: Option<SubscriptionConfig>,
+    ) -> ConsumerId {
         match self.apply(Command::Attach {
             topic: topic.into(),
             subscription: subscription.into(),
             prefetch,
             session,
+            config,
         }) {
             Outcome::Attached(id) => id,
             other => panic!("attach answered {other:?}"),
@@ -339,6 +352,8 @@ fn nack_returns_the_message_for_redelivery() {
         topic: "t".into(),
         subscription: "s".into(),
         positions: vec![(0, 0)],
+        requeue: true,
+        delay_ms: 0,
     });
     assert_eq!(nack, Outcome::Done);
     assert_eq!(
@@ -387,7 +402,7 @@ fn time_never_runs_back() {
                 messages: vec![message.clone()],
             }],
         };
-        h.state.apply(request, &mut h.effects);
+        h.state.apply(stamp_ms, request, &mut h.effects);
     }
     h.attach("t", "s", 10, SESSION);
     let times: Vec<u64> = h
@@ -413,6 +428,7 @@ fn replicas_applying_the_same_log_agree() {
             subscription: "s".into(),
             prefetch: 4,
             session: SESSION,
+            config: None,
         },
         Command::Publish {
             topic: "t".into(),
@@ -445,4 +461,246 @@ fn replicas_applying_the_same_log_agree() {
     let bytes = postcard::to_stdvec(&a.state).expect("encode");
     let restored: State = postcard::from_bytes(&bytes).expect("decode");
     assert_eq!(restored, a.state);
+}
+
+fn config(mode: Mode) -> Option<SubscriptionConfig> {
+    Some(SubscriptionConfig {
+        mode,
+        ..SubscriptionConfig::default()
+    })
+}
+
+fn session(n: u64) -> SessionAddr {
+    SessionAddr {
+        session: n,
+        ..SESSION
+    }
+}
+
+#[test]
+fn an_exclusive_subscription_refuses_a_second_consumer_and_modes_must_match() {
+    let mut h = Harness::new();
+    h.topic("t", 1);
+    h.attach_with("t", "solo", 10, session(1), config(Mode::Exclusive));
+    let second = h.apply(Command::Attach {
+        topic: "t".into(),
+        subscription: "solo".into(),
+        prefetch: 10,
+        session: session(2),
+        config: None,
+    });
+    assert_eq!(rejected(second), Rejection::ConsumerBusy("solo".into()));
+    let other_mode = h.apply(Command::Attach {
+        topic: "t".into(),
+        subscription: "solo".into(),
+        prefetch: 10,
+        session: session(3),
+        config: config(Mode::Shared),
+    });
+    assert!(matches!(
+        rejected(other_mode),
+        Rejection::ModeMismatch { .. }
+    ));
+}
+
+#[test]
+fn shared_spreads_messages_round_robin_within_each_prefetch() {
+    let mut h = Harness::new();
+    h.topic("t", 2);
+    let ids: Vec<ConsumerId> = (1..=3)
+        .map(|n| h.attach_with("t", "work", 2, session(n), config(Mode::Shared)))
+        .collect();
+    h.publish("t", &[None; 9]);
+    let handed = h.deliveries();
+    assert_eq!(handed.len(), 6, "three consumers, prefetch 2 each");
+    for id in &ids {
+        assert_eq!(
+            handed.iter().filter(|d| d.0 == *id).count(),
+            2,
+            "consumer {id}"
+        );
+        assert_eq!(h.state.consumer_in_flight(*id), Some(2));
+    }
+}
+
+#[test]
+fn key_shared_keeps_each_key_with_one_consumer_in_order_across_a_departure() {
+    let mut h = Harness::new();
+    h.topic("t", 1);
+    let a = h.attach_with("t", "ks", 100, session(1), config(Mode::KeyShared));
+    let b = h.attach_with("t", "ks", 100, session(2), config(Mode::KeyShared));
+    let keys: Vec<Option<&str>> = (0..40)
+        .map(|i| Some(["k0", "k1", "k2", "k3", "k4"][i % 5]))
+        .collect();
+    let positions = h.publish("t", &keys);
+    let first = h.deliveries();
+    assert_eq!(first.len(), 40);
+    // One partition: offset i holds message i.
+    assert!(positions.iter().enumerate().all(|(i, p)| p.1 == i as u64));
+    let key_of = |offset: u64| keys[offset as usize];
+    // Every key went to exactly one consumer.
+    let mut holders: std::collections::BTreeMap<Option<&str>, ConsumerId> = Default::default();
+    for (consumer, _, offset, _) in &first {
+        let holder = *holders.entry(key_of(*offset)).or_insert(*consumer);
+        assert_eq!(holder, *consumer, "offset {offset}");
+    }
+    assert!(holders.values().any(|c| *c == a) && holders.values().any(|c| *c == b));
+    // Consumer a leaves: its keys move to b, returned messages first and in
+    // offset order per key.
+    h.apply(Command::Detach { consumer: a });
+    let moved = h.deliveries();
+    assert!(moved.iter().all(|d| d.0 == b));
+    let mut last: std::collections::BTreeMap<Option<&str>, u64> = Default::default();
+    for (_, _, offset, attempts) in &moved {
+        assert_eq!(*attempts, 2);
+        let key = key_of(*offset);
+        assert!(
+            last.get(&key).is_none_or(|l| l < offset),
+            "key {key:?} out of order"
+        );
+        last.insert(key, *offset);
+    }
+}
+
+#[test]
+fn an_unacked_message_returns_after_the_ack_timeout() {
+    let mut h = Harness::new();
+    h.topic("t", 1);
+    let timed = Some(SubscriptionConfig {
+        ack_timeout_ms: 1_000,
+        ..SubscriptionConfig::default()
+    });
+    h.attach_with("t", "s", 10, SESSION, timed);
+    h.publish("t", &[None]);
+    assert_eq!(h.deliveries(), vec![(1, 0, 0, 1)]);
+    let due = h.state.next_deadline().expect("an ack deadline");
+    assert!(due > h.stamp_ms && due <= h.stamp_ms + 1_000);
+    h.stamp_ms = due;
+    h.apply(Command::Tick);
+    assert_eq!(
+        h.deliveries(),
+        vec![(1, 0, 0, 2)],
+        "redelivered after the timeout"
+    );
+}
+
+fn dead_letter_setup(h: &mut Harness, max_deliveries: u32) {
+    h.topic("t", 1);
+    h.topic("dlq", 1);
+    let dead_lettered = Some(SubscriptionConfig {
+        max_deliveries,
+        dead_letter_topic: Some("dlq".into()),
+        ..SubscriptionConfig::default()
+    });
+    h.attach_with("t", "s", 10, SESSION, dead_lettered);
+    h.publish("t", &[Some("poison")]);
+    h.deliveries();
+}
+
+fn nack(h: &mut Harness, requeue: bool, delay_ms: u64) -> Outcome {
+    h.apply(Command::Nack {
+        topic: "t".into(),
+        subscription: "s".into(),
+        positions: vec![(0, 0)],
+        requeue,
+        delay_ms,
+    })
+}
+
+fn dead_letter_reason(h: &Harness) -> Option<String> {
+    let partition = h.state.partition("dlq", 0)?;
+    let message = partition.get(partition.base)?;
+    assert_eq!(
+        message
+            .headers
+            .get("x-raftmq-source-topic")
+            .map(String::as_str),
+        Some("t")
+    );
+    assert_eq!(
+        message
+            .headers
+            .get("x-raftmq-source-offset")
+            .map(String::as_str),
+        Some("0")
+    );
+    message.headers.get("x-raftmq-dead-letter-reason").cloned()
+}
+
+#[test]
+fn a_rejected_message_moves_to_the_dead_letter_topic() {
+    let mut h = Harness::new();
+    dead_letter_setup(&mut h, 0);
+    assert_eq!(nack(&mut h, false, 0), Outcome::Done);
+    assert_eq!(dead_letter_reason(&h).as_deref(), Some(REASON_REJECTED));
+    assert_eq!(
+        h.state
+            .topics()
+            .iter()
+            .find(|t| t.name == "t")
+            .map(|t| t.retained),
+        Some(0)
+    );
+    assert!(h.deliveries().is_empty(), "not redelivered");
+}
+
+#[test]
+fn a_poison_message_moves_after_exactly_max_deliveries_failures() {
+    let mut h = Harness::new();
+    dead_letter_setup(&mut h, 3);
+    for attempt in 2..=3 {
+        nack(&mut h, true, 0);
+        assert_eq!(h.deliveries(), vec![(1, 0, 0, attempt)]);
+        assert_eq!(dead_letter_reason(&h), None);
+    }
+    nack(&mut h, true, 0);
+    assert!(h.deliveries().is_empty());
+    assert_eq!(
+        dead_letter_reason(&h).as_deref(),
+        Some(REASON_MAX_DELIVERIES)
+    );
+}
+
+#[test]
+fn a_delayed_nack_waits_for_its_time() {
+    let mut h = Harness::new();
+    dead_letter_setup(&mut h, 0);
+    nack(&mut h, true, 5_000);
+    assert!(h.deliveries().is_empty(), "not before the delay");
+    let due = h.state.next_deadline().expect("the delay is a deadline");
+    h.stamp_ms = due - 10;
+    h.apply(Command::Tick);
+    assert!(h.deliveries().is_empty(), "still early");
+    h.stamp_ms = due;
+    h.apply(Command::Tick);
+    assert_eq!(h.deliveries(), vec![(1, 0, 0, 2)]);
+}
+
+#[test]
+fn a_subscription_needs_an_existing_dead_letter_topic_for_a_delivery_limit() {
+    let mut h = Harness::new();
+    h.topic("t", 1);
+    let cases = [
+        (Some("missing".to_string()), 0, "does not exist"),
+        (None, 3, "needs a dead_letter_topic"),
+        (Some("t".to_string()), 0, "own topic"),
+    ];
+    for (dead_letter_topic, max_deliveries, expected) in cases {
+        let outcome = h.apply(Command::Attach {
+            topic: "t".into(),
+            subscription: "s".into(),
+            prefetch: 1,
+            session: SESSION,
+            config: Some(SubscriptionConfig {
+                max_deliveries,
+                dead_letter_topic,
+                ..SubscriptionConfig::default()
+            }),
+        });
+        let rejection = rejected(outcome).to_string();
+        assert!(
+            rejection.contains(expected),
+            "{rejection} lacks {expected:?}"
+        );
+    }
 }

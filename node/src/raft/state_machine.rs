@@ -148,7 +148,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     applied.last_applied = Some(entry.log_id);
                     match entry.payload {
                         EntryPayload::Blank => Vec::new(),
-                        EntryPayload::Normal(request) => applied.state.apply(request, &mut effects),
+                        EntryPayload::Normal(request) => {
+                            applied
+                                .state
+                                .apply(entry.log_id.index, request, &mut effects)
+                        }
                         EntryPayload::Membership(membership) => {
                             applied.membership =
                                 StoredMembership::new(Some(entry.log_id), membership);

@@ -1,0 +1,245 @@
+//! Which consumer gets which message: applied on every replica, so every
+//! replica knows what is in flight, to whom (DESIGN.md, "What goes through
+//! the log").
+//!
+//! Per partition, candidates come in order: returned messages (lowest offset
+//! first, once their delay passed), then offsets never handed out. The
+//! subscription's mode picks the consumer for each candidate; a candidate no
+//! consumer may take now is passed over, within a bounded look-ahead.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+use super::command::Effect;
+use super::consumer::Consumer;
+use super::limits::{DISPATCH_LOOKAHEAD_MAX, DISPATCH_WINDOW_MAX};
+use super::state::Delivery;
+use super::subscription::{Counts, Cursor, InFlight, Mode, Standing, Subscription};
+use super::topic::{Partition, Topic};
+use super::ConsumerId;
+use crate::planted::{self, Bug};
+
+/// When a dispatch happens: the state machine's time and the log index
+/// being applied.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Moment {
+    pub now_ms: u64,
+    pub index: u64,
+}
+
+/// Hands out messages of `subscription_name` while its consumers have credit.
+pub(super) fn dispatch(
+    topic: &mut Topic,
+    subscription_name: &str,
+    consumers: &mut BTreeMap<ConsumerId, Consumer>,
+    moment: Moment,
+    effects: &mut Vec<Effect>,
+) {
+    let now_ms = moment.now_ms;
+    let Topic {
+        partitions,
+        subscriptions,
+        ..
+    } = topic;
+    let Some(subscription) = subscriptions.get_mut(subscription_name) else {
+        return;
+    };
+    let members: Vec<ConsumerId> = match subscription.config.mode {
+        Mode::Exclusive | Mode::Failover => subscription
+            .consumers
+            .first()
+            .copied()
+            .into_iter()
+            .collect(),
+        Mode::Shared | Mode::KeyShared => subscription.consumers.iter().copied().collect(),
+    };
+    if members.is_empty() {
+        return;
+    }
+    let count = partitions.len() as u32;
+    // Each round hands out at most one message per partition and stops when
+    // a round hands out none: bounded by the consumers' total credit.
+    loop {
+        let mut handed = false;
+        for step in 0..count {
+            let index = ((subscription.next_partition + step) % count) as usize;
+            let picked = pick(
+                &partitions[index],
+                subscription,
+                index,
+                &members,
+                consumers,
+                now_ms,
+            );
+            if let Some((offset, consumer, counts)) = picked {
+                hand_out(
+                    &partitions[index],
+                    subscription,
+                    index,
+                    offset,
+                    consumer,
+                    counts,
+                    consumers,
+                    moment,
+                    effects,
+                );
+                subscription.next_partition = (index as u32 + 1) % count;
+                handed = true;
+            }
+        }
+        if !handed {
+            return;
+        }
+    }
+}
+
+/// The next message of one partition some consumer may take, and who.
+fn pick(
+    partition: &Partition,
+    subscription: &mut Subscription,
+    index: usize,
+    members: &[ConsumerId],
+    consumers: &BTreeMap<ConsumerId, Consumer>,
+    now_ms: u64,
+) -> Option<(u64, ConsumerId, Counts)> {
+    let cursor = &subscription.cursors[index];
+    let returned = cursor
+        .returned
+        .iter()
+        .filter(|(_, r)| r.not_before_ms <= now_ms)
+        .map(|(offset, r)| (*offset, r.counts));
+    let horizon = partition
+        .end()
+        .min(cursor.floor.saturating_add(DISPATCH_WINDOW_MAX))
+        .min(cursor.next.saturating_add(DISPATCH_LOOKAHEAD_MAX));
+    let fresh = (cursor.next..horizon)
+        .filter(|offset| cursor.standing(*offset) == Standing::NeverDelivered)
+        .map(|offset| (offset, Counts::default()));
+    let candidates: Vec<(u64, Counts)> = if planted::active(Bug::ReturnedLast) {
+        fresh
+            .chain(returned)
+            .take(DISPATCH_LOOKAHEAD_MAX as usize)
+            .collect()
+    } else {
+        returned
+            .chain(fresh)
+            .take(DISPATCH_LOOKAHEAD_MAX as usize)
+            .collect()
+    };
+    // Keys that must wait: an earlier message of theirs is still to go.
+    let mut blocked: BTreeSet<Bytes> = BTreeSet::new();
+    for (offset, counts) in candidates {
+        let key = partition.get(offset).and_then(|m| m.key.clone());
+        let chosen = choose(
+            subscription,
+            index,
+            members,
+            consumers,
+            key.as_ref(),
+            &blocked,
+        );
+        match (chosen, key) {
+            (Some(consumer), _) => return Some((offset, consumer, counts)),
+            (None, Some(key)) if subscription.config.mode == Mode::KeyShared => {
+                blocked.insert(key);
+            }
+            // In the other modes nobody can take this one, so nobody can
+            // take any later one either.
+            (None, _) => return None,
+        }
+    }
+    None
+}
+
+/// The consumer that may take a message with `key` now, by mode.
+fn choose(
+    subscription: &mut Subscription,
+    index: usize,
+    members: &[ConsumerId],
+    consumers: &BTreeMap<ConsumerId, Consumer>,
+    key: Option<&Bytes>,
+    blocked: &BTreeSet<Bytes>,
+) -> Option<ConsumerId> {
+    let has_credit = |id: &ConsumerId| consumers.get(id).is_some_and(Consumer::has_credit);
+    let keyed = subscription.config.mode == Mode::KeyShared;
+    match key.filter(|_| keyed) {
+        Some(key) => {
+            if blocked.contains(key) {
+                return None;
+            }
+            let cursor: &Cursor = &subscription.cursors[index];
+            // A key stays with the consumer holding its messages (draining
+            // when consumers come and go), else goes to its owner by hash.
+            let target = match cursor.held_keys.get(key) {
+                Some(holder) => holder.consumer,
+                None => {
+                    members[raftmq_proto::partition_for_key(key, members.len() as u32) as usize]
+                }
+            };
+            Some(target).filter(has_credit)
+        }
+        None => {
+            // Round robin from where the last handout left off.
+            let start = subscription.next_consumer;
+            let found = (0..members.len() as u64)
+                .map(|step| members[((start + step) % members.len() as u64) as usize])
+                .find(has_credit)?;
+            subscription.next_consumer = start + 1;
+            Some(found)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn hand_out(
+    partition: &Partition,
+    subscription: &mut Subscription,
+    index: usize,
+    offset: u64,
+    id: ConsumerId,
+    mut counts: Counts,
+    consumers: &mut BTreeMap<ConsumerId, Consumer>,
+    moment: Moment,
+    effects: &mut Vec<Effect>,
+) {
+    let message = partition
+        .get(offset)
+        .expect("offsets at or above the ack floor are retained")
+        .clone();
+    let mode = subscription.config.mode;
+    let cursor = &mut subscription.cursors[index];
+    if planted::active(Bug::SkipMessage) && message.key.is_none() && offset.is_multiple_of(8) {
+        cursor.ack(offset);
+        return;
+    }
+    let Some(consumer) = consumers.get_mut(&id) else {
+        return;
+    };
+    counts.attempts += 1;
+    let timeout = subscription.config.ack_timeout_ms;
+    cursor.hand_out(
+        offset,
+        InFlight {
+            consumer: id,
+            counts,
+            // Only key-shared promises a key to one consumer at a time.
+            key: message.key.clone().filter(|_| mode == Mode::KeyShared),
+            deadline_ms: (timeout > 0).then(|| moment.now_ms.saturating_add(timeout)),
+        },
+    );
+    consumer.in_flight += 1;
+    consumer.sequence += 1;
+    effects.push(Effect::Deliver {
+        to: consumer.session,
+        delivery: Delivery {
+            consumer: id,
+            sequence: consumer.sequence,
+            partition: index as u32,
+            offset,
+            message,
+            attempts: counts.attempts,
+            decided_at: moment.index,
+        },
+    });
+}
