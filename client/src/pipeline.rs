@@ -73,6 +73,11 @@ pub(crate) struct Pipeline {
     /// Unanswered requests by id: ids grow, so iteration is send order.
     in_flight: BTreeMap<u64, InFlight>,
     request_id_next: u64,
+    /// This producer's idempotence id and the sequence number of the next
+    /// message: a resent request keeps its sequence, so the leader stores
+    /// it once and refuses requests that skipped ahead of a lost one.
+    producer_id: u64,
+    sequence_next: u64,
     flushes: Vec<FlushWaiter>,
     session: Option<Session>,
     recovery: Recovery,
@@ -102,6 +107,8 @@ impl Pipeline {
             held: None,
             in_flight: BTreeMap::new(),
             request_id_next: 1,
+            producer_id: crate::client::producer_id(),
+            sequence_next: 0,
             flushes: Vec::new(),
             session: None,
             recovery,
@@ -194,14 +201,18 @@ impl Pipeline {
         }
         let request_id = self.request_id_next;
         self.request_id_next += 1;
-        let (messages, confirms) = batch
+        let (messages, confirms): (Vec<proto::Message>, Vec<_>) = batch
             .into_iter()
             .map(|pending| (pending.message, pending.confirm))
             .unzip();
+        let sequence = self.sequence_next;
+        self.sequence_next += messages.len() as u64;
         let request = proto::PublishRequest {
             topic: self.topic.clone(),
             messages,
             request_id,
+            producer_id: self.producer_id,
+            sequence,
         };
         if self.in_flight.is_empty() {
             self.last_progress = Instant::now();

@@ -105,8 +105,11 @@ async fn leader_sigkill_mid_stream_loses_no_confirmed_message_and_keeps_key_orde
         "confirmed but never delivered: {missing:?}"
     );
 
-    // Per key, messages arrive in publish order. A resent message may
-    // arrive twice (no producer id yet); repeats are skipped, never reordered.
+        // Idempotent producer: a message resent after the failover was stored
+    // once, so each arrives exactly once (one consumer, nothing returned).
+    assert_eq!(received.len(), delivered.len(), "duplicates delivered");
+
+    // Per key, messages arrive in publish order.
     let mut last_per_key: BTreeMap<String, i64> = BTreeMap::new();
     let mut seen_once = BTreeSet::new();
     for delivery in &received {

@@ -78,6 +78,12 @@ impl Oracle {
                 o.violations.push(v);
             }
         }
+        // Every producer is idempotent: a payload confirmed at two places
+        // was stored twice (DESIGN.md invariant 7).
+        if let Some(first) = o.confirmed.get(payload).filter(|first| **first != position) {
+            let v = format!("{payload:?} stored twice: at {first:?} and {position:?}");
+            o.violations.push(v);
+        }
         o.stored_at.insert(position, payload.clone());
         if let Some(key) = key {
             o.confirmed_by_key

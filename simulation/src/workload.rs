@@ -201,6 +201,9 @@ async fn produce(workload: Workload, producer: u32, oracle: Oracle, trace: Trace
                 (key, payload)
             })
             .collect();
+        // Idempotent: a retried batch keeps its sequence, so it is stored
+        // once, and a batch past a lost one is refused until it is resent.
+        let sequence = u64::from(sent);
         sent += size;
         request_id += 1;
         // One batch at a time, retried until confirmed: per-key order holds
@@ -216,6 +219,8 @@ async fn produce(workload: Workload, producer: u32, oracle: Oracle, trace: Trace
             let publish = PublishRequest {
                 topic: TOPIC.into(),
                 request_id,
+                producer_id: u64::from(producer) + 1,
+                sequence,
                 messages: batch
                     .iter()
                     .map(|(key, payload)| v1::Message {

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert;
 use super::status::{invalid, not_leader, propose_failed, rejected};
 use crate::broker::{Broker, Committed, Proposer, SessionEvent, Sessions};
-use crate::machine::{Command, ConsumerId, Outcome, SessionAddr};
+use crate::machine::{Command, ConsumerId, Outcome, ProducerTag, Rejection, SessionAddr};
 
 /// Publish requests of one stream that may await their commit at once.
 const STREAM_REQUESTS_IN_FLIGHT_MAX: usize = 1024;
@@ -71,7 +71,12 @@ impl BrokerService {
                 limits.message_bytes_max
             )));
         }
+        let producer = (request.producer_id != 0).then_some(ProducerTag {
+            id: request.producer_id,
+            sequence: request.sequence,
+        });
         Ok(Command::Publish {
+            producer,
             topic: request.topic,
             messages: request
                 .messages
@@ -180,6 +185,12 @@ impl BrokerRpc for BrokerService {
                     Err(status) => Err(status),
                 };
                 let response = match outcome {
+                    // A gap in a producer's sequence ends the stream: the
+                    // client resends everything unanswered, in order, from
+                    // the gap.
+                    Ok(Outcome::Rejected(rejection @ Rejection::OutOfOrder { .. })) => {
+                        Err(rejected(&rejection))
+                    }
                     Ok(Outcome::Rejected(rejection)) => {
                         Ok(rejected_response(request_id, rejected(&rejection)))
                     }

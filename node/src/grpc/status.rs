@@ -22,6 +22,8 @@ pub fn rejected(rejection: &Rejection) -> Status {
         | Rejection::NoSuchMessage { .. }
         | Rejection::NotDelivered { .. } => Code::NotFound,
         Rejection::LimitReached { .. } => Code::ResourceExhausted,
+        Rejection::OutOfOrder { .. } => Code::Aborted,
+        Rejection::RepeatForgotten { .. } => Code::AlreadyExists,
     };
     Status::new(code, rejection.to_string())
 }

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::producers::ProducerTag;
 use super::state::Delivery;
 use super::subscription::SubscriptionConfig;
 use super::topic::NewMessage;
@@ -36,6 +37,8 @@ pub enum Command {
     Publish {
         topic: String,
         messages: Vec<NewMessage>,
+        /// Set by idempotent producers.
+        producer: Option<ProducerTag>,
     },
     /// Attaches a consumer, creating the subscription at the earliest
     /// retained offset (with `config`, or the defaults) if it does not exist.
@@ -127,6 +130,14 @@ pub enum Rejection {
     ConsumerBusy(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("producer {producer}: sequence {got} out of order, expected {expected}; resend from {expected}")]
+    OutOfOrder {
+        producer: u64,
+        expected: u64,
+        got: u64,
+    },
+    #[error("producer {producer}: sequence {sequence} was stored, but its position is no longer remembered")]
+    RepeatForgotten { producer: u64, sequence: u64 },
 }
 
 /// Something applying a command causes outside the state machine. Every

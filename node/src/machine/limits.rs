@@ -20,6 +20,12 @@ pub const DISPATCH_WINDOW_MAX: u64 = 100_000;
 /// How many candidates dispatch looks at per partition when the next ones
 /// must wait (key-shared: their key's consumer has no credit).
 pub const DISPATCH_LOOKAHEAD_MAX: u64 = 256;
+/// Idempotent producers remembered per topic; past it the longest idle one
+/// is forgotten.
+pub const PRODUCERS_PER_TOPIC_MAX: usize = 1_000;
+/// Positions remembered per producer for answering retries: at least what a
+/// producer may have unconfirmed (the client's window x batch).
+pub const PRODUCER_POSITIONS_MAX: usize = 16_384;
 /// Most positions in one ack or nack command.
 pub const POSITIONS_PER_COMMAND_MAX: usize = 10_000;
 

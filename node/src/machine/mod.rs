@@ -12,6 +12,7 @@ mod consumer;
 mod dispatch;
 mod invariants;
 mod limits;
+mod producers;
 mod settle;
 mod state;
 mod subscription;
@@ -19,6 +20,7 @@ mod topic;
 
 pub use command::{Command, Effect, Outcome, Rejection, Request, SessionAddr};
 pub use limits::*;
+pub use producers::ProducerTag;
 pub use settle::{REASON_MAX_DELIVERIES, REASON_REJECTED};
 pub use state::{Delivery, State, TopicSummary};
 pub use subscription::{Mode, SubscriptionConfig};

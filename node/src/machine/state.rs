@@ -8,6 +8,7 @@ use super::command::{Command, Effect, Outcome, Rejection, Request, SessionAddr};
 use super::consumer::Consumer;
 use super::dispatch;
 use super::limits::*;
+use super::producers::{ProducerTag, Verdict};
 use super::settle::Settle;
 use super::subscription::{Mode, Subscription, SubscriptionConfig};
 use super::topic::{Message, NewMessage, Partition, Topic};
@@ -46,7 +47,7 @@ pub struct State {
     pub(super) topics: BTreeMap<String, Topic>,
     pub(super) consumers: BTreeMap<ConsumerId, Consumer>,
     next_consumer: ConsumerId,
-        /// The log index being applied, 0 outside `apply`; not part of the
+    /// The log index being applied, 0 outside `apply`; not part of the
     /// state.
     #[serde(skip)]
     applying: u64,
@@ -78,7 +79,7 @@ impl State {
         effects: &mut Vec<Effect>,
     ) -> Vec<Outcome> {
         self.now_ms = self.now_ms.max(request.stamp_ms);
-                self.applying = index;
+        self.applying = index;
         let outcomes = request
             .commands
             .into_iter()
@@ -96,7 +97,11 @@ impl State {
     fn apply_command(&mut self, command: Command, effects: &mut Vec<Effect>) -> Applied {
         match command {
             Command::CreateTopic { name, partitions } => self.create_topic(name, partitions),
-            Command::Publish { topic, messages } => self.publish(&topic, messages, effects),
+            Command::Publish {
+                topic,
+                messages,
+                producer,
+            } => self.publish(&topic, messages, producer, effects),
             Command::Attach {
                 topic,
                 subscription,
@@ -154,12 +159,25 @@ impl State {
         &mut self,
         name: &str,
         messages: Vec<NewMessage>,
+        producer: Option<ProducerTag>,
         effects: &mut Vec<Effect>,
     ) -> Applied {
         if messages.is_empty() {
             return Err(Rejection::Empty("publish batch".into()));
         }
+        if let Some(tag) = producer {
+            let verdict = self.topic_mut(name)?.producers.judge(tag, messages.len())?;
+            if let Verdict::Repeat(positions) = verdict {
+                return Ok(Outcome::Published(positions));
+            }
+        }
         let positions = self.append(name, messages)?;
+        if let Some(tag) = producer {
+            let now_ms = self.now_ms;
+            self.topic_mut(name)?
+                .producers
+                .record(tag, positions.clone(), now_ms);
+        }
         self.dispatch_topic(name, effects);
         Ok(Outcome::Published(positions))
     }

@@ -60,6 +60,7 @@ impl Harness {
             })
             .collect();
         match self.apply(Command::Publish {
+            producer: None,
             topic: topic.into(),
             messages,
         }) {
@@ -183,12 +184,14 @@ fn keyed_messages_follow_the_key_hash_and_offsets_are_dense() {
     assert_eq!(keyless, vec![0, 1, 2, 3]);
     assert_eq!(
         rejected(h.apply(Command::Publish {
+            producer: None,
             topic: "nope".into(),
             messages: vec![]
         })),
         Rejection::Empty("publish batch".into())
     );
     let unknown = h.apply(Command::Publish {
+        producer: None,
         topic: "nope".into(),
         messages: vec![NewMessage {
             key: None,
@@ -398,6 +401,7 @@ fn time_never_runs_back() {
         let request = Request {
             stamp_ms,
             commands: vec![Command::Publish {
+                producer: None,
                 topic: "t".into(),
                 messages: vec![message.clone()],
             }],
@@ -431,6 +435,7 @@ fn replicas_applying_the_same_log_agree() {
             config: None,
         },
         Command::Publish {
+            producer: None,
             topic: "t".into(),
             messages: (0..20)
                 .map(|i| NewMessage {
@@ -703,4 +708,74 @@ fn a_subscription_needs_an_existing_dead_letter_topic_for_a_delivery_limit() {
             "{rejection} lacks {expected:?}"
         );
     }
+}
+
+fn tagged_publish(h: &mut Harness, id: u64, sequence: u64, count: usize) -> Outcome {
+    h.apply(Command::Publish {
+        topic: "t".into(),
+        producer: Some(ProducerTag { id, sequence }),
+        messages: (0..count)
+            .map(|i| NewMessage {
+                key: None,
+                payload: Bytes::from(format!("m{}", sequence + i as u64)),
+                headers: Default::default(),
+            })
+            .collect(),
+    })
+}
+
+#[test]
+fn an_idempotent_retry_is_confirmed_again_and_stored_once() {
+    let mut h = Harness::new();
+    h.topic("t", 2);
+    let first = tagged_publish(&mut h, 7, 0, 3);
+    let again = tagged_publish(&mut h, 7, 0, 3);
+    assert_eq!(first, again, "same positions, keyless routing included");
+    assert_eq!(h.state.topics()[0].retained, 3, "stored once");
+    // The next batch continues the sequence.
+    assert!(matches!(
+        tagged_publish(&mut h, 7, 3, 2),
+        Outcome::Published(_)
+    ));
+    assert_eq!(h.state.topics()[0].retained, 5);
+}
+
+#[test]
+fn a_batch_that_skips_a_lost_one_is_refused_until_the_gap_is_filled() {
+    let mut h = Harness::new();
+    h.topic("t", 1);
+    tagged_publish(&mut h, 9, 0, 2);
+    let skipped = tagged_publish(&mut h, 9, 4, 1);
+    assert_eq!(
+        rejected(skipped),
+        Rejection::OutOfOrder {
+            producer: 9,
+            expected: 2,
+            got: 4
+        }
+    );
+    assert!(matches!(
+        tagged_publish(&mut h, 9, 2, 2),
+        Outcome::Published(_)
+    ));
+    assert!(matches!(
+        tagged_publish(&mut h, 9, 4, 1),
+        Outcome::Published(_)
+    ));
+    // Order in the partition is the producer's order.
+    let stored: Vec<Bytes> = (0..5)
+        .filter_map(|o| {
+            h.state
+                .partition("t", 0)
+                .and_then(|p| p.get(o))
+                .map(|m| m.payload.clone())
+        })
+        .collect();
+    let expected: Vec<Bytes> = (0..5).map(|i| Bytes::from(format!("m{i}"))).collect();
+    assert_eq!(stored, expected);
+    // A producer the topic does not know may start at any sequence.
+    assert!(matches!(
+        tagged_publish(&mut h, 10, 500, 1),
+        Outcome::Published(_)
+    ));
 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::producers::Producers;
 use super::subscription::Subscription;
 
 /// A message as a producer sends it.
@@ -62,6 +63,8 @@ pub struct Topic {
     pub subscriptions: BTreeMap<String, Subscription>,
     /// Round-robin counter for keyless messages.
     pub next_keyless: u64,
+    /// Idempotent producers' recent batches.
+    pub producers: Producers,
 }
 
 impl Topic {
@@ -70,6 +73,7 @@ impl Topic {
             partitions: (0..partitions).map(|_| Partition::default()).collect(),
             subscriptions: BTreeMap::new(),
             next_keyless: 0,
+            producers: Producers::default(),
         }
     }
 
