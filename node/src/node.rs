@@ -33,15 +33,17 @@ const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 pub enum NodeError {
     #[error("configuration: {0}")]
     Config(String),
-    #[error("storage: {0}")]
+    #[error("storage")]
     Disk(#[from] crate::storage::StorageError),
     #[error("raft storage: {0}")]
     RaftStorage(Box<crate::raft::typ::StorageError>),
     #[error("raft: {0}")]
     Raft(String),
-    #[error("server: {0}")]
+    #[error("data directory")]
+    Format(#[from] crate::raft::FormatError),
+    #[error("server")]
     Serve(#[from] tonic::transport::Error),
-    #[error("i/o: {0}")]
+    #[error("i/o")]
     Io(#[from] std::io::Error),
 }
 
@@ -101,6 +103,7 @@ impl Node {
         .validate()
         .map_err(|e| NodeError::Config(e.to_string()))?;
 
+        crate::raft::check_format(seams.disk.as_ref())?;
         let sessions = Arc::new(Sessions::new(config.id, seams.boot_id));
         let log = LogStore::new(seams.disk.clone());
         let machine = StateMachineStore::open(seams.disk.clone(), sessions.clone())

@@ -105,7 +105,7 @@ async fn leader_sigkill_mid_stream_loses_no_confirmed_message_and_keeps_key_orde
         "confirmed but never delivered: {missing:?}"
     );
 
-        // Idempotent producer: a message resent after the failover was stored
+    // Idempotent producer: a message resent after the failover was stored
     // once, so each arrives exactly once (one consumer, nothing returned).
     assert_eq!(received.len(), delivered.len(), "duplicates delivered");
 

@@ -9,6 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 mod codec;
+mod format;
 mod log_store;
 mod network;
 mod runtime;
@@ -17,6 +18,7 @@ mod state_machine;
 use std::io::Cursor;
 
 pub use codec::{decode, encode, CodecError};
+pub use format::{check_format, FormatError, STORAGE_FORMAT};
 pub use log_store::{LogStats, LogStore};
 pub use network::{Network, RAFT_GROUP, RAFT_MESSAGE_BYTES_MAX};
 pub use runtime::{seed_thread_rng, SeededRuntime};

@@ -1,0 +1,52 @@
+//! The on-disk format version. Log entries and snapshots are postcard
+//! encodings of Rust types, so a build whose commands or state changed shape
+//! cannot read older data; rather than fail deep in a decode (a crash loop
+//! on restart), a node checks the version recorded with its data first.
+
+use crate::storage::{Disk, Space, StorageError, Write};
+
+/// Bump whenever `machine::Command`, `machine::State` or the stored
+/// snapshot change their encoding.
+pub const STORAGE_FORMAT: u32 = 2;
+
+const FORMAT_KEY: &[u8] = b"storage_format";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("the data was written with storage format {found}, this build reads format {STORAGE_FORMAT}; start it on an empty data directory")]
+    Incompatible { found: String },
+    #[error(transparent)]
+    Disk(#[from] StorageError),
+}
+
+/// Records the format on fresh data; refuses data of another format (data
+/// without a record predates the record and is refused too).
+pub fn check_format(disk: &dyn Disk) -> Result<(), FormatError> {
+    match disk.get(Space::Meta, FORMAT_KEY)? {
+        Some(bytes) if bytes == STORAGE_FORMAT.to_be_bytes() => Ok(()),
+        Some(bytes) => Err(FormatError::Incompatible {
+            found: bytes
+                .try_into()
+                .map(|b: [u8; 4]| u32::from_be_bytes(b).to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+        }),
+        None if is_empty(disk)? => {
+            let version = STORAGE_FORMAT.to_be_bytes().to_vec();
+            disk.write(Space::Meta, vec![Write::Put(FORMAT_KEY.to_vec(), version)])?;
+            disk.flush()?;
+            Ok(())
+        }
+        None => Err(FormatError::Incompatible {
+            found: "1 or older".into(),
+        }),
+    }
+}
+
+fn is_empty(disk: &dyn Disk) -> Result<bool, StorageError> {
+    for space in Space::ALL {
+        if disk.last(space)?.is_some() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
