@@ -1,0 +1,491 @@
+//! Delivery semantics against real nodes: each subscription mode's promise,
+//! prefetch, nack and dead letters, ack timeouts, idempotent retries, and
+//! all of it across a leader kill.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::Cluster;
+use raftmq_client::{
+    Client, Consumer, Delivery, Message, NackOptions, SubscribeOptions, SubscriptionMode,
+};
+use raftmq_proto::v1::broker_client::BrokerClient;
+use raftmq_proto::v1::PublishRequest;
+
+/// The next delivery, or `None` after `wait` of silence.
+async fn next_within(consumer: &mut Consumer, wait: Duration) -> Option<Delivery> {
+    match tokio::time::timeout(wait, consumer.next()).await {
+        Ok(Some(Ok(delivery))) => Some(delivery),
+        Ok(Some(Err(e))) => panic!("consumer failed: {e}"),
+        Ok(None) | Err(_) => None,
+    }
+}
+
+async fn next(consumer: &mut Consumer) -> Delivery {
+    next_within(consumer, Duration::from_secs(10))
+        .await
+        .expect("a delivery within 10 s")
+}
+
+fn mode(mode: SubscriptionMode, prefetch: u32) -> SubscribeOptions {
+    SubscribeOptions {
+        prefetch,
+        mode: Some(mode),
+        ..Default::default()
+    }
+}
+
+fn text(delivery: &Delivery) -> String {
+    String::from_utf8_lossy(&delivery.payload).into_owned()
+}
+
+async fn publish_keyless(client: &Client, topic: &str, count: usize) {
+    let messages = (0..count).map(|i| Message::new(format!("m{i}"))).collect();
+    client.publish(topic, messages).await.expect("publish");
+}
+
+/// Publishes `count` messages over `keys` keys, payload "key:n" with n
+/// rising per key.
+async fn publish_keyed(client: &Client, topic: &str, count: usize, keys: usize) {
+    let messages = (0..count)
+        .map(|i| {
+            Message::new(format!("k{}:{}", i % keys, i / keys)).with_key(format!("k{}", i % keys))
+        })
+        .collect();
+    client.publish(topic, messages).await.expect("publish");
+}
+
+/// Checks DESIGN.md's order rule from the consumers' side: a message of a
+/// key reaches a consumer only after every earlier message of that key was
+/// acked or handed to that same consumer.
+#[derive(Default)]
+struct KeyOrder {
+    acked: BTreeSet<String>,
+    seen_by: BTreeMap<u64, BTreeSet<String>>,
+}
+
+impl KeyOrder {
+    fn delivered(&mut self, delivery: &Delivery) {
+        let payload = text(delivery);
+        let (key, n) = payload.split_once(':').expect("key:n");
+        let n: usize = n.parse().expect("n");
+        let seen = self.seen_by.entry(delivery.consumer_id).or_default();
+        for earlier in 0..n {
+            let earlier = format!("{key}:{earlier}");
+            assert!(
+                self.acked.contains(&earlier) || seen.contains(&earlier),
+                "{payload} reached consumer {} before unacked {earlier}",
+                delivery.consumer_id
+            );
+        }
+        seen.insert(payload);
+    }
+
+    fn acked(&mut self, deliveries: &[Delivery]) {
+        self.acked.extend(deliveries.iter().map(text));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_keeps_partition_order_across_a_consumer_kill() {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic("f", 1).await.expect("topic");
+    publish_keyless(&client, "f", 30).await;
+
+    // The first consumer is active, the second stands by.
+    let mut active = client
+        .subscribe_with("f", "s", mode(SubscriptionMode::Failover, 5))
+        .await
+        .expect("subscribe");
+    let mut standby = client
+        .subscribe_with("f", "s", mode(SubscriptionMode::Failover, 5))
+        .await
+        .expect("subscribe");
+    let mut taken = Vec::new();
+    for _ in 0..5 {
+        taken.push(next(&mut active).await);
+    }
+    assert!(
+        next_within(&mut standby, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "standby got a message"
+    );
+    active.ack(&taken[..3]).await.expect("ack");
+    drop(active); // killed holding offsets 3 and 4
+
+    // The standby takes over in partition order, the returned ones first:
+    // 3 and 4, and 5 to 7 that the acks' credit had sent to the first.
+    let mut offsets = Vec::new();
+    while offsets.len() < 27 {
+        let delivery = next(&mut standby).await;
+        assert_eq!(
+            delivery.redelivered,
+            delivery.offset < 8,
+            "offset {}",
+            delivery.offset
+        );
+        offsets.push(delivery.offset);
+        standby.ack([&delivery]).await.expect("ack");
+    }
+    assert_eq!(offsets, (3..30).collect::<Vec<u64>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_spreads_work_over_three_consumers_and_redelivers_a_killed_ones() {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic("w", 2).await.expect("topic");
+    let mut consumers = Vec::new();
+    for _ in 0..3 {
+        consumers.push(
+            client
+                .subscribe_with("w", "workers", mode(SubscriptionMode::Shared, 4))
+                .await
+                .expect("subscribe"),
+        );
+    }
+    publish_keyless(&client, "w", 60).await;
+
+    // Every consumer gets a full prefetch: the work is spread.
+    let mut first: Vec<Vec<Delivery>> = Vec::new();
+    for consumer in &mut consumers {
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(next(consumer).await);
+        }
+        first.push(got);
+    }
+    // The third consumer dies holding four; the others finish the queue.
+    let killed: BTreeSet<String> = first[2].iter().map(text).collect();
+    let killed_consumer = consumers.pop().expect("third");
+    drop(killed_consumer);
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    for (consumer, got) in consumers.iter_mut().zip(&first) {
+        consumer.ack(got).await.expect("ack");
+        done.extend(got.iter().map(text));
+    }
+    let mut redelivered = BTreeSet::new();
+    for _round in 0..200 {
+        if done.len() == 60 {
+            break;
+        }
+        for consumer in &mut consumers {
+            if let Some(delivery) = next_within(consumer, Duration::from_millis(100)).await {
+                if delivery.redelivered {
+                    redelivered.insert(text(&delivery));
+                }
+                done.insert(text(&delivery));
+                consumer.ack([&delivery]).await.expect("ack");
+            }
+        }
+    }
+    assert_eq!(done.len(), 60, "every message processed");
+    assert!(
+        killed.is_subset(&redelivered),
+        "the killed consumer's messages came back: {killed:?} vs {redelivered:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_shared_keeps_per_key_order_as_consumers_join_and_leave() {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic("k", 2).await.expect("topic");
+    publish_keyed(&client, "k", 200, 10).await;
+    let key_shared = || mode(SubscriptionMode::KeyShared, 10);
+    let mut order = KeyOrder::default();
+    let mut done = BTreeSet::new();
+    let mut consumers = vec![client
+        .subscribe_with("k", "ks", key_shared())
+        .await
+        .expect("subscribe")];
+    // Phases: one consumer; a second joins; the first leaves holding
+    // messages; a third joins. Bounded by rounds.
+    for round in 0..400 {
+        if done.len() == 200 {
+            break;
+        }
+        match round {
+            5 => consumers.push(
+                client
+                    .subscribe_with("k", "ks", key_shared())
+                    .await
+                    .expect("join"),
+            ),
+            15 => drop(consumers.remove(0)),
+            25 => consumers.push(
+                client
+                    .subscribe_with("k", "ks", key_shared())
+                    .await
+                    .expect("join"),
+            ),
+            _ => {}
+        }
+        for (index, consumer) in consumers.iter_mut().enumerate() {
+            let mut batch = Vec::new();
+            while let Some(delivery) = next_within(consumer, Duration::from_millis(50)).await {
+                order.delivered(&delivery);
+                batch.push(delivery);
+                if batch.len() == 5 {
+                    break;
+                }
+            }
+            // Before it leaves, the first consumer stops acking: its keys
+            // must wait for it, then move whole to the others.
+            let leaving = index == 0 && (10..15).contains(&round);
+            if !leaving {
+                consumer.ack(&batch).await.expect("ack");
+                order.acked(&batch);
+                done.extend(batch.iter().map(text));
+            }
+        }
+    }
+    assert_eq!(done.len(), 200, "every message processed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_never_holds_more_than_its_prefetch() {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic("p", 2).await.expect("topic");
+    publish_keyless(&client, "p", 20).await;
+    let mut consumer = client
+        .subscribe_with("p", "s", mode(SubscriptionMode::Shared, 5))
+        .await
+        .expect("subscribe");
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(next(&mut consumer).await);
+    }
+    assert!(
+        next_within(&mut consumer, Duration::from_secs(1))
+            .await
+            .is_none(),
+        "a sixth while holding five"
+    );
+    consumer.ack(&held[..2]).await.expect("ack");
+    for _ in 0..2 {
+        next(&mut consumer).await;
+    }
+    assert!(
+        next_within(&mut consumer, Duration::from_secs(1))
+            .await
+            .is_none(),
+        "more than the two acked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_reaches_the_dead_letter_topic_after_exactly_max_deliveries() {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic("orders", 1).await.expect("topic");
+    client
+        .create_topic("orders-dlq", 1)
+        .await
+        .expect("dlq topic");
+    client
+        .publish("orders", vec![Message::new("poison")])
+        .await
+        .expect("publish");
+    let options = SubscribeOptions {
+        prefetch: 1,
+        max_deliveries: 3,
+        dead_letter_topic: Some("orders-dlq".into()),
+        ..Default::default()
+    };
+    let mut consumer = client
+        .subscribe_with("orders", "billing", options)
+        .await
+        .expect("subscribe");
+    for attempt in 1..=3 {
+        let delivery = next(&mut consumer).await;
+        assert_eq!(delivery.attempts, attempt);
+        consumer.nack([&delivery]).await.expect("nack");
+    }
+    assert!(
+        next_within(&mut consumer, Duration::from_secs(1))
+            .await
+            .is_none(),
+        "delivered a fourth time"
+    );
+
+    let mut inspector = client
+        .subscribe("orders-dlq", "inspect", 10)
+        .await
+        .expect("subscribe dlq");
+    let dead = next(&mut inspector).await;
+    assert_eq!(text(&dead), "poison");
+    let header = |name: &str| dead.headers.get(name).map(String::as_str);
+    assert_eq!(
+        header("x-raftmq-dead-letter-reason"),
+        Some("max-deliveries")
+    );
+    assert_eq!(header("x-raftmq-source-topic"), Some("orders"));
+    assert_eq!(header("x-raftmq-source-subscription"), Some("billing"));
+    assert_eq!(header("x-raftmq-failures"), Some("3"));
+
+    // A reject goes straight there, with its own reason.
+    client
+        .publish("orders", vec![Message::new("bad")])
+        .await
+        .expect("publish");
+    let bad = next(&mut consumer).await;
+    consumer
+        .nack_with(
+            [&bad],
+            NackOptions {
+                reject: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("reject");
+    let rejected = next(&mut inspector).await;
+    assert_eq!(text(&rejected), "bad");
+    assert_eq!(
+        rejected
+            .headers
+            .get("x-raftmq-dead-letter-reason")
+            .map(String::as_str),
+        Some("rejected")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacked_message_is_redelivered_after_the_ack_timeout() {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic("slow", 1).await.expect("topic");
+    client
+        .publish("slow", vec![Message::new("job")])
+        .await
+        .expect("publish");
+    let options = SubscribeOptions {
+        prefetch: 1,
+        ack_timeout: Some(Duration::from_millis(500)),
+        ..Default::default()
+    };
+    let mut consumer = client
+        .subscribe_with("slow", "s", options)
+        .await
+        .expect("subscribe");
+    let first = next(&mut consumer).await;
+    assert_eq!(first.attempts, 1);
+    let again = next(&mut consumer).await;
+    assert_eq!(
+        (again.offset, again.attempts, again.redelivered),
+        (first.offset, 2, true)
+    );
+    consumer.ack([&again]).await.expect("ack");
+    assert!(
+        next_within(&mut consumer, Duration::from_secs(1))
+            .await
+            .is_none(),
+        "redelivered after its ack"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_publish_is_stored_once_with_a_producer_id_and_twice_without() {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic("once", 1).await.expect("topic");
+    let leader = cluster.wait_for_leader(None).await;
+    let mut broker = BrokerClient::connect(format!("http://{}", cluster.addr(leader)))
+        .await
+        .expect("connect");
+    let request = |producer_id: u64| PublishRequest {
+        topic: "once".into(),
+        messages: (0..3)
+            .map(|i| Message::new(format!("m{i}")).into())
+            .collect(),
+        request_id: 1,
+        producer_id,
+        sequence: 0,
+    };
+    // The confirm is "lost" and the client sends the same request again.
+    let first = broker
+        .publish(request(42))
+        .await
+        .expect("publish")
+        .into_inner();
+    let retry = broker
+        .publish(request(42))
+        .await
+        .expect("retry")
+        .into_inner();
+    assert_eq!(
+        first.positions, retry.positions,
+        "confirmed with the first positions"
+    );
+    let retained = |topics: Vec<raftmq_client::TopicInfo>| {
+        topics.iter().find(|t| t.name == "once").map(|t| t.retained)
+    };
+    assert_eq!(
+        retained(client.list_topics().await.expect("list")),
+        Some(3),
+        "stored once"
+    );
+    // Without a producer id the retry is a new publish: documented duplicates.
+    broker.publish(request(0)).await.expect("publish");
+    broker.publish(request(0)).await.expect("retry");
+    assert_eq!(retained(client.list_topics().await.expect("list")), Some(9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_keep_their_promises_across_a_leader_kill() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic("lk", 2).await.expect("topic");
+    publish_keyed(&client, "lk", 300, 12).await;
+    let key_shared = || mode(SubscriptionMode::KeyShared, 20);
+    let mut consumers = vec![
+        client
+            .subscribe_with("lk", "ks", key_shared())
+            .await
+            .expect("subscribe"),
+        client
+            .subscribe_with("lk", "ks", key_shared())
+            .await
+            .expect("subscribe"),
+    ];
+    let mut order = KeyOrder::default();
+    let mut done = BTreeSet::new();
+    let leader = cluster.wait_for_leader(None).await;
+    for round in 0..600 {
+        if done.len() == 300 {
+            break;
+        }
+        if round == 10 {
+            // Messages are in flight to both consumers right now.
+            cluster.kill(leader);
+        }
+        for consumer in &mut consumers {
+            let mut batch = Vec::new();
+            while let Some(delivery) = next_within(consumer, Duration::from_millis(50)).await {
+                order.delivered(&delivery);
+                batch.push(delivery);
+                if batch.len() == 5 {
+                    break;
+                }
+            }
+            // An ack lost in the failover is retried by the next batch: the
+            // messages come back and are acked again (acks are idempotent).
+            if consumer.ack(&batch).await.is_ok() {
+                order.acked(&batch);
+                done.extend(batch.iter().map(text));
+            }
+        }
+    }
+    assert_eq!(
+        done.len(),
+        300,
+        "every message processed after the failover"
+    );
+    assert_ne!(cluster.wait_for_leader(Some(leader)).await, leader);
+}
