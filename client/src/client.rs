@@ -17,7 +17,7 @@ use crate::error::describe;
 use crate::routing::{Decision, Failure, Router};
 use crate::{
     ClientError, ClientOptions, ClusterStatus, Consumer, Message, NackOptions, NodeStatus,
-    Position, Producer, ProducerOptions, SubscribeOptions, TopicInfo,
+    Position, Producer, ProducerOptions, SubscribeOptions, TopicInfo, TopicOptions,
 };
 
 /// Attempts one operation may make, on top of its deadline: with the
@@ -121,9 +121,23 @@ impl Client {
     /// Creates a topic. A retry after a lost answer may report
     /// ALREADY_EXISTS for a topic this very call created.
     pub async fn create_topic(&self, name: &str, partitions: u32) -> Result<(), ClientError> {
+        self.create_topic_with(name, partitions, TopicOptions::default())
+            .await
+    }
+
+    /// Creates a topic with retention bounds: publishes past them are
+    /// refused with RESOURCE_EXHAUSTED until consumers ack.
+    pub async fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: u32,
+        options: TopicOptions,
+    ) -> Result<(), ClientError> {
         let request = proto::CreateTopicRequest {
             name: name.to_string(),
             partitions,
+            max_messages: options.max_messages,
+            max_bytes: options.max_bytes,
         };
         let timeout = self.inner.options.rpc_timeout;
         self.call(Route::Leader, self.deadline(), |mut broker| {

@@ -55,7 +55,7 @@ pub use delivery::Delivery;
 pub use error::ClientError;
 pub use message::Message;
 pub use options::{
-    ClientOptions, NackOptions, ProducerOptions, SubscribeOptions, SubscriptionMode,
+    ClientOptions, NackOptions, ProducerOptions, SubscribeOptions, SubscriptionMode, TopicOptions,
 };
 pub use position::Position;
 pub use producer::{Confirm, Producer};

@@ -179,6 +179,13 @@ impl SubscribeOptions {
     }
 }
 
+/// A topic's retention bounds; 0 is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicOptions {
+    pub max_messages: u64,
+    pub max_bytes: u64,
+}
+
 /// What a nack asks for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NackOptions {

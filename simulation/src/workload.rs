@@ -158,6 +158,8 @@ async fn create_topic(workload: &Workload, trace: &Trace) {
         let create = CreateTopicRequest {
             name: TOPIC.into(),
             partitions: workload.partitions,
+            max_messages: 0,
+            max_bytes: 0,
         };
         match call(nodes.leader().create_topic(request(create))).await {
             Ok(_) => break,

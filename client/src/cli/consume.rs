@@ -5,7 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use raftmq_client::{Client, ClientError, Consumer, Delivery, Position};
+use raftmq_client::{
+    Client, ClientError, Consumer, Delivery, NackOptions, Position, SubscribeOptions,
+    SubscriptionMode,
+};
 use serde_json::json;
 
 /// How long to wait for another message before acking what was printed:
@@ -36,6 +39,40 @@ pub(crate) struct ConsumeArgs {
     /// attempts, redelivered).
     #[arg(long)]
     json: bool,
+    /// How consumers share the subscription, when this creates it.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// Redeliver a message unacked this long (when this creates the
+    /// subscription).
+    #[arg(long)]
+    ack_timeout_ms: Option<u64>,
+    /// Failures before a message goes to --dead-letter-topic.
+    #[arg(long, default_value_t = 0)]
+    max_deliveries: u32,
+    /// An existing topic for rejected and over-delivered messages.
+    #[arg(long)]
+    dead_letter_topic: Option<String>,
+    /// What to do with each printed message.
+    #[arg(long, value_enum, default_value = "ack")]
+    settle: Settle,
+}
+
+/// `--mode`: the subscription modes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    Exclusive,
+    Failover,
+    Shared,
+    KeyShared,
+}
+
+/// `--settle`: acknowledge, return for redelivery, or reject to the
+/// dead-letter topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Settle {
+    Ack,
+    Nack,
+    Reject,
 }
 
 /// Why waiting for the next message ended.
@@ -45,8 +82,20 @@ enum Waited {
 }
 
 pub(crate) async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
+    let options = SubscribeOptions {
+        prefetch: args.prefetch,
+        mode: args.mode.map(|mode| match mode {
+            Mode::Exclusive => SubscriptionMode::Exclusive,
+            Mode::Failover => SubscriptionMode::Failover,
+            Mode::Shared => SubscriptionMode::Shared,
+            Mode::KeyShared => SubscriptionMode::KeyShared,
+        }),
+        ack_timeout: args.ack_timeout_ms.map(Duration::from_millis),
+        max_deliveries: args.max_deliveries,
+        dead_letter_topic: args.dead_letter_topic.clone(),
+    };
     let mut consumer = client
-        .subscribe(&args.topic, &args.subscription, args.prefetch)
+        .subscribe_with(&args.topic, &args.subscription, options)
         .await?;
     let idle = args.timeout_secs.map(Duration::from_secs);
     let ack_batch = (args.prefetch as usize / 2).clamp(1, ACK_BATCH_MAX);
@@ -65,7 +114,7 @@ pub(crate) async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<Ex
         };
         let delivery = match waited {
             Waited::TimedOut if lingering => {
-                acknowledge(&consumer, &mut out, &mut unacked).await?;
+                acknowledge(&consumer, &mut out, &mut unacked, args.settle).await?;
                 continue;
             }
             Waited::TimedOut | Waited::Message(None) => break,
@@ -75,11 +124,16 @@ pub(crate) async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<Ex
         unacked.push(delivery.position());
         printed += 1;
         if unacked.len() >= ack_batch {
-            acknowledge(&consumer, &mut out, &mut unacked).await?;
+            acknowledge(&consumer, &mut out, &mut unacked, args.settle).await?;
         }
     }
-    acknowledge(&consumer, &mut out, &mut unacked).await?;
-    eprintln!("{printed} messages consumed and acknowledged");
+    acknowledge(&consumer, &mut out, &mut unacked, args.settle).await?;
+    let settled = match args.settle {
+        Settle::Ack => "acknowledged",
+        Settle::Nack => "returned for redelivery",
+        Settle::Reject => "rejected",
+    };
+    eprintln!("{printed} messages consumed and {settled}");
     if consumer.gaps() > 0 {
         eprintln!(
             "warning: {} deliveries missing from the sequence",
@@ -104,12 +158,23 @@ async fn acknowledge(
     consumer: &Consumer,
     out: &mut impl Write,
     unacked: &mut Vec<Position>,
+    settle: Settle,
 ) -> anyhow::Result<()> {
     if unacked.is_empty() {
         return Ok(());
     }
     out.flush()?;
-    consumer.ack(unacked.iter()).await?;
+    match settle {
+        Settle::Ack => consumer.ack(unacked.iter()).await?,
+        Settle::Nack => consumer.nack(unacked.iter()).await?,
+        Settle::Reject => {
+            let reject = NackOptions {
+                reject: true,
+                ..Default::default()
+            };
+            consumer.nack_with(unacked.iter(), reject).await?
+        }
+    }
     unacked.clear();
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use raftmq_client::Client;
+use raftmq_client::{Client, TopicOptions};
 
 use super::table;
 
@@ -16,6 +16,14 @@ pub(crate) enum TopicCommand {
         /// Partitions; messages with the same key share one and keep order.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         partitions: u32,
+        /// Refuse publishes while this many messages are retained (0: no
+        /// limit).
+        #[arg(long, default_value_t = 0)]
+        max_messages: u64,
+        /// Refuse publishes while this many payload bytes are retained (0:
+        /// no limit).
+        #[arg(long, default_value_t = 0)]
+        max_bytes: u64,
     },
     /// List topics with partitions, retained messages and subscriptions.
     List {
@@ -27,8 +35,17 @@ pub(crate) enum TopicCommand {
 
 pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Result<ExitCode> {
     match command {
-        TopicCommand::Create { name, partitions } => {
-            client.create_topic(&name, partitions).await?;
+        TopicCommand::Create {
+            name,
+            partitions,
+            max_messages,
+            max_bytes,
+        } => {
+            let limits = TopicOptions {
+                max_messages,
+                max_bytes,
+            };
+            client.create_topic_with(&name, partitions, limits).await?;
             println!("created topic {name} with {partitions} partitions");
         }
         TopicCommand::List { json } => {

@@ -14,7 +14,9 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert;
 use super::status::{invalid, not_leader, propose_failed, rejected};
 use crate::broker::{Broker, Committed, Proposer, SessionEvent, Sessions};
-use crate::machine::{Command, ConsumerId, Outcome, ProducerTag, Rejection, SessionAddr};
+use crate::machine::{
+    Command, ConsumerId, Outcome, ProducerTag, Rejection, SessionAddr, TopicLimits,
+};
 
 /// Publish requests of one stream that may await their commit at once.
 const STREAM_REQUESTS_IN_FLIGHT_MAX: usize = 1024;
@@ -111,6 +113,10 @@ impl BrokerRpc for BrokerService {
         self.write(Command::CreateTopic {
             name: request.name,
             partitions: request.partitions,
+            limits: TopicLimits {
+                max_messages: request.max_messages,
+                max_bytes: request.max_bytes,
+            },
         })
         .await?;
         Ok(Response::new(v1::CreateTopicResponse {}))

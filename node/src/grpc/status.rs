@@ -21,7 +21,7 @@ pub fn rejected(rejection: &Rejection) -> Status {
         | Rejection::UnknownSubscription { .. }
         | Rejection::NoSuchMessage { .. }
         | Rejection::NotDelivered { .. } => Code::NotFound,
-        Rejection::LimitReached { .. } => Code::ResourceExhausted,
+        Rejection::LimitReached { .. } | Rejection::TopicFull { .. } => Code::ResourceExhausted,
         Rejection::OutOfOrder { .. } => Code::Aborted,
         Rejection::RepeatForgotten { .. } => Code::AlreadyExists,
     };

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::producers::ProducerTag;
 use super::state::Delivery;
 use super::subscription::SubscriptionConfig;
-use super::topic::NewMessage;
+use super::topic::{NewMessage, TopicLimits};
 use super::{ConsumerId, NodeId};
 
 /// One Raft log entry's payload: commands batched by the leader, stamped
@@ -33,6 +33,7 @@ pub enum Command {
     CreateTopic {
         name: String,
         partitions: u32,
+        limits: TopicLimits,
     },
     Publish {
         topic: String,
@@ -53,9 +54,7 @@ pub enum Command {
     },
     /// The consumer's stream ended: its in-flight messages return to the
     /// subscription without counting a failure.
-    Detach {
-        consumer: ConsumerId,
-    },
+    Detach { consumer: ConsumerId },
     Ack {
         topic: String,
         subscription: String,
@@ -75,9 +74,7 @@ pub enum Command {
     Tick,
     /// Appended by a newly elected leader: consumer streams lived on the old
     /// leader, so every consumer is detached and its messages return.
-    LeaderStarted {
-        node: NodeId,
-    },
+    LeaderStarted { node: NodeId },
 }
 
 /// The answer to one command, returned to whoever proposed it.
@@ -130,6 +127,8 @@ pub enum Rejection {
     ConsumerBusy(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("topic {topic:?} is full: {limit}; consumers must ack before more is accepted")]
+    TopicFull { topic: String, limit: String },
     #[error("producer {producer}: sequence {got} out of order, expected {expected}; resend from {expected}")]
     OutOfOrder {
         producer: u64,

@@ -24,7 +24,7 @@ pub use producers::ProducerTag;
 pub use settle::{REASON_MAX_DELIVERIES, REASON_REJECTED};
 pub use state::{Delivery, State, TopicSummary};
 pub use subscription::{Mode, SubscriptionConfig};
-pub use topic::{Message, NewMessage, Partition};
+pub use topic::{Message, NewMessage, Partition, TopicLimits};
 
 /// Identifies a consumer: assigned in log order when it attaches.
 pub type ConsumerId = u64;

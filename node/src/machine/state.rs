@@ -11,7 +11,7 @@ use super::limits::*;
 use super::producers::{ProducerTag, Verdict};
 use super::settle::Settle;
 use super::subscription::{Mode, Subscription, SubscriptionConfig};
-use super::topic::{Message, NewMessage, Partition, Topic};
+use super::topic::{Message, NewMessage, Partition, Topic, TopicLimits};
 use super::{ConsumerId, NodeId};
 use crate::planted::{self, Bug};
 
@@ -96,7 +96,11 @@ impl State {
 
     fn apply_command(&mut self, command: Command, effects: &mut Vec<Effect>) -> Applied {
         match command {
-            Command::CreateTopic { name, partitions } => self.create_topic(name, partitions),
+            Command::CreateTopic {
+                name,
+                partitions,
+                limits,
+            } => self.create_topic(name, partitions, limits),
             Command::Publish {
                 topic,
                 messages,
@@ -139,7 +143,7 @@ impl State {
         }
     }
 
-    fn create_topic(&mut self, name: String, partitions: u32) -> Applied {
+    fn create_topic(&mut self, name: String, partitions: u32, limits: TopicLimits) -> Applied {
         check_name("topic", &name)?;
         if partitions == 0 || partitions > PARTITIONS_MAX {
             return Err(Rejection::InvalidPartitions {
@@ -151,7 +155,7 @@ impl State {
             return Err(Rejection::TopicExists(name));
         }
         check_limit("topics", self.topics.len(), TOPICS_MAX)?;
-        self.topics.insert(name, Topic::new(partitions));
+        self.topics.insert(name, Topic::new(partitions, limits));
         Ok(Outcome::Done)
     }
 
@@ -194,6 +198,7 @@ impl State {
             self.now_ms
         };
         let topic = self.topic_mut(name)?;
+        topic.admit(name, &messages)?;
         let positions = messages
             .into_iter()
             .map(|m| {

@@ -43,6 +43,7 @@ impl Harness {
 
     fn topic(&mut self, name: &str, partitions: u32) {
         let outcome = self.apply(Command::CreateTopic {
+            limits: TopicLimits::default(),
             name: name.into(),
             partitions,
         });
@@ -148,6 +149,7 @@ fn topic_creation_checks_names_and_partitions() {
     ];
     for (name, partitions, error) in cases {
         let outcome = h.apply(Command::CreateTopic {
+            limits: TopicLimits::default(),
             name: name.to_string(),
             partitions: *partitions,
         });
@@ -424,6 +426,7 @@ fn time_never_runs_back() {
 fn replicas_applying_the_same_log_agree() {
     let log = [
         Command::CreateTopic {
+            limits: TopicLimits::default(),
             name: "t".into(),
             partitions: 3,
         },
@@ -778,4 +781,33 @@ fn a_batch_that_skips_a_lost_one_is_refused_until_the_gap_is_filled() {
         tagged_publish(&mut h, 10, 500, 1),
         Outcome::Published(_)
     ));
+}
+
+#[test]
+fn a_full_topic_refuses_publishes_until_consumers_ack() {
+    let mut h = Harness::new();
+    let limits = TopicLimits {
+        max_messages: 3,
+        max_bytes: 0,
+    };
+    h.apply(Command::CreateTopic {
+        name: "t".into(),
+        partitions: 1,
+        limits,
+    });
+    h.publish("t", &[None; 3]);
+    let full = h.apply(Command::Publish {
+        topic: "t".into(),
+        producer: None,
+        messages: vec![NewMessage {
+            key: None,
+            payload: Bytes::from_static(b"x"),
+            headers: Default::default(),
+        }],
+    });
+    assert!(matches!(rejected(full), Rejection::TopicFull { .. }));
+    assert_eq!(h.state.topics()[0].retained, 3, "nothing dropped");
+    h.attach("t", "s", 10, SESSION);
+    h.ack("t", "s", vec![(0, 0), (0, 1)]);
+    assert_eq!(h.publish("t", &[None; 2]).len(), 2, "room again after acks");
 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::command::Rejection;
 use super::producers::Producers;
 use super::subscription::Subscription;
 
@@ -31,6 +32,23 @@ pub struct Partition {
     /// Offset of the first retained message.
     pub base: u64,
     pub messages: VecDeque<Message>,
+    /// Payload and key bytes retained.
+    pub bytes: u64,
+}
+
+/// Bounds on what a topic retains; 0 is unlimited. A publish that would
+/// pass one is refused (back-pressure), never silently dropped.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TopicLimits {
+    pub max_messages: u64,
+    pub max_bytes: u64,
+}
+
+impl Message {
+    /// What counts against a topic's byte limit.
+    pub fn bytes(&self) -> u64 {
+        (self.payload.len() + self.key.as_ref().map_or(0, |k| k.len())) as u64
+    }
 }
 
 impl Partition {
@@ -45,13 +63,18 @@ impl Partition {
     }
 
     pub fn append(&mut self, message: Message) -> u64 {
+        self.bytes += message.bytes();
         self.messages.push_back(message);
         self.end() - 1
     }
 
     /// Drops every message below `offset`.
     pub fn trim_to(&mut self, offset: u64) {
-        while self.base < offset && self.messages.pop_front().is_some() {
+        while self.base < offset {
+            let Some(message) = self.messages.pop_front() else {
+                break;
+            };
+            self.bytes -= message.bytes();
             self.base += 1;
         }
     }
@@ -65,16 +88,50 @@ pub struct Topic {
     pub next_keyless: u64,
     /// Idempotent producers' recent batches.
     pub producers: Producers,
+    pub limits: TopicLimits,
 }
 
 impl Topic {
-    pub fn new(partitions: u32) -> Self {
+    pub fn new(partitions: u32, limits: TopicLimits) -> Self {
         Topic {
             partitions: (0..partitions).map(|_| Partition::default()).collect(),
             subscriptions: BTreeMap::new(),
             next_keyless: 0,
             producers: Producers::default(),
+            limits,
         }
+    }
+
+    /// Refuses `messages` if they would take the topic past its limits.
+    pub fn admit(&self, name: &str, messages: &[NewMessage]) -> Result<(), Rejection> {
+        let count: u64 = self
+            .partitions
+            .iter()
+            .map(|p| p.messages.len() as u64)
+            .sum();
+        let bytes: u64 = self.partitions.iter().map(|p| p.bytes).sum();
+        let new_bytes: u64 = messages
+            .iter()
+            .map(|m| (m.payload.len() + m.key.as_ref().map_or(0, |k| k.len())) as u64)
+            .sum();
+        let over = |max: u64, total: u64| max > 0 && total > max;
+        let limit = if over(self.limits.max_messages, count + messages.len() as u64) {
+            format!(
+                "{count} of at most {} messages retained",
+                self.limits.max_messages
+            )
+        } else if over(self.limits.max_bytes, bytes + new_bytes) {
+            format!(
+                "{bytes} of at most {} bytes retained",
+                self.limits.max_bytes
+            )
+        } else {
+            return Ok(());
+        };
+        Err(Rejection::TopicFull {
+            topic: name.to_string(),
+            limit,
+        })
     }
 
     pub fn partition_count(&self) -> u32 {
