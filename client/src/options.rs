@@ -147,6 +147,9 @@ pub struct SubscribeOptions {
     pub max_deliveries: u32,
     /// An existing topic for rejected and over-delivered messages.
     pub dead_letter_topic: Option<String>,
+    /// Start a new subscription after the messages published so far
+    /// instead of at the earliest retained one.
+    pub from_latest: bool,
 }
 
 impl Default for SubscribeOptions {
@@ -157,6 +160,7 @@ impl Default for SubscribeOptions {
             ack_timeout: None,
             max_deliveries: 0,
             dead_letter_topic: None,
+            from_latest: false,
         }
     }
 }
@@ -175,6 +179,11 @@ impl SubscribeOptions {
             ack_timeout_ms: self.ack_timeout.map_or(0, |t| t.as_millis() as u64),
             max_deliveries: self.max_deliveries,
             dead_letter_topic: self.dead_letter_topic.clone(),
+            start: if self.from_latest {
+                raftmq_proto::v1::StartPosition::Latest
+            } else {
+                raftmq_proto::v1::StartPosition::Earliest
+            } as i32,
         }
     }
 }

@@ -11,9 +11,13 @@ pub fn render(broker: &Broker) -> String {
     let raft = broker.raft.metrics().borrow().clone();
     let stats = broker.log.stats();
     let committed = broker.log.committed_index().ok().flatten();
-    let (topics, consumers) = broker
-        .machine
-        .read(|state| (state.topics(), state.consumer_count()));
+    let (topics, consumers, credit) = broker.machine.read(|state| {
+        (
+            state.topics(),
+            state.consumer_count(),
+            state.consumer_credit(),
+        )
+    });
     let mut out = Exposition::default();
     out.gauge("raftmq_node_id", "This node's id.", broker.id);
     out.gauge("raftmq_raft_term", "Current Raft term.", raft.current_term);
@@ -74,6 +78,30 @@ pub fn render(broker: &Broker) -> String {
         "Consumer streams served by this node.",
         broker.sessions.len() as u64,
     );
+    out.header(
+        "raftmq_consumer_in_flight",
+        "Unacknowledged messages a consumer holds, as the state machine counts them.",
+        "gauge",
+    );
+    for (id, in_flight, _) in &credit {
+        out.sample(
+            "raftmq_consumer_in_flight",
+            &format!("{{consumer=\"{id}\"}}"),
+            u64::from(*in_flight),
+        );
+    }
+    out.header(
+        "raftmq_consumer_prefetch",
+        "A consumer's prefetch.",
+        "gauge",
+    );
+    for (id, _, prefetch) in &credit {
+        out.sample(
+            "raftmq_consumer_prefetch",
+            &format!("{{consumer=\"{id}\"}}"),
+            u64::from(*prefetch),
+        );
+    }
     out.header(
         "raftmq_topic_retained_messages",
         "Messages a topic still stores.",

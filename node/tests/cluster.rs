@@ -278,12 +278,23 @@ async fn bad_input_gets_clear_errors() {
     assert_eq!(never.code(), Some(Code::NotFound), "{never}");
     drop(consumer);
 
-    // The cluster is still healthy and serving.
+    // The cluster is still healthy and serving, and its metrics say so:
+    // exactly one node reports itself leader.
     let status = client
         .cluster_status(cluster.addr(1))
         .await
         .expect("status");
     assert!(status.leader_id.is_some());
+    let mut leaders = 0;
+    for id in 1..=3 {
+        let page = cluster.metrics(id).await;
+        assert!(
+            page.contains("# TYPE raftmq_raft_term gauge"),
+            "node {id}: {page}"
+        );
+        leaders += usize::from(page.lines().any(|line| line == "raftmq_raft_is_leader 1"));
+    }
+    assert_eq!(leaders, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -267,6 +267,18 @@ async fn a_consumer_never_holds_more_than_its_prefetch() {
             .is_none(),
         "a sixth while holding five"
     );
+    // The server counts the same: five in flight, on every replica.
+    for id in 1..=3 {
+        let page = cluster.metrics(id).await;
+        let held = format!(
+            "raftmq_consumer_in_flight{{consumer=\"{}\"}} 5",
+            held[0].consumer_id
+        );
+        assert!(
+            page.lines().any(|line| line == held),
+            "node {id}: {held:?} not in its metrics"
+        );
+    }
     consumer.ack(&held[..2]).await.expect("ack");
     for _ in 0..2 {
         next(&mut consumer).await;

@@ -277,6 +277,7 @@ async fn consume(
             ack_timeout_ms: workload.ack_timeout_ms,
             max_deliveries: 0,
             dead_letter_topic: None,
+            start: 0,
         };
         let mut stream = match call(nodes.leader().subscribe(request(subscribe))).await {
             Ok(response) => response.into_inner(),

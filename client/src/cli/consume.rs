@@ -52,6 +52,9 @@ pub(crate) struct ConsumeArgs {
     /// An existing topic for rejected and over-delivered messages.
     #[arg(long)]
     dead_letter_topic: Option<String>,
+    /// Start a new subscription after the messages published so far.
+    #[arg(long)]
+    from_latest: bool,
     /// What to do with each printed message.
     #[arg(long, value_enum, default_value = "ack")]
     settle: Settle,
@@ -93,6 +96,7 @@ pub(crate) async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<Ex
         ack_timeout: args.ack_timeout_ms.map(Duration::from_millis),
         max_deliveries: args.max_deliveries,
         dead_letter_topic: args.dead_letter_topic.clone(),
+        from_latest: args.from_latest,
     };
     let mut consumer = client
         .subscribe_with(&args.topic, &args.subscription, options)

@@ -2,7 +2,7 @@
 
 use raftmq_proto::v1;
 
-use crate::machine::{Delivery, Mode, NewMessage, SubscriptionConfig, TopicSummary};
+use crate::machine::{Delivery, Mode, NewMessage, Start, SubscriptionConfig, TopicSummary};
 
 pub fn new_message(message: v1::Message) -> NewMessage {
     NewMessage {
@@ -65,13 +65,19 @@ pub fn subscription_config(request: &v1::SubscribeRequest) -> Option<Subscriptio
         v1::SubscriptionMode::Shared => Some(Mode::Shared),
         v1::SubscriptionMode::KeyShared => Some(Mode::KeyShared),
     };
+    let start = match request.start() {
+        v1::StartPosition::Earliest => Start::Earliest,
+        v1::StartPosition::Latest => Start::Latest,
+    };
     let settings = request.ack_timeout_ms > 0
         || request.max_deliveries > 0
-        || request.dead_letter_topic.is_some();
+        || request.dead_letter_topic.is_some()
+        || start != Start::Earliest;
     (mode.is_some() || settings).then(|| SubscriptionConfig {
         mode: mode.unwrap_or_default(),
         ack_timeout_ms: request.ack_timeout_ms,
         max_deliveries: request.max_deliveries,
         dead_letter_topic: request.dead_letter_topic.clone(),
+        start,
     })
 }

@@ -23,7 +23,7 @@ pub use limits::*;
 pub use producers::ProducerTag;
 pub use settle::{REASON_MAX_DELIVERIES, REASON_REJECTED};
 pub use state::{Delivery, State, TopicSummary};
-pub use subscription::{Mode, SubscriptionConfig};
+pub use subscription::{Mode, Start, SubscriptionConfig};
 pub use topic::{Message, NewMessage, Partition, TopicLimits};
 
 /// Identifies a consumer: assigned in log order when it attaches.

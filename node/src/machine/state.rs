@@ -10,7 +10,7 @@ use super::dispatch;
 use super::limits::*;
 use super::producers::{ProducerTag, Verdict};
 use super::settle::Settle;
-use super::subscription::{Mode, Subscription, SubscriptionConfig};
+use super::subscription::{Mode, Start, Subscription, SubscriptionConfig};
 use super::topic::{Message, NewMessage, Partition, Topic, TopicLimits};
 use super::{ConsumerId, NodeId};
 use crate::planted::{self, Bug};
@@ -257,8 +257,13 @@ impl State {
                 topic.subscriptions.len(),
                 SUBSCRIPTIONS_PER_TOPIC_MAX,
             )?;
-            let bases = topic.partitions.iter().map(|p| p.base);
-            let created = Subscription::at_earliest(config.clone().unwrap_or_default(), bases);
+            let config = config.clone().unwrap_or_default();
+            let start = config.start;
+            let offsets = topic.partitions.iter().map(|p| match start {
+                Start::Earliest => p.base,
+                Start::Latest => p.end(),
+            });
+            let created = Subscription::starting_at(config, offsets);
             topic.subscriptions.insert(subscription.clone(), created);
         }
         let existing = topic
@@ -405,6 +410,15 @@ impl State {
         self.consumers
             .iter()
             .map(|(id, c)| (*id, c.session))
+            .collect()
+    }
+
+    /// Every consumer with its unacknowledged count and prefetch, as the
+    /// server counts them.
+    pub fn consumer_credit(&self) -> Vec<(ConsumerId, u32, u32)> {
+        self.consumers
+            .iter()
+            .map(|(id, c)| (*id, c.in_flight, c.prefetch))
             .collect()
     }
 

@@ -36,6 +36,18 @@ pub struct SubscriptionConfig {
     pub max_deliveries: u32,
     /// Where rejected and over-delivered messages go.
     pub dead_letter_topic: Option<String>,
+    /// Where a new subscription starts.
+    pub start: Start,
+}
+
+/// Where a new subscription starts reading.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Start {
+    /// The first retained message of each partition.
+    #[default]
+    Earliest,
+    /// After the last message published so far: only what comes next.
+    Latest,
 }
 
 /// How often a message was handed out, and how often that went wrong.
@@ -241,11 +253,11 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// A subscription starting at each partition's first retained offset.
-    pub fn at_earliest(config: SubscriptionConfig, bases: impl Iterator<Item = u64>) -> Self {
+    /// A subscription starting at these offsets, one per partition.
+    pub fn starting_at(config: SubscriptionConfig, offsets: impl Iterator<Item = u64>) -> Self {
         Subscription {
             config,
-            cursors: bases.map(Cursor::starting_at).collect(),
+            cursors: offsets.map(Cursor::starting_at).collect(),
             consumers: BTreeSet::new(),
             next_partition: 0,
             next_consumer: 0,

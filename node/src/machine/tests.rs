@@ -811,3 +811,20 @@ fn a_full_topic_refuses_publishes_until_consumers_ack() {
     h.ack("t", "s", vec![(0, 0), (0, 1)]);
     assert_eq!(h.publish("t", &[None; 2]).len(), 2, "room again after acks");
 }
+
+#[test]
+fn a_subscription_from_latest_sees_only_what_comes_next() {
+    let mut h = Harness::new();
+    h.topic("t", 2);
+    h.publish("t", &[None; 4]);
+    let latest = Some(SubscriptionConfig {
+        start: Start::Latest,
+        ..SubscriptionConfig::default()
+    });
+    h.attach_with("t", "new", 10, SESSION, latest);
+    assert!(h.deliveries().is_empty(), "nothing from before");
+    let positions = h.publish("t", &[None; 2]);
+    let handed: Vec<(u32, u64)> = h.deliveries().iter().map(|d| (d.1, d.2)).collect();
+    assert_eq!(handed.len(), 2);
+    assert!(positions.iter().all(|p| handed.contains(p)));
+}

@@ -15,6 +15,8 @@ use tempfile::TempDir;
 pub struct Cluster {
     dir: TempDir,
     peers: BTreeMap<u64, String>,
+    /// Each node's Prometheus address.
+    metrics: BTreeMap<u64, String>,
     running: BTreeMap<u64, Child>,
     extra_args: Vec<String>,
 }
@@ -26,9 +28,13 @@ impl Cluster {
         let peers = (1..=nodes)
             .map(|id| (id, format!("127.0.0.1:{}", free_port())))
             .collect();
+        let metrics = (1..=nodes)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
         let mut cluster = Cluster {
             dir,
             peers,
+            metrics,
             running: BTreeMap::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
@@ -37,6 +43,21 @@ impl Cluster {
         }
         cluster.wait_for_leader(None).await;
         cluster
+    }
+
+    /// Node `id`'s metrics page (Prometheus text), fetched over plain HTTP.
+    pub async fn metrics(&self, id: u64) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(&self.metrics[&id])
+            .await
+            .expect("metrics port");
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("request");
+        let mut page = String::new();
+        stream.read_to_string(&mut page).await.expect("response");
+        page
     }
 
     pub fn servers(&self) -> Vec<String> {
@@ -75,6 +96,8 @@ impl Cluster {
             .arg(peers.join(","))
             .arg("--data")
             .arg(self.data_dir(id))
+            .arg("--metrics-listen")
+            .arg(&self.metrics[&id])
             .args(&self.extra_args)
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
