@@ -25,15 +25,23 @@ pub enum Bug {
     /// Dispatch silently acks keyless messages at offsets divisible by 8
     /// instead of delivering them (checker: no lost confirmed message).
     SkipMessage = 5,
+    /// Dispatch hands out keyless messages at offsets divisible by 16 with
+    /// a corrupted payload (checker: no phantom).
+    CorruptPayload = 6,
+    /// Idempotent producers' repeats are stored again (checker: stored
+    /// once).
+    StoreRepeats = 7,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 7] = [
         Bug::AckDropsLast,
         Bug::ReturnedLast,
         Bug::PrefetchPlusOne,
         Bug::LocalClockInApply,
         Bug::SkipMessage,
+        Bug::CorruptPayload,
+        Bug::StoreRepeats,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +51,8 @@ impl Bug {
             Bug::PrefetchPlusOne => "prefetch-plus-one",
             Bug::LocalClockInApply => "local-clock-in-apply",
             Bug::SkipMessage => "skip-message",
+            Bug::CorruptPayload => "corrupt-payload",
+            Bug::StoreRepeats => "store-repeats",
         }
     }
 

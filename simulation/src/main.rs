@@ -44,7 +44,8 @@ struct Cli {
     json: bool,
     /// Switch on a deliberate bug, to see a checker catch it (needs a build
     /// with `--features planted-bugs`): ack-drops-last, returned-last,
-    /// prefetch-plus-one, local-clock-in-apply, skip-message.
+    /// prefetch-plus-one, local-clock-in-apply, skip-message,
+    /// corrupt-payload, store-repeats.
     #[arg(long, value_parser = parse_bug)]
     plant: Option<Bug>,
     /// Run the seed once and print its JSON report (what sweeps call).

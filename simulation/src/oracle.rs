@@ -27,7 +27,8 @@ struct Observations {
     confirmed_by_key: BTreeMap<String, BTreeSet<Position>>,
     /// What a confirm said is stored at each place.
     stored_at: BTreeMap<Position, Bytes>,
-    delivered: BTreeSet<Bytes>,
+    /// Where each delivered payload was first seen.
+    delivered: BTreeMap<Bytes, Position>,
     /// Acks the broker answered OK, with the log index they applied at.
     acked: BTreeMap<Position, u64>,
     /// Acks sent, answered or not: any of them may have taken effect.
@@ -147,7 +148,13 @@ impl Oracle {
                 o.violations.push(v);
             }
         }
-        o.delivered.insert(payload.clone());
+        // Every producer is idempotent: one payload at two places was
+        // stored twice, even if its first confirm was lost.
+        let first = *o.delivered.entry(payload.clone()).or_insert(position);
+        if first != position {
+            let v = format!("{payload:?} stored twice: delivered from {first:?} and {position:?}");
+            o.violations.push(v);
+        }
         let session = o.sessions.entry(consumer).or_default();
         session.prefetch = prefetch;
         session.seen.insert(position);
@@ -187,7 +194,7 @@ impl Oracle {
         let o = self.lock();
         o.confirmed
             .keys()
-            .filter(|p| !o.delivered.contains(*p))
+            .filter(|p| !o.delivered.contains_key(*p))
             .cloned()
             .collect()
     }

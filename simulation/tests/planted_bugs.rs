@@ -72,3 +72,13 @@ fn a_replica_clock_in_apply_is_caught_as_replicas_disagreeing() {
 fn a_skipped_message_is_caught_as_a_lost_confirmed_message() {
     check("skip-message", "not delivered");
 }
+
+#[test]
+fn a_corrupted_payload_is_caught_as_a_phantom() {
+    check("corrupt-payload", "phantom delivery");
+}
+
+#[test]
+fn a_stored_repeat_is_caught_as_stored_twice() {
+    check("store-repeats", "stored twice");
+}

@@ -203,10 +203,13 @@ fn hand_out(
     moment: Moment,
     effects: &mut Vec<Effect>,
 ) {
-    let message = partition
+    let mut message = partition
         .get(offset)
         .expect("offsets at or above the ack floor are retained")
         .clone();
+    if planted::active(Bug::CorruptPayload) && message.key.is_none() && offset.is_multiple_of(16) {
+        message.payload = bytes::Bytes::from_static(b"corrupted");
+    }
     let mode = subscription.config.mode;
     let cursor = &mut subscription.cursors[index];
     if planted::active(Bug::SkipMessage) && message.key.is_none() && offset.is_multiple_of(8) {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::Rejection;
 use super::limits::{PRODUCERS_PER_TOPIC_MAX, PRODUCER_POSITIONS_MAX};
+use crate::planted::{self, Bug};
 
 /// Who published: a producer id (never 0) and the sequence number of the
 /// batch's first message; message i has `sequence + i`.
@@ -56,7 +57,7 @@ impl Producers {
             return Ok(Verdict::Store); // a new (or forgotten) producer starts anywhere
         };
         let end = tag.sequence.saturating_add(count as u64);
-        if tag.sequence == producer.next {
+        if tag.sequence == producer.next || planted::active(Bug::StoreRepeats) {
             return Ok(Verdict::Store);
         }
         if tag.sequence > producer.next || end > producer.next {
