@@ -23,6 +23,25 @@ async fn next_within(consumer: &mut Consumer, wait: Duration) -> Option<Delivery
     }
 }
 
+/// Asserts that nothing arrives for `wait`.
+async fn assert_quiet(consumer: &mut Consumer, wait: Duration, what: &str) {
+    if let Some(delivery) = next_within(consumer, wait).await {
+        panic!("{what}: offset {} arrived", delivery.offset);
+    }
+}
+
+async fn subscribe(
+    client: &Client,
+    topic: &str,
+    subscription: &str,
+    options: SubscribeOptions,
+) -> Consumer {
+    client
+        .subscribe_with(topic, subscription, options)
+        .await
+        .expect("subscribe")
+}
+
 async fn next(consumer: &mut Consumer) -> Delivery {
     next_within(consumer, Duration::from_secs(10))
         .await
@@ -96,24 +115,18 @@ async fn failover_keeps_partition_order_across_a_consumer_kill() {
     publish_keyless(&client, "f", 30).await;
 
     // The first consumer is active, the second stands by.
-    let mut active = client
-        .subscribe_with("f", "s", mode(SubscriptionMode::Failover, 5))
-        .await
-        .expect("subscribe");
-    let mut standby = client
-        .subscribe_with("f", "s", mode(SubscriptionMode::Failover, 5))
-        .await
-        .expect("subscribe");
+    let mut active = subscribe(&client, "f", "s", mode(SubscriptionMode::Failover, 5)).await;
+    let mut standby = subscribe(&client, "f", "s", mode(SubscriptionMode::Failover, 5)).await;
     let mut taken = Vec::new();
     for _ in 0..5 {
         taken.push(next(&mut active).await);
     }
-    assert!(
-        next_within(&mut standby, Duration::from_millis(500))
-            .await
-            .is_none(),
-        "standby got a message"
-    );
+    assert_quiet(
+        &mut standby,
+        Duration::from_millis(500),
+        "standby got a message",
+    )
+    .await;
     active.ack(&taken[..3]).await.expect("ack");
     drop(active); // killed holding offsets 3 and 4
 
@@ -141,12 +154,7 @@ async fn shared_spreads_work_over_three_consumers_and_redelivers_a_killed_ones()
     client.create_topic("w", 2).await.expect("topic");
     let mut consumers = Vec::new();
     for _ in 0..3 {
-        consumers.push(
-            client
-                .subscribe_with("w", "workers", mode(SubscriptionMode::Shared, 4))
-                .await
-                .expect("subscribe"),
-        );
+        consumers.push(subscribe(&client, "w", "workers", mode(SubscriptionMode::Shared, 4)).await);
     }
     publish_keyless(&client, "w", 60).await;
 
@@ -199,10 +207,7 @@ async fn key_shared_keeps_per_key_order_as_consumers_join_and_leave() {
     let key_shared = || mode(SubscriptionMode::KeyShared, 10);
     let mut order = KeyOrder::default();
     let mut done = BTreeSet::new();
-    let mut consumers = vec![client
-        .subscribe_with("k", "ks", key_shared())
-        .await
-        .expect("subscribe")];
+    let mut consumers = vec![subscribe(&client, "k", "ks", key_shared()).await];
     // Phases: one consumer; a second joins; the first leaves holding
     // messages; a third joins. Bounded by rounds.
     for round in 0..400 {
@@ -210,19 +215,9 @@ async fn key_shared_keeps_per_key_order_as_consumers_join_and_leave() {
             break;
         }
         match round {
-            5 => consumers.push(
-                client
-                    .subscribe_with("k", "ks", key_shared())
-                    .await
-                    .expect("join"),
-            ),
+            5 => consumers.push(subscribe(&client, "k", "ks", key_shared()).await),
             15 => drop(consumers.remove(0)),
-            25 => consumers.push(
-                client
-                    .subscribe_with("k", "ks", key_shared())
-                    .await
-                    .expect("join"),
-            ),
+            25 => consumers.push(subscribe(&client, "k", "ks", key_shared()).await),
             _ => {}
         }
         for (index, consumer) in consumers.iter_mut().enumerate() {
@@ -253,20 +248,17 @@ async fn a_consumer_never_holds_more_than_its_prefetch() {
     let client = cluster.client();
     client.create_topic("p", 2).await.expect("topic");
     publish_keyless(&client, "p", 20).await;
-    let mut consumer = client
-        .subscribe_with("p", "s", mode(SubscriptionMode::Shared, 5))
-        .await
-        .expect("subscribe");
+    let mut consumer = subscribe(&client, "p", "s", mode(SubscriptionMode::Shared, 5)).await;
     let mut held = Vec::new();
     for _ in 0..5 {
         held.push(next(&mut consumer).await);
     }
-    assert!(
-        next_within(&mut consumer, Duration::from_secs(1))
-            .await
-            .is_none(),
-        "a sixth while holding five"
-    );
+    assert_quiet(
+        &mut consumer,
+        Duration::from_secs(1),
+        "a sixth while holding five",
+    )
+    .await;
     // The server counts the same: five in flight, on every replica.
     for id in 1..=3 {
         let page = cluster.metrics(id).await;
@@ -283,12 +275,12 @@ async fn a_consumer_never_holds_more_than_its_prefetch() {
     for _ in 0..2 {
         next(&mut consumer).await;
     }
-    assert!(
-        next_within(&mut consumer, Duration::from_secs(1))
-            .await
-            .is_none(),
-        "more than the two acked"
-    );
+    assert_quiet(
+        &mut consumer,
+        Duration::from_secs(1),
+        "more than the two acked",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,21 +302,18 @@ async fn a_poison_message_reaches_the_dead_letter_topic_after_exactly_max_delive
         dead_letter_topic: Some("orders-dlq".into()),
         ..Default::default()
     };
-    let mut consumer = client
-        .subscribe_with("orders", "billing", options)
-        .await
-        .expect("subscribe");
+    let mut consumer = subscribe(&client, "orders", "billing", options).await;
     for attempt in 1..=3 {
         let delivery = next(&mut consumer).await;
         assert_eq!(delivery.attempts, attempt);
         consumer.nack([&delivery]).await.expect("nack");
     }
-    assert!(
-        next_within(&mut consumer, Duration::from_secs(1))
-            .await
-            .is_none(),
-        "delivered a fourth time"
-    );
+    assert_quiet(
+        &mut consumer,
+        Duration::from_secs(1),
+        "delivered a fourth time",
+    )
+    .await;
 
     let mut inspector = client
         .subscribe("orders-dlq", "inspect", 10)
@@ -382,10 +371,7 @@ async fn an_unacked_message_is_redelivered_after_the_ack_timeout() {
         ack_timeout: Some(Duration::from_millis(500)),
         ..Default::default()
     };
-    let mut consumer = client
-        .subscribe_with("slow", "s", options)
-        .await
-        .expect("subscribe");
+    let mut consumer = subscribe(&client, "slow", "s", options).await;
     let first = next(&mut consumer).await;
     assert_eq!(first.attempts, 1);
     let again = next(&mut consumer).await;
@@ -394,12 +380,12 @@ async fn an_unacked_message_is_redelivered_after_the_ack_timeout() {
         (first.offset, 2, true)
     );
     consumer.ack([&again]).await.expect("ack");
-    assert!(
-        next_within(&mut consumer, Duration::from_secs(1))
-            .await
-            .is_none(),
-        "redelivered after its ack"
-    );
+    assert_quiet(
+        &mut consumer,
+        Duration::from_secs(1),
+        "redelivered after its ack",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,14 +443,8 @@ async fn deliveries_keep_their_promises_across_a_leader_kill() {
     publish_keyed(&client, "lk", 300, 12).await;
     let key_shared = || mode(SubscriptionMode::KeyShared, 20);
     let mut consumers = vec![
-        client
-            .subscribe_with("lk", "ks", key_shared())
-            .await
-            .expect("subscribe"),
-        client
-            .subscribe_with("lk", "ks", key_shared())
-            .await
-            .expect("subscribe"),
+        subscribe(&client, "lk", "ks", key_shared()).await,
+        subscribe(&client, "lk", "ks", key_shared()).await,
     ];
     let mut order = KeyOrder::default();
     let mut done = BTreeSet::new();

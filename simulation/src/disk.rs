@@ -98,20 +98,6 @@ impl Disk for SimDisk {
             .collect())
     }
 
-    fn keys(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
-        let contents = self.lock();
-        let Some(tree) = contents.live.get(&space) else {
-            return Ok(Vec::new());
-        };
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        Ok(tree
-            .range(from.to_vec()..to.to_vec())
-            .map(|(k, _)| k.clone())
-            .collect())
-    }
-
     fn last(&self, space: Space) -> Result<Option<KeyValue>, StorageError> {
         let contents = self.lock();
         Ok(contents

@@ -63,8 +63,12 @@ pub trait Disk: Send + Sync + 'static {
         to: &[u8],
         limit: usize,
     ) -> Result<Vec<KeyValue>, StorageError>;
-    /// Keys with `from <= key < to`.
-    fn keys(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError>;
+    /// Keys with `from <= key < to`. A store that can list keys without
+    /// reading values should say so.
+    fn keys(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
+        let entries = self.range(space, from, to, usize::MAX)?;
+        Ok(entries.into_iter().map(|(key, _)| key).collect())
+    }
     fn last(&self, space: Space) -> Result<Option<KeyValue>, StorageError>;
     /// Makes every write so far durable (fsync); returns the bytes it wrote.
     fn flush(&self) -> Result<usize, StorageError>;
