@@ -102,20 +102,19 @@ fn load_snapshot(disk: &dyn Disk) -> Result<Option<StoredSnapshot>, StorageError
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        // Serialize under the lock so the snapshot is one consistent cut.
-        let (data, meta) = {
-            let applied = self.lock();
-            let data = encode(&*applied).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-            let snapshot_id = match applied.last_applied {
-                Some(id) => format!("{}-{}-{}", id.leader_id, id.index, data.len()),
-                None => format!("empty-{}", data.len()),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: applied.last_applied,
-                last_membership: applied.membership.clone(),
-                snapshot_id,
-            };
-            (data, meta)
+        // Copy under the lock, serialize outside it: message bodies are
+        // reference-counted, so the copy is cheap, and applying goes on
+        // while a large state is encoded.
+        let applied = self.lock().clone();
+        let data = encode(&applied).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let snapshot_id = match applied.last_applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, data.len()),
+            None => format!("empty-{}", data.len()),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.membership,
+            snapshot_id,
         };
         let stored = StoredSnapshot { meta, data };
         self.save_snapshot(&stored)?;

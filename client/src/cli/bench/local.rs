@@ -65,15 +65,20 @@ impl LocalCluster {
         &self.dir
     }
 
-    /// Bytes the cluster's process has written to storage so far (all three
-    /// nodes share the process).
+    /// Bytes the cluster's process has sent to storage so far (all three
+    /// nodes share the process): `write_bytes` minus `cancelled_write_bytes`,
+    /// the dirty page cache that was truncated away (deleted or rewritten
+    /// files) before it ever reached the disk.
     pub(crate) fn written_bytes(&self) -> anyhow::Result<u64> {
         let io = std::fs::read_to_string(format!("/proc/{}/io", self.child.id()))
             .context("reading /proc/PID/io")?;
-        io.lines()
-            .find_map(|line| line.strip_prefix("write_bytes: "))
-            .and_then(|n| n.trim().parse().ok())
-            .context("no write_bytes in /proc/PID/io")
+        let field = |name: &str| {
+            io.lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .with_context(|| format!("no {name} in /proc/PID/io"))
+        };
+        Ok(field("write_bytes: ")?.saturating_sub(field("cancelled_write_bytes: ")?))
     }
 
     pub(crate) fn nodes(&self) -> u64 {

@@ -12,6 +12,8 @@ use super::local::LocalCluster;
 use super::stats::Latencies;
 use super::BenchArgs;
 
+/// How long after the run background writes are still counted.
+const WRITES_SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
 /// Confirms waiting to be timed; `send` itself is bounded by the window.
 const CONFIRMS_QUEUED_MAX: usize = 100_000;
 
@@ -64,6 +66,9 @@ pub(crate) async fn run(
     let payload_bytes = confirmed * args.size as u64;
     let disk_per_payload = match (local, written_before) {
         (Some(local), Some(before)) => {
+            // Count what the nodes write in the background because of this
+            // run too (sled's page cache, log cleaning): let it settle.
+            tokio::time::sleep(WRITES_SETTLE).await;
             let written = local.written_bytes()?.saturating_sub(before);
             Some(written as f64 / payload_bytes.max(1) as f64 / local.nodes() as f64)
         }
