@@ -103,7 +103,13 @@ fn pick(
     consumers: &BTreeMap<ConsumerId, Consumer>,
     now_ms: u64,
 ) -> Option<(u64, ConsumerId, Counts)> {
-    let cursor = &subscription.cursors[index];
+    let Subscription {
+        config,
+        cursors,
+        next_consumer,
+        ..
+    } = subscription;
+    let cursor = &cursors[index];
     let returned = cursor
         .returned
         .iter()
@@ -116,32 +122,25 @@ fn pick(
     let fresh = (cursor.next..horizon)
         .filter(|offset| cursor.standing(*offset) == Standing::NeverDelivered)
         .map(|offset| (offset, Counts::default()));
-    let candidates: Vec<(u64, Counts)> = if planted::active(Bug::ReturnedLast) {
-        fresh
-            .chain(returned)
-            .take(DISPATCH_LOOKAHEAD_MAX as usize)
-            .collect()
+    let candidates: Box<dyn Iterator<Item = (u64, Counts)>> = if planted::active(Bug::ReturnedLast)
+    {
+        Box::new(fresh.chain(returned))
     } else {
-        returned
-            .chain(fresh)
-            .take(DISPATCH_LOOKAHEAD_MAX as usize)
-            .collect()
+        Box::new(returned.chain(fresh))
     };
     // Keys that must wait: an earlier message of theirs is still to go.
-    let mut blocked: BTreeSet<Bytes> = BTreeSet::new();
-    for (offset, counts) in candidates {
-        let key = partition.get(offset).and_then(|m| m.key.clone());
-        let chosen = choose(
-            subscription,
-            index,
+    let mut blocked: BTreeSet<&Bytes> = BTreeSet::new();
+    for (offset, counts) in candidates.take(DISPATCH_LOOKAHEAD_MAX as usize) {
+        let key = partition.get(offset).and_then(|m| m.key.as_ref());
+        let picker = Picker {
+            mode: config.mode,
+            cursor,
             members,
             consumers,
-            key.as_ref(),
-            &blocked,
-        );
-        match (chosen, key) {
+        };
+        match (picker.choose(key, &blocked, next_consumer), key) {
             (Some(consumer), _) => return Some((offset, consumer, counts)),
-            (None, Some(key)) if subscription.config.mode == Mode::KeyShared => {
+            (None, Some(key)) if config.mode == Mode::KeyShared => {
                 blocked.insert(key);
             }
             // In the other modes nobody can take this one, so nobody can
@@ -152,41 +151,51 @@ fn pick(
     None
 }
 
-/// The consumer that may take a message with `key` now, by mode.
-fn choose(
-    subscription: &mut Subscription,
-    index: usize,
-    members: &[ConsumerId],
-    consumers: &BTreeMap<ConsumerId, Consumer>,
-    key: Option<&Bytes>,
-    blocked: &BTreeSet<Bytes>,
-) -> Option<ConsumerId> {
-    let has_credit = |id: &ConsumerId| consumers.get(id).is_some_and(Consumer::has_credit);
-    let keyed = subscription.config.mode == Mode::KeyShared;
-    match key.filter(|_| keyed) {
-        Some(key) => {
-            if blocked.contains(key) {
-                return None;
-            }
-            let cursor: &Cursor = &subscription.cursors[index];
-            // A key stays with the consumer holding its messages (draining
-            // when consumers come and go), else goes to its owner by hash.
-            let target = match cursor.held_keys.get(key) {
-                Some(holder) => holder.consumer,
-                None => {
-                    members[raftmq_proto::partition_for_key(key, members.len() as u32) as usize]
+/// What choosing a consumer for one message looks at.
+struct Picker<'a> {
+    mode: Mode,
+    cursor: &'a Cursor,
+    members: &'a [ConsumerId],
+    consumers: &'a BTreeMap<ConsumerId, Consumer>,
+}
+
+impl Picker<'_> {
+    /// The consumer that may take a message with `key` now, by mode;
+    /// `next_consumer` is the subscription's round-robin counter.
+    fn choose(
+        &self,
+        key: Option<&Bytes>,
+        blocked: &BTreeSet<&Bytes>,
+        next_consumer: &mut u64,
+    ) -> Option<ConsumerId> {
+        let has_credit = |id: &ConsumerId| self.consumers.get(id).is_some_and(Consumer::has_credit);
+        match key.filter(|_| self.mode == Mode::KeyShared) {
+            Some(key) => {
+                if blocked.contains(key) {
+                    return None;
                 }
-            };
-            Some(target).filter(has_credit)
-        }
-        None => {
-            // Round robin from where the last handout left off.
-            let start = subscription.next_consumer;
-            let found = (0..members.len() as u64)
-                .map(|step| members[((start + step) % members.len() as u64) as usize])
-                .find(has_credit)?;
-            subscription.next_consumer = start + 1;
-            Some(found)
+                // A key stays with the consumer holding its messages
+                // (draining when consumers come and go), else goes to its
+                // owner by hash.
+                let target = match self.cursor.held_keys.get(key) {
+                    Some(holder) => holder.consumer,
+                    None => {
+                        let slots = self.members.len() as u32;
+                        self.members[raftmq_proto::partition_for_key(key, slots) as usize]
+                    }
+                };
+                Some(target).filter(has_credit)
+            }
+            None => {
+                // Round robin from where the last handout left off.
+                let start = *next_consumer;
+                let count = self.members.len() as u64;
+                let found = (0..count)
+                    .map(|step| self.members[((start + step) % count) as usize])
+                    .find(has_credit)?;
+                *next_consumer = start + 1;
+                Some(found)
+            }
         }
     }
 }
