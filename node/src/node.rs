@@ -20,7 +20,7 @@ use crate::grpc::{BrokerService, RaftService};
 use crate::raft::typ::Raft;
 use crate::raft::{LogStore, Network, StateMachineStore, RAFT_MESSAGE_BYTES_MAX};
 use crate::storage::{Disk, SledDisk};
-use crate::transport::{Connector, TcpConnector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
+use crate::transport::{Connector, RpcFaults, TcpConnector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 
 /// Most log entries in one AppendEntries: with entries of at most
 /// ENTRY_BYTES_MAX plus one request, this keeps an RPC under
@@ -56,6 +56,8 @@ pub struct Seams {
     /// Distinguishes this run of the node from earlier ones, so a replayed
     /// log never reaches a new session.
     pub boot_id: u64,
+    /// Duplicates and delays of Raft RPCs; none in production.
+    pub rpc_faults: Option<Arc<dyn RpcFaults>>,
 }
 
 impl Seams {
@@ -66,6 +68,7 @@ impl Seams {
             connector: Arc::new(TcpConnector),
             clock: Arc::new(SystemClock),
             boot_id: rand::random(),
+            rpc_faults: None,
         })
     }
 }
@@ -111,7 +114,7 @@ impl Node {
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
-            Network::new(seams.connector.clone()),
+            Network::new(seams.connector.clone(), seams.rpc_faults.clone()),
             log.clone(),
             machine.clone(),
         )

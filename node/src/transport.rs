@@ -54,3 +54,23 @@ impl Connector for TcpConnector {
         Ok(endpoint(addr)?.connect_lazy())
     }
 }
+
+/// What happens to one outgoing Raft RPC. Production sends each once, at
+/// once; a simulation duplicates and delays some (stale copies arriving
+/// late are reordered messages) to check that Raft shrugs them off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RpcFate {
+    Send,
+    /// Sent twice in a row.
+    Duplicate,
+    /// Sent, and a copy sent again after the delay.
+    StaleCopy(Duration),
+    /// Sent after the delay.
+    Delay(Duration),
+}
+
+/// Decides each outgoing Raft RPC's fate (the simulation's network faults
+/// above TCP).
+pub trait RpcFaults: Send + Sync + 'static {
+    fn fate(&self, target: u64) -> RpcFate;
+}

@@ -11,6 +11,7 @@ pub mod disk;
 pub mod faults;
 pub mod net;
 pub mod oracle;
+pub mod rpc_faults;
 pub mod run;
 pub mod trace;
 pub mod workload;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use raftmq_node::transport::RpcFaults;
 use raftmq_node::{Node, NodeConfig, Seams};
 use raftmq_proto::v1::SubscriptionMode;
 use rand::rngs::StdRng;
@@ -17,6 +18,7 @@ use crate::clock::SimClock;
 use crate::disk::SimDisk;
 use crate::faults::{host, Faults, Targets};
 use crate::oracle::Oracle;
+use crate::rpc_faults::SimRpcFaults;
 use crate::trace::Trace;
 use crate::workload::{self, Workload};
 
@@ -88,6 +90,7 @@ pub fn run(seed: u64, trace: Trace) -> Report {
         deadline: chaos + LIVENESS,
     };
     let faults_per_ms = rng.gen_range(0.0002..0.002);
+    let rpc_faults = Arc::new(SimRpcFaults::new(rng.gen(), rng.gen_range(5..50)));
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
         .simulation_duration(chaos + LIVENESS + Duration::from_secs(30))
@@ -105,12 +108,13 @@ pub fn run(seed: u64, trace: Trace) -> Report {
         .map(|id| (id, format!("{}:{PORT}", host(id))))
         .collect();
     for id in 1..=NODES {
-        let (disk, clock, registry, boots, peers) = (
+        let (disk, clock, registry, boots, peers, rpc_faults) = (
             disks[&id].clone(),
             clocks[&id].clone(),
             registry.clone(),
             boots.clone(),
             peers.clone(),
+            rpc_faults.clone(),
         );
         sim.host(host(id), move || {
             let seams = Seams {
@@ -118,6 +122,7 @@ pub fn run(seed: u64, trace: Trace) -> Report {
                 connector: Arc::new(crate::net::SimConnector),
                 clock: Arc::new(clock.clone()),
                 boot_id: boots.fetch_add(1, Ordering::Relaxed),
+                rpc_faults: Some(rpc_faults.clone() as Arc<dyn RpcFaults>),
             };
             let (registry, config) = (registry.clone(), NodeConfig::new(id, peers.clone()));
             async move {
@@ -179,6 +184,7 @@ pub fn run(seed: u64, trace: Trace) -> Report {
             }
         } else if !healed {
             healed = true;
+            rpc_faults.stop();
             for event in faults.heal(&mut sim) {
                 trace.record(at, event);
             }
@@ -209,7 +215,7 @@ pub fn run(seed: u64, trace: Trace) -> Report {
         events: trace.events(),
         simulated: sim.elapsed(),
         wall: started.elapsed(),
-        faults: faults.injected,
+        faults: faults.injected + rpc_faults.injected(),
         confirmed: oracle.confirmed_count(),
         delivered: oracle.delivered_count(),
         violations,

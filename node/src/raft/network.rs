@@ -18,7 +18,7 @@ use super::typ::{
     InstallSnapshotResponse, Node, NodeId, RaftError, RpcError, VoteRequest, VoteResponse,
 };
 use super::{decode, encode, TypeConfig};
-use crate::transport::{Connector, TransportError};
+use crate::transport::{Connector, RpcFate, RpcFaults, TransportError};
 
 /// Largest Raft RPC body; openraft's `max_payload_entries` keeps append
 /// batches under it.
@@ -29,11 +29,12 @@ pub const RAFT_GROUP: u64 = 0;
 
 pub struct Network {
     connector: Arc<dyn Connector>,
+    faults: Option<Arc<dyn RpcFaults>>,
 }
 
 impl Network {
-    pub fn new(connector: Arc<dyn Connector>) -> Self {
-        Network { connector }
+    pub fn new(connector: Arc<dyn Connector>, faults: Option<Arc<dyn RpcFaults>>) -> Self {
+        Network { connector, faults }
     }
 }
 
@@ -46,13 +47,18 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX)
         });
-        PeerClient { target, client }
+        PeerClient {
+            target,
+            client,
+            faults: self.faults.clone(),
+        }
     }
 }
 
 pub struct PeerClient {
     target: NodeId,
     client: Result<RaftClient<Channel>, TransportError>,
+    faults: Option<Arc<dyn RpcFaults>>,
 }
 
 #[derive(Clone, Copy)]
@@ -74,27 +80,60 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let client = self.client.as_mut().map_err(|e| Unreachable::new(e))?;
-        let body = encode(request).map_err(|e| NetworkError::new(&e))?;
-        let mut request = tonic::Request::new(RaftRequest {
+        let client = self
+            .client
+            .as_mut()
+            .map_err(|e| Unreachable::new(e))?
+            .clone();
+        let body = RaftRequest {
             group: RAFT_GROUP,
-            body: body.into(),
-        });
-        request.set_timeout(ttl);
-        let reply = match rpc {
-            Rpc::Vote => client.vote(request).await,
-            Rpc::AppendEntries => client.append_entries(request).await,
-            Rpc::InstallSnapshot => client.install_snapshot(request).await,
-        }
-        .map_err(|status| match status.code() {
-            tonic::Code::InvalidArgument | tonic::Code::Internal => {
-                RpcError::Network(NetworkError::new(&status))
+            body: encode(request).map_err(|e| NetworkError::new(&e))?.into(),
+        };
+        let fate = self
+            .faults
+            .as_ref()
+            .map_or(RpcFate::Send, |f| f.fate(self.target));
+        match fate {
+            RpcFate::Send => {}
+            RpcFate::Delay(delay) => tokio::time::sleep(delay).await,
+            RpcFate::Duplicate => {
+                let _ = send(client.clone(), rpc, body.clone(), ttl).await;
             }
-            _ => RpcError::Unreachable(Unreachable::new(&status)),
-        })?;
+            RpcFate::StaleCopy(delay) => {
+                let (client, body) = (client.clone(), body.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = send(client, rpc, body, ttl).await;
+                });
+            }
+        }
+        let reply = send(client, rpc, body, ttl)
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::InvalidArgument | tonic::Code::Internal => {
+                    RpcError::Network(NetworkError::new(&status))
+                }
+                _ => RpcError::Unreachable(Unreachable::new(&status)),
+            })?;
         let result: Result<Resp, RaftError<E>> =
             decode(&reply.into_inner().body).map_err(|e| NetworkError::new(&e))?;
         result.map_err(|e| RpcError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+/// One RPC on the wire, with its deadline.
+async fn send(
+    mut client: RaftClient<Channel>,
+    rpc: Rpc,
+    body: RaftRequest,
+    ttl: Duration,
+) -> Result<tonic::Response<raftmq_proto::raft::RaftResponse>, tonic::Status> {
+    let mut request = tonic::Request::new(body);
+    request.set_timeout(ttl);
+    match rpc {
+        Rpc::Vote => client.vote(request).await,
+        Rpc::AppendEntries => client.append_entries(request).await,
+        Rpc::InstallSnapshot => client.install_snapshot(request).await,
     }
 }
 
