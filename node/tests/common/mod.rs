@@ -7,6 +7,7 @@ use std::fs::File;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use raftmq_client::Client;
@@ -158,10 +159,25 @@ impl Drop for Cluster {
     }
 }
 
-/// A port the OS just handed out on loopback; free again once returned.
+/// A loopback port for a node, never handed out twice in this process.
+///
+/// Ports the OS picks (`:0`) come from the ephemeral range, where a
+/// parallel test can get the same port back, or an outgoing connection can
+/// take it, before the node binds it. These come from below that range
+/// (32768+ on Linux), from a per-process counter, spread by process id, and
+/// are checked free.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("free port")
+    const FIRST: u32 = 20_000;
+    const PER_PROCESS: u32 = 64;
+    const SLOTS: u32 = 190; // FIRST + SLOTS * PER_PROCESS stays below 32768
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = FIRST + (std::process::id() % SLOTS) * PER_PROCESS;
+    for _ in 0..SLOTS * PER_PROCESS {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % (SLOTS * PER_PROCESS);
+        let port = FIRST + (base - FIRST + offset) % (SLOTS * PER_PROCESS);
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free loopback port below 32768");
 }
