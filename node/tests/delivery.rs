@@ -42,6 +42,15 @@ async fn subscribe(
         .expect("subscribe")
 }
 
+/// The next `count` deliveries, unacked.
+async fn take(consumer: &mut Consumer, count: usize) -> Vec<Delivery> {
+    let mut taken = Vec::with_capacity(count);
+    for _ in 0..count {
+        taken.push(next(consumer).await);
+    }
+    taken
+}
+
 async fn next(consumer: &mut Consumer) -> Delivery {
     next_within(consumer, Duration::from_secs(10))
         .await
@@ -117,10 +126,7 @@ async fn failover_keeps_partition_order_across_a_consumer_kill() {
     // The first consumer is active, the second stands by.
     let mut active = subscribe(&client, "f", "s", mode(SubscriptionMode::Failover, 5)).await;
     let mut standby = subscribe(&client, "f", "s", mode(SubscriptionMode::Failover, 5)).await;
-    let mut taken = Vec::new();
-    for _ in 0..5 {
-        taken.push(next(&mut active).await);
-    }
+    let taken = take(&mut active, 5).await;
     assert_quiet(
         &mut standby,
         Duration::from_millis(500),
@@ -161,11 +167,7 @@ async fn shared_spreads_work_over_three_consumers_and_redelivers_a_killed_ones()
     // Every consumer gets a full prefetch: the work is spread.
     let mut first: Vec<Vec<Delivery>> = Vec::new();
     for consumer in &mut consumers {
-        let mut got = Vec::new();
-        for _ in 0..4 {
-            got.push(next(consumer).await);
-        }
-        first.push(got);
+        first.push(take(consumer, 4).await);
     }
     // The third consumer dies holding four; the others finish the queue.
     let killed: BTreeSet<String> = first[2].iter().map(text).collect();
@@ -249,10 +251,7 @@ async fn a_consumer_never_holds_more_than_its_prefetch() {
     client.create_topic("p", 2).await.expect("topic");
     publish_keyless(&client, "p", 20).await;
     let mut consumer = subscribe(&client, "p", "s", mode(SubscriptionMode::Shared, 5)).await;
-    let mut held = Vec::new();
-    for _ in 0..5 {
-        held.push(next(&mut consumer).await);
-    }
+    let held = take(&mut consumer, 5).await;
     assert_quiet(
         &mut consumer,
         Duration::from_secs(1),

@@ -110,11 +110,13 @@ fn pick(
         ..
     } = subscription;
     let cursor = &cursors[index];
-    let returned = cursor
-        .returned
-        .iter()
-        .filter(|(_, r)| r.not_before_ms <= now_ms)
-        .map(|(offset, r)| (*offset, r.counts));
+    let returned = || {
+        cursor
+            .returned
+            .iter()
+            .filter(|(_, r)| r.not_before_ms <= now_ms)
+            .map(|(offset, r)| (*offset, r.counts))
+    };
     let horizon = partition
         .end()
         .min(cursor.floor.saturating_add(DISPATCH_WINDOW_MAX))
@@ -122,12 +124,12 @@ fn pick(
     let fresh = (cursor.next..horizon)
         .filter(|offset| cursor.standing(*offset) == Standing::NeverDelivered)
         .map(|offset| (offset, Counts::default()));
-    let candidates: Box<dyn Iterator<Item = (u64, Counts)>> = if planted::active(Bug::ReturnedLast)
-    {
-        Box::new(fresh.chain(returned))
-    } else {
-        Box::new(returned.chain(fresh))
-    };
+    // Returned messages first; the planted bug puts them last.
+    let late = planted::active(Bug::ReturnedLast);
+    let candidates = returned()
+        .filter(move |_| !late)
+        .chain(fresh)
+        .chain(returned().filter(move |_| late));
     // Keys that must wait: an earlier message of theirs is still to go.
     let mut blocked: BTreeSet<&Bytes> = BTreeSet::new();
     for (offset, counts) in candidates.take(DISPATCH_LOOKAHEAD_MAX as usize) {

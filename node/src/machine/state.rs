@@ -370,10 +370,6 @@ impl State {
             .collect()
     }
 
-    pub fn partition_count(&self, topic: &str) -> Option<u32> {
-        self.topics.get(topic).map(Topic::partition_count)
-    }
-
     /// Unacknowledged messages a consumer holds, as the server counts them.
     pub fn consumer_in_flight(&self, id: ConsumerId) -> Option<u32> {
         self.consumers.get(&id).map(|c| c.in_flight)
@@ -425,11 +421,6 @@ impl State {
     /// Consumers attached, cluster wide.
     pub fn consumer_count(&self) -> usize {
         self.consumers.len()
-    }
-
-    /// The rules version this state was built under.
-    pub fn version(&self) -> u32 {
-        self.version
     }
 }
 

@@ -45,10 +45,20 @@ pub struct TopicLimits {
 }
 
 impl Message {
-    /// What counts against a topic's byte limit.
     pub fn bytes(&self) -> u64 {
-        (self.payload.len() + self.key.as_ref().map_or(0, |k| k.len())) as u64
+        counted_bytes(self.key.as_ref(), &self.payload)
     }
+}
+
+impl NewMessage {
+    pub fn bytes(&self) -> u64 {
+        counted_bytes(self.key.as_ref(), &self.payload)
+    }
+}
+
+/// What counts against a topic's byte limit: payload and key.
+fn counted_bytes(key: Option<&Bytes>, payload: &Bytes) -> u64 {
+    (payload.len() + key.map_or(0, |k| k.len())) as u64
 }
 
 impl Partition {
@@ -104,16 +114,16 @@ impl Topic {
 
     /// Refuses `messages` if they would take the topic past its limits.
     pub fn admit(&self, name: &str, messages: &[NewMessage]) -> Result<(), Rejection> {
+        if self.limits == TopicLimits::default() {
+            return Ok(()); // unlimited: nothing to count on the publish path
+        }
         let count: u64 = self
             .partitions
             .iter()
             .map(|p| p.messages.len() as u64)
             .sum();
         let bytes: u64 = self.partitions.iter().map(|p| p.bytes).sum();
-        let new_bytes: u64 = messages
-            .iter()
-            .map(|m| (m.payload.len() + m.key.as_ref().map_or(0, |k| k.len())) as u64)
-            .sum();
+        let new_bytes: u64 = messages.iter().map(NewMessage::bytes).sum();
         let over = |max: u64, total: u64| max > 0 && total > max;
         let limit = if over(self.limits.max_messages, count + messages.len() as u64) {
             format!(
