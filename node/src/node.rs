@@ -19,15 +19,16 @@ use crate::config::NodeConfig;
 use crate::grpc::{BrokerService, RaftService};
 use crate::raft::typ::Raft;
 use crate::raft::{LogStore, Network, StateMachineStore, RAFT_MESSAGE_BYTES_MAX};
-use crate::storage::{Disk, SledDisk};
+use crate::storage::{Disk, LocalDisk};
 use crate::transport::{Connector, RpcFaults, TcpConnector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 
 /// Most log entries in one AppendEntries: with entries of at most
 /// ENTRY_BYTES_MAX plus one request, this keeps an RPC under
 /// RAFT_MESSAGE_BYTES_MAX.
 const ENTRIES_PER_APPEND_MAX: u64 = 8;
-/// sled's page cache per node.
-const CACHE_BYTES: u64 = 256 * 1024 * 1024;
+/// sled's page cache per node; sled holds small records and the latest
+/// snapshot, the log is in segment files.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -61,10 +62,10 @@ pub struct Seams {
 }
 
 impl Seams {
-    /// Real sled storage in `data_dir`, TCP, the system clock.
+    /// Real storage in `data_dir`, TCP, the system clock.
     pub fn production(data_dir: &Path) -> Result<Self, NodeError> {
         Ok(Seams {
-            disk: Arc::new(SledDisk::open(data_dir, CACHE_BYTES)?),
+            disk: Arc::new(LocalDisk::open(data_dir, CACHE_BYTES)?),
             connector: Arc::new(TcpConnector),
             clock: Arc::new(SystemClock),
             boot_id: rand::random(),

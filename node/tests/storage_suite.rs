@@ -1,5 +1,6 @@
-//! openraft's storage conformance suite against the sled-backed log store
-//! and state machine: the contract our storage must keep.
+//! openraft's storage conformance suite against the log store and state
+//! machine on the production disk (segment files and sled): the contract
+//! our storage must keep.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use openraft::testing::{StoreBuilder, Suite};
 use raftmq_node::machine::Effect;
 use raftmq_node::raft::typ::StorageError;
 use raftmq_node::raft::{EffectSink, LogStore, StateMachineStore, TypeConfig};
-use raftmq_node::storage::SledDisk;
+use raftmq_node::storage::LocalDisk;
 use tempfile::TempDir;
 
 /// The suite applies no broker commands, so effects have nowhere to go.
@@ -17,12 +18,12 @@ impl EffectSink for NoSessions {
     fn effects(&self, _effects: Vec<Effect>) {}
 }
 
-struct SledBuilder;
+struct DiskBuilder;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledBuilder {
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for DiskBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = TempDir::new().expect("temp dir");
-        let disk = Arc::new(SledDisk::open(dir.path(), 16 * 1024 * 1024).expect("open sled"));
+        let disk = Arc::new(LocalDisk::open(dir.path(), 16 * 1024 * 1024).expect("open disk"));
         let log = LogStore::new(disk.clone());
         let machine = StateMachineStore::open(disk, Arc::new(NoSessions))?;
         Ok((dir, log, machine))
@@ -31,8 +32,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledBuil
 
 /// Runs on a plain test thread: the suite starts its own runtime.
 #[test]
-fn sled_storage_passes_openraft_suite() {
-    if let Err(e) = Suite::test_all(SledBuilder) {
+fn local_disk_passes_openraft_suite() {
+    if let Err(e) = Suite::test_all(DiskBuilder) {
         panic!("openraft storage suite failed: {e}");
     }
 }

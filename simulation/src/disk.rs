@@ -4,19 +4,27 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use raftmq_node::storage::{Disk, KeyValue, Space, StorageError, Write};
+use raftmq_node::storage::{Disk, LogEntry, SnapshotBytes, StorageError};
 use rand::Rng;
 
-type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
+#[derive(Clone, Default)]
+struct Image {
+    records: BTreeMap<Vec<u8>, Vec<u8>>,
+    log: BTreeMap<u64, Vec<u8>>,
+    snapshot: Option<SnapshotBytes>,
+}
 
 #[derive(Default)]
 struct Contents {
     /// What reads see.
-    live: BTreeMap<Space, Tree>,
+    live: Image,
     /// What survives a crash.
-    durable: BTreeMap<Space, Tree>,
-    /// Write batches since the last flush, oldest first.
-    unflushed: Vec<(Space, Vec<Write>)>,
+    durable: Image,
+    /// Records put since the last flush, oldest first.
+    unflushed: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The last purge point not yet known to be durable: like deleted
+    /// segment files, a crash may bring the purged entries back.
+    unsynced_purge: Option<u64>,
 }
 
 #[derive(Default)]
@@ -24,18 +32,8 @@ pub struct SimDisk {
     contents: Mutex<Contents>,
 }
 
-fn apply(trees: &mut BTreeMap<Space, Tree>, space: Space, writes: &[Write]) {
-    let tree = trees.entry(space).or_default();
-    for write in writes {
-        match write {
-            Write::Put(key, value) => {
-                tree.insert(key.clone(), value.clone());
-            }
-            Write::Delete(key) => {
-                tree.remove(key);
-            }
-        }
-    }
+fn purge(log: &mut BTreeMap<u64, Vec<u8>>, upto: u64) {
+    *log = log.split_off(&upto.saturating_add(1));
 }
 
 impl SimDisk {
@@ -45,15 +43,20 @@ impl SimDisk {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A power failure: a random prefix of the unflushed batches reached the
-    /// platter (each batch whole or not at all), the rest is gone. Answers
-    /// how many batches were lost.
+    /// A power failure: a random prefix of the unflushed records reached
+    /// the platter, the rest is gone, and an unsynced purge may be undone.
+    /// Answers how many records were lost.
     pub fn crash(&self, rng: &mut impl Rng) -> usize {
         let mut contents = self.lock();
         let unflushed = std::mem::take(&mut contents.unflushed);
         let kept = rng.gen_range(0..=unflushed.len());
-        for (space, writes) in &unflushed[..kept] {
-            apply(&mut contents.durable, *space, writes);
+        for (key, value) in &unflushed[..kept] {
+            contents.durable.records.insert(key.clone(), value.clone());
+        }
+        if let Some(upto) = contents.unsynced_purge.take() {
+            if rng.gen_bool(0.5) {
+                purge(&mut contents.durable.log, upto);
+            }
         }
         contents.live = contents.durable.clone();
         unflushed.len() - kept
@@ -61,66 +64,103 @@ impl SimDisk {
 }
 
 impl Disk for SimDisk {
-    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self
-            .lock()
-            .live
-            .get(&space)
-            .and_then(|t| t.get(key))
-            .cloned())
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.lock().live.records.get(key).cloned())
     }
 
-    fn write(&self, space: Space, writes: Vec<Write>) -> Result<(), StorageError> {
+    fn put(&self, key: &[u8], value: Vec<u8>) -> Result<(), StorageError> {
         let mut contents = self.lock();
-        apply(&mut contents.live, space, &writes);
-        contents.unflushed.push((space, writes));
+        contents.live.records.insert(key.to_vec(), value.clone());
+        contents.unflushed.push((key.to_vec(), value));
         Ok(())
     }
 
-    fn range(
-        &self,
-        space: Space,
-        from: &[u8],
-        to: &[u8],
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StorageError> {
-        let contents = self.lock();
-        let Some(tree) = contents.live.get(&space) else {
-            return Ok(Vec::new());
-        };
+    fn flush(&self) -> Result<(), StorageError> {
+        let mut contents = self.lock();
+        for (key, value) in std::mem::take(&mut contents.unflushed) {
+            contents.durable.records.insert(key, value);
+        }
+        Ok(())
+    }
+
+    /// Durable on return, with the production log's rule on indexes.
+    fn append(&self, entries: Vec<LogEntry>) -> Result<usize, StorageError> {
+        let mut contents = self.lock();
+        let mut expected = contents.live.log.last_key_value().map(|(i, _)| i + 1);
+        for (index, _) in &entries {
+            if let Some(next) = expected.filter(|next| next != index) {
+                return Err(StorageError::LogGap {
+                    index: *index,
+                    last: next - 1,
+                });
+            }
+            expected = Some(index + 1);
+        }
+        if contents.live.log.is_empty() {
+            // The production log deletes its purged segments durably
+            // before it starts over at a new index.
+            contents.durable.log.clear();
+            contents.unsynced_purge = None;
+        }
+        let bytes = entries.iter().map(|(_, bytes)| bytes.len()).sum();
+        for (index, bytes) in entries {
+            contents.live.log.insert(index, bytes.clone());
+            contents.durable.log.insert(index, bytes);
+        }
+        Ok(bytes)
+    }
+
+    fn entries(&self, from: u64, to: u64, limit: usize) -> Result<Vec<LogEntry>, StorageError> {
         if from >= to {
             return Ok(Vec::new());
         }
-        Ok(tree
-            .range(from.to_vec()..to.to_vec())
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
-    }
-
-    fn last(&self, space: Space) -> Result<Option<KeyValue>, StorageError> {
         let contents = self.lock();
         Ok(contents
             .live
-            .get(&space)
-            .and_then(|t| t.last_key_value())
-            .map(|(k, v)| (k.clone(), v.clone())))
+            .log
+            .range(from..to)
+            .take(limit)
+            .map(|(index, bytes)| (*index, bytes.clone()))
+            .collect())
     }
 
-    fn flush(&self) -> Result<usize, StorageError> {
+    fn last_entry(&self) -> Result<Option<LogEntry>, StorageError> {
+        let contents = self.lock();
+        Ok(contents
+            .live
+            .log
+            .last_key_value()
+            .map(|(index, bytes)| (*index, bytes.clone())))
+    }
+
+    fn truncate(&self, from: u64) -> Result<(), StorageError> {
         let mut contents = self.lock();
-        let unflushed = std::mem::take(&mut contents.unflushed);
-        let mut bytes = 0;
-        for (space, writes) in &unflushed {
-            bytes += writes
-                .iter()
-                .map(|w| match w {
-                    Write::Put(k, v) => k.len() + v.len(),
-                    Write::Delete(k) => k.len(),
-                })
-                .sum::<usize>();
-            apply(&mut contents.durable, *space, writes);
-        }
-        Ok(bytes)
+        contents.live.log.split_off(&from);
+        contents.durable.log.split_off(&from);
+        Ok(())
+    }
+
+    fn purge(&self, upto: u64) -> Result<(), StorageError> {
+        let mut contents = self.lock();
+        purge(&mut contents.live.log, upto);
+        contents.unsynced_purge = Some(upto);
+        Ok(())
+    }
+
+    fn save_snapshot(&self, meta: &[u8], data: &[u8]) -> Result<(), StorageError> {
+        let mut contents = self.lock();
+        let snapshot = (meta.to_vec(), data.to_vec());
+        contents.live.snapshot = Some(snapshot.clone());
+        contents.durable.snapshot = Some(snapshot);
+        Ok(())
+    }
+
+    fn load_snapshot(&self) -> Result<Option<SnapshotBytes>, StorageError> {
+        Ok(self.lock().live.snapshot.clone())
+    }
+
+    fn is_empty(&self) -> Result<bool, StorageError> {
+        let live = &self.lock().live;
+        Ok(live.records.is_empty() && live.log.is_empty() && live.snapshot.is_none())
     }
 }

@@ -90,6 +90,9 @@ pub fn run(seed: u64, trace: Trace) -> Report {
         deadline: chaos + LIVENESS,
     };
     let faults_per_ms = rng.gen_range(0.0002..0.002);
+    // Small intervals, so runs snapshot, purge the log and send snapshots
+    // to followers that fell behind the purge point.
+    let snapshot_every = [16, 64, 256][rng.gen_range(0..3)];
     let rpc_faults = Arc::new(SimRpcFaults::new(rng.gen(), rng.gen_range(5..50)));
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
@@ -124,7 +127,11 @@ pub fn run(seed: u64, trace: Trace) -> Report {
                 boot_id: boots.fetch_add(1, Ordering::Relaxed),
                 rpc_faults: Some(rpc_faults.clone() as Arc<dyn RpcFaults>),
             };
-            let (registry, config) = (registry.clone(), NodeConfig::new(id, peers.clone()));
+            let config = NodeConfig {
+                snapshot_every,
+                ..NodeConfig::new(id, peers.clone())
+            };
+            let registry = registry.clone();
             async move {
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
                 let node = Node::start(config, seams).await?;

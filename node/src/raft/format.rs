@@ -3,11 +3,12 @@
 //! cannot read older data; rather than fail deep in a decode (a crash loop
 //! on restart), a node checks the version recorded with its data first.
 
-use crate::storage::{Disk, Space, StorageError, Write};
+use crate::storage::{Disk, StorageError};
 
-/// Bump whenever `machine::Command`, `machine::State` or the stored
-/// snapshot change their encoding.
-pub const STORAGE_FORMAT: u32 = 2;
+/// Bump whenever `machine::Command`, `machine::State`, the stored
+/// snapshot or their layout on disk change. 3: the log and the snapshot
+/// moved from sled trees to files.
+pub const STORAGE_FORMAT: u32 = 3;
 
 const FORMAT_KEY: &[u8] = b"storage_format";
 
@@ -22,7 +23,7 @@ pub enum FormatError {
 /// Records the format on fresh data; refuses data of another format (data
 /// without a record predates the record and is refused too).
 pub fn check_format(disk: &dyn Disk) -> Result<(), FormatError> {
-    match disk.get(Space::Meta, FORMAT_KEY)? {
+    match disk.get(FORMAT_KEY)? {
         Some(bytes) if bytes == STORAGE_FORMAT.to_be_bytes() => Ok(()),
         Some(bytes) => Err(FormatError::Incompatible {
             found: bytes
@@ -30,9 +31,9 @@ pub fn check_format(disk: &dyn Disk) -> Result<(), FormatError> {
                 .map(|b: [u8; 4]| u32::from_be_bytes(b).to_string())
                 .unwrap_or_else(|_| "unknown".into()),
         }),
-        None if is_empty(disk)? => {
+        None if disk.is_empty()? => {
             let version = STORAGE_FORMAT.to_be_bytes().to_vec();
-            disk.write(Space::Meta, vec![Write::Put(FORMAT_KEY.to_vec(), version)])?;
+            disk.put(FORMAT_KEY, version)?;
             disk.flush()?;
             Ok(())
         }
@@ -40,13 +41,4 @@ pub fn check_format(disk: &dyn Disk) -> Result<(), FormatError> {
             found: "1 or older".into(),
         }),
     }
-}
-
-fn is_empty(disk: &dyn Disk) -> Result<bool, StorageError> {
-    for space in Space::ALL {
-        if disk.last(space)?.is_some() {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }

@@ -1,9 +1,9 @@
 //! openraft's log storage over the `Disk` seam.
 //!
-//! Entries are keyed by big-endian index so key order is log order. Every
-//! append ends with one flush, and openraft is told the entries are
-//! persisted only after it returns: several entries handed over together
-//! share one fsync (group commit).
+//! The disk's log syncs each append before it returns, and openraft is told
+//! the entries are persisted only then: several entries handed over
+//! together share one fsync (group commit). The vote, the commit point and
+//! the purge point are small records in the `Meta` space.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::typ::{Entry, LogId, StorageError, Vote};
 use super::{decode, encode, TypeConfig};
-use crate::storage::{Disk, Space, Write};
+use crate::storage::Disk;
 
 const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
@@ -61,10 +61,7 @@ impl LogStore {
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        let bytes = self
-            .disk
-            .get(Space::Meta, key)
-            .map_err(|e| StorageIOError::read(&e))?;
+        let bytes = self.disk.get(key).map_err(|e| StorageIOError::read(&e))?;
         bytes
             .map(|b| decode(&b).map_err(|e| StorageIOError::read(&e).into()))
             .transpose()
@@ -73,7 +70,7 @@ impl LogStore {
     fn write_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
         let bytes = encode(value).map_err(|e| StorageIOError::write(&e))?;
         self.disk
-            .write(Space::Meta, vec![Write::Put(key.to_vec(), bytes)])
+            .put(key, bytes)
             .map_err(|e| StorageIOError::write(&e).into())
     }
 
@@ -81,18 +78,6 @@ impl LogStore {
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
         self.disk.flush().map_err(|e| StorageIOError::write(&e))?;
         Ok(())
-    }
-
-    /// Deletes every entry with `from <= index < to`.
-    fn delete_range(&self, from: u64, to: u64) -> Result<(), StorageError> {
-        let keys = self
-            .disk
-            .keys(Space::Log, &from.to_be_bytes(), &to.to_be_bytes())
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        let writes = keys.into_iter().map(Write::Delete).collect();
-        self.disk
-            .write(Space::Log, writes)
-            .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 }
 
@@ -115,12 +100,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let from = index_bound(range.start_bound(), true);
         let to = index_bound(range.end_bound(), false);
         self.disk
-            .range(
-                Space::Log,
-                &from.to_be_bytes(),
-                &to.to_be_bytes(),
-                ENTRIES_PER_READ_MAX,
-            )
+            .entries(from, to, ENTRIES_PER_READ_MAX)
             .map_err(|e| StorageIOError::read_logs(&e))?
             .into_iter()
             .map(|(_, bytes)| decode(&bytes).map_err(|e| StorageIOError::read_logs(&e).into()))
@@ -133,9 +113,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> = self.read_meta(PURGED_KEY)?;
+        if let Some(purged) = last_purged_log_id {
+            // A crash may have brought back part of what was purged.
+            self.disk
+                .purge(purged.index)
+                .map_err(|e| StorageIOError::write_logs(&e))?;
+        }
         let last = self
             .disk
-            .last(Space::Log)
+            .last_entry()
             .map_err(|e| StorageIOError::read_logs(&e))?
             .map(|(_, bytes)| decode::<Entry>(&bytes).map(|e| e.log_id))
             .transpose()
@@ -178,48 +164,43 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let writes = entries
+        let entries = entries
             .into_iter()
             .map(|entry| {
                 let bytes = encode(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
-                Ok(Write::Put(entry.log_id.index.to_be_bytes().to_vec(), bytes))
+                Ok((entry.log_id.index, bytes))
             })
             .collect::<Result<Vec<_>, StorageError>>()?;
         let stats = &self.stats;
         stats.appends.fetch_add(1, Ordering::Relaxed);
         stats
             .entries
-            .fetch_add(writes.len() as u64, Ordering::Relaxed);
-        let bytes: usize = writes
-            .iter()
-            .map(|w| match w {
-                Write::Put(_, value) => value.len(),
-                Write::Delete(_) => 0,
-            })
-            .sum();
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        let bytes: usize = entries.iter().map(|(_, bytes)| bytes.len()).sum();
         stats.entry_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        self.disk
-            .write(Space::Log, writes)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
         stats.flushes.fetch_add(1, Ordering::Relaxed);
-        let flushed = self
+        let appended = self
             .disk
-            .flush()
+            .append(entries)
             .map(|_| ())
             .map_err(|e| std::io::Error::other(e.to_string()));
-        callback.log_io_completed(flushed);
+        callback.log_io_completed(appended);
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.delete_range(log_id.index, u64::MAX)?;
-        self.flush()
+        self.disk
+            .truncate(log_id.index)
+            .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // Record the purge point first: a crash between the two writes then
-        // leaves extra entries, never a gap.
+        // Record the purge point durably first: the log may forget a purge
+        // in a crash and is purged again on restart.
         self.write_meta(PURGED_KEY, &log_id)?;
-        self.delete_range(0, log_id.index.saturating_add(1))
+        self.flush()?;
+        self.disk
+            .purge(log_id.index)
+            .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 }

@@ -104,3 +104,15 @@ impl AsyncRuntime for SeededRuntime {
         TokioRuntime::oneshot()
     }
 }
+
+/// Runs long blocking storage work, such as encoding and syncing a large
+/// snapshot, without stalling the tasks queued behind it: on a
+/// multi-threaded runtime tokio first hands this worker's tasks to another
+/// thread. The simulation's single-threaded runtime runs it inline, in
+/// order, as it must to stay deterministic.
+pub fn run_blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}

@@ -14,12 +14,11 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
+use super::runtime::run_blocking;
 use super::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
 use super::{decode, encode, Response, TypeConfig};
 use crate::machine::{Effect, State};
-use crate::storage::{Disk, Space, Write};
-
-const SNAPSHOT_KEY: &[u8] = b"current";
+use crate::storage::Disk;
 
 /// Receives the effects of applied entries. Called on the apply path: it
 /// must not block.
@@ -35,7 +34,6 @@ struct Applied {
     membership: StoredMembership,
 }
 
-#[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta,
     data: Vec<u8>,
@@ -77,50 +75,52 @@ impl StateMachineStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Meta and data go to the disk apart, so a large state is never
+    /// copied into one buffer with its meta.
     fn save_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
         let signature = Some(stored.meta.signature());
-        let bytes =
-            encode(stored).map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        let meta = encode(&stored.meta)
+            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
         self.disk
-            .write(
-                Space::Snapshot,
-                vec![Write::Put(SNAPSHOT_KEY.to_vec(), bytes)],
-            )
-            .and_then(|()| self.disk.flush().map(|_| ()))
+            .save_snapshot(&meta, &stored.data)
             .map_err(|e| StorageIOError::write_snapshot(signature, &e).into())
     }
 }
 
 fn load_snapshot(disk: &dyn Disk) -> Result<Option<StoredSnapshot>, StorageError> {
-    let bytes = disk
-        .get(Space::Snapshot, SNAPSHOT_KEY)
-        .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-    bytes
-        .map(|b| decode(&b).map_err(|e| StorageIOError::read_snapshot(None, &e).into()))
-        .transpose()
+    let Some((meta, data)) = disk
+        .load_snapshot()
+        .map_err(|e| StorageIOError::read_snapshot(None, &e))?
+    else {
+        return Ok(None);
+    };
+    let meta = decode(&meta).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+    Ok(Some(StoredSnapshot { meta, data }))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         // Copy under the lock, serialize outside it: message bodies are
         // reference-counted, so the copy is cheap, and applying goes on
-        // while a large state is encoded.
+        // while a large state is encoded and synced.
         let applied = self.lock().clone();
-        let data = encode(&applied).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        let snapshot_id = match applied.last_applied {
-            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, data.len()),
-            None => format!("empty-{}", data.len()),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: applied.last_applied,
-            last_membership: applied.membership,
-            snapshot_id,
-        };
-        let stored = StoredSnapshot { meta, data };
-        self.save_snapshot(&stored)?;
-        Ok(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
+        run_blocking(|| {
+            let data = encode(&applied).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+            let snapshot_id = match applied.last_applied {
+                Some(id) => format!("{}-{}-{}", id.leader_id, id.index, data.len()),
+                None => format!("empty-{}", data.len()),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.membership,
+                snapshot_id,
+            };
+            let stored = StoredSnapshot { meta, data };
+            self.save_snapshot(&stored)?;
+            Ok(Snapshot {
+                meta: stored.meta,
+                snapshot: Box::new(Cursor::new(stored.data)),
+            })
         })
     }
 }
@@ -181,20 +181,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let restored: Applied =
-            decode(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        self.save_snapshot(&StoredSnapshot {
-            meta: meta.clone(),
-            data,
+        let restored: Applied = run_blocking(|| {
+            let restored = decode(&data)
+                .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+            self.save_snapshot(&StoredSnapshot {
+                meta: meta.clone(),
+                data,
+            })?;
+            Ok::<_, StorageError>(restored)
         })?;
         *self.lock() = restored;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(load_snapshot(self.disk.as_ref())?.map(|stored| Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        }))
+        Ok(
+            run_blocking(|| load_snapshot(self.disk.as_ref()))?.map(|stored| Snapshot {
+                meta: stored.meta,
+                snapshot: Box::new(Cursor::new(stored.data)),
+            }),
+        )
     }
 }

@@ -1,45 +1,21 @@
-//! Durable key-value storage behind the `Disk` seam.
+//! Durable storage behind the `Disk` seam: small records, the Raft log and
+//! the latest snapshot.
 //!
-//! The Raft layer stores its log, vote and snapshots through `Disk`, never
-//! through sled directly, so the simulation can substitute a disk that loses
-//! whatever was not flushed when a node crashes (DESIGN.md, "Seams").
+//! The Raft layer stores its vote, log and snapshots through `Disk`, never
+//! through files or sled directly, so the simulation can substitute a disk
+//! that loses whatever was not flushed when a node crashes (DESIGN.md,
+//! "Seams").
 
-mod sled_disk;
+mod local_disk;
+mod segment_log;
 
-pub use sled_disk::SledDisk;
+pub use local_disk::LocalDisk;
 
-/// The separate key spaces a node keeps. A write batch stays within one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Space {
-    /// Raft log entries by big-endian index.
-    Log,
-    /// Small records: vote, committed id, last purged id.
-    Meta,
-    /// The latest state-machine snapshot.
-    Snapshot,
-}
+/// A log entry's index and its encoded bytes.
+pub type LogEntry = (u64, Vec<u8>);
 
-impl Space {
-    pub const ALL: [Space; 3] = [Space::Log, Space::Meta, Space::Snapshot];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Space::Log => "log",
-            Space::Meta => "meta",
-            Space::Snapshot => "snapshot",
-        }
-    }
-}
-
-/// A key and its value, as read back.
-pub type KeyValue = (Vec<u8>, Vec<u8>);
-
-/// One write within an atomic batch.
-#[derive(Clone, Debug)]
-pub enum Write {
-    Put(Vec<u8>, Vec<u8>),
-    Delete(Vec<u8>),
-}
+/// A snapshot's encoded meta and data.
+pub type SnapshotBytes = (Vec<u8>, Vec<u8>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -47,29 +23,47 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    #[error("log entry {index} does not follow the last entry {last}")]
+    LogGap { index: u64, last: u64 },
+    #[error("log entry of {0} bytes is too large to store")]
+    EntryTooLarge(usize),
+    #[error("corrupt log: {0}")]
+    Corrupt(String),
+    #[error("corrupt snapshot file: {0}")]
+    CorruptSnapshot(&'static str),
 }
 
-/// A store of ordered key spaces. Writes become durable only at `flush`:
-/// a crash may lose any write since the last one.
+/// A node's storage, in three parts with their own durability:
+/// - small records (vote, commit and purge points), durable at `flush`: a
+///   crash may lose any record put since the last one;
+/// - the Raft log, whose appends and truncations are durable on return;
+/// - the latest snapshot, replaced whole and durably.
 pub trait Disk: Send + Sync + 'static {
-    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
-    /// Applies the writes atomically.
-    fn write(&self, space: Space, writes: Vec<Write>) -> Result<(), StorageError>;
-    /// Entries with `from <= key < to`, in key order, at most `limit`.
-    fn range(
-        &self,
-        space: Space,
-        from: &[u8],
-        to: &[u8],
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StorageError>;
-    /// Keys with `from <= key < to`. A store that can list keys without
-    /// reading values should say so.
-    fn keys(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
-        let entries = self.range(space, from, to, usize::MAX)?;
-        Ok(entries.into_iter().map(|(key, _)| key).collect())
-    }
-    fn last(&self, space: Space) -> Result<Option<KeyValue>, StorageError>;
-    /// Makes every write so far durable (fsync); returns the bytes it wrote.
-    fn flush(&self) -> Result<usize, StorageError>;
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    fn put(&self, key: &[u8], value: Vec<u8>) -> Result<(), StorageError>;
+    /// Makes every record put so far durable (fsync).
+    fn flush(&self) -> Result<(), StorageError>;
+
+    /// Appends log entries with consecutive indexes following the last
+    /// entry (any index when the log is empty) and syncs them: one sync for
+    /// all of them. Returns the bytes written.
+    fn append(&self, entries: Vec<LogEntry>) -> Result<usize, StorageError>;
+    /// Log entries with `from <= index < to`, in order, at most `limit`.
+    fn entries(&self, from: u64, to: u64, limit: usize) -> Result<Vec<LogEntry>, StorageError>;
+    fn last_entry(&self) -> Result<Option<LogEntry>, StorageError>;
+    /// Removes the log entries with `index >= from`, durably.
+    fn truncate(&self, from: u64) -> Result<(), StorageError>;
+    /// Removes the log entries with `index <= upto`. A crash may undo it:
+    /// the caller records the purge point durably first and purges again
+    /// when it opens the log.
+    fn purge(&self, upto: u64) -> Result<(), StorageError>;
+
+    /// Replaces the snapshot, its meta and its data: after a crash either
+    /// the old or the new one is there, whole.
+    fn save_snapshot(&self, meta: &[u8], data: &[u8]) -> Result<(), StorageError>;
+    /// The snapshot's meta and data.
+    fn load_snapshot(&self) -> Result<Option<SnapshotBytes>, StorageError>;
+
+    /// True when nothing was ever stored: no record, entry or snapshot.
+    fn is_empty(&self) -> Result<bool, StorageError>;
 }

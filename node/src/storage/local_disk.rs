@@ -1,0 +1,131 @@
+//! The production `Disk`: small records in sled, the Raft log in segment
+//! files, the snapshot in a file of its own.
+//!
+//! Large values stay out of sled: it rewrites the leaf node that holds a
+//! value, and a large insert holds up the small ones behind it (a 200 MB
+//! snapshot stalled every commit-point write for two seconds).
+
+use std::fs::File;
+use std::io::{ErrorKind, Write as _};
+use std::path::{Path, PathBuf};
+
+use super::segment_log::SegmentLog;
+use super::{Disk, LogEntry, SnapshotBytes, StorageError};
+
+/// The log starts a new segment file past this size; purging frees disk a
+/// segment at a time.
+const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+pub struct LocalDisk {
+    /// Kept for `flush`: sled syncs the whole database, not a tree.
+    db: sled::Db,
+    records: sled::Tree,
+    log: SegmentLog,
+    dir: PathBuf,
+}
+
+const SNAPSHOT_FILE: &str = "raft-snapshot";
+const SNAPSHOT_TEMP: &str = "raft-snapshot.tmp";
+/// A large snapshot is synced a chunk at a time, so log syncs queue behind
+/// at most a chunk: written whole, a 200 MB snapshot held them up for a
+/// second.
+const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+impl LocalDisk {
+    /// Opens (or creates) the records in `dir`, the log in `dir/log` and
+    /// the snapshot in `dir/raft-snapshot`. sled's background flusher is
+    /// off: records are durable only when the Raft layer flushes, and it
+    /// does so before it reports anything persisted (STACK.md).
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(None)
+            .open()?;
+        // The tree of earlier formats, so their format record is found.
+        let records = db.open_tree("meta")?;
+        let log = SegmentLog::open(&dir.join("log"), SEGMENT_BYTES)?;
+        Ok(LocalDisk {
+            db,
+            records,
+            log,
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Disk for LocalDisk {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.records.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn put(&self, key: &[u8], value: Vec<u8>) -> Result<(), StorageError> {
+        self.records.insert(key, value)?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn append(&self, entries: Vec<LogEntry>) -> Result<usize, StorageError> {
+        self.log.append(entries)
+    }
+
+    fn entries(&self, from: u64, to: u64, limit: usize) -> Result<Vec<LogEntry>, StorageError> {
+        self.log.range(from, to, limit)
+    }
+
+    fn last_entry(&self) -> Result<Option<LogEntry>, StorageError> {
+        self.log.last()
+    }
+
+    fn truncate(&self, from: u64) -> Result<(), StorageError> {
+        self.log.truncate(from)
+    }
+
+    fn purge(&self, upto: u64) -> Result<(), StorageError> {
+        self.log.purge(upto)
+    }
+
+    /// `meta length: u64 | meta | data`, written beside the old snapshot
+    /// a chunk at a time, synced, then renamed over it.
+    fn save_snapshot(&self, meta: &[u8], data: &[u8]) -> Result<(), StorageError> {
+        let temp = self.dir.join(SNAPSHOT_TEMP);
+        let mut file = File::create(&temp)?;
+        file.write_all(&(meta.len() as u64).to_le_bytes())?;
+        file.write_all(meta)?;
+        for chunk in data.chunks(SNAPSHOT_CHUNK_BYTES) {
+            file.write_all(chunk)?;
+            file.sync_data()?;
+        }
+        file.sync_data()?;
+        std::fs::rename(&temp, self.dir.join(SNAPSHOT_FILE))?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+
+    fn load_snapshot(&self) -> Result<Option<SnapshotBytes>, StorageError> {
+        let mut bytes = match std::fs::read(self.dir.join(SNAPSHOT_FILE)) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let meta_len = bytes
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .filter(|len| *len <= bytes.len() as u64 - 8)
+            .ok_or(StorageError::CorruptSnapshot("its meta length is wrong"))?;
+        let mut meta = bytes.split_off(8);
+        let data = meta.split_off(meta_len as usize);
+        Ok(Some((meta, data)))
+    }
+
+    fn is_empty(&self) -> Result<bool, StorageError> {
+        Ok(self.records.is_empty()
+            && self.log.last()?.is_none()
+            && !self.dir.join(SNAPSHOT_FILE).exists())
+    }
+}
