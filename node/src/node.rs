@@ -18,7 +18,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::NodeConfig;
 use crate::grpc::{BrokerService, RaftService};
 use crate::raft::typ::Raft;
-use crate::raft::{LogStore, Network, StateMachineStore, RAFT_MESSAGE_BYTES_MAX};
+use crate::raft::{
+    break_election_ties, LogStore, Network, StateMachineStore, RAFT_MESSAGE_BYTES_MAX,
+};
 use crate::storage::{Disk, LocalDisk};
 use crate::transport::{Connector, RpcFaults, TcpConnector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 
@@ -91,10 +93,15 @@ impl Node {
                 config.id
             )));
         }
+        let lockstep = crate::planted::active(crate::planted::Bug::ElectionLockstep);
         let raft_config = openraft::Config {
             cluster_name: "raftmq".into(),
             heartbeat_interval: config.raft.heartbeat.as_millis() as u64,
-            election_timeout_min: config.raft.election_min.as_millis() as u64,
+            election_timeout_min: if lockstep {
+                config.raft.election_max.as_millis() as u64 - 1
+            } else {
+                config.raft.election_min.as_millis() as u64
+            },
             election_timeout_max: config.raft.election_max.as_millis() as u64,
             max_payload_entries: ENTRIES_PER_APPEND_MAX,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
@@ -125,6 +132,9 @@ impl Node {
 
         let proposer = Proposer::start(raft.clone(), seams.clock.clone());
         tokio::spawn(watch_leadership(raft.clone(), proposer.clone(), config.id));
+        if !lockstep {
+            tokio::spawn(break_election_ties(raft.clone(), config.raft.election_max));
+        }
         let broker = Broker {
             id: config.id,
             raft,

@@ -31,10 +31,14 @@ pub enum Bug {
     /// Idempotent producers' repeats are stored again (checker: stored
     /// once).
     StoreRepeats = 7,
+    /// Every node draws its election timeout from one tick window and split
+    /// votes are never broken: elections repeat in lockstep (checker: a
+    /// leader soon after healing).
+    ElectionLockstep = 8,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 8] = [
         Bug::AckDropsLast,
         Bug::ReturnedLast,
         Bug::PrefetchPlusOne,
@@ -42,6 +46,7 @@ impl Bug {
         Bug::SkipMessage,
         Bug::CorruptPayload,
         Bug::StoreRepeats,
+        Bug::ElectionLockstep,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +58,7 @@ impl Bug {
             Bug::SkipMessage => "skip-message",
             Bug::CorruptPayload => "corrupt-payload",
             Bug::StoreRepeats => "store-repeats",
+            Bug::ElectionLockstep => "election-lockstep",
         }
     }
 

@@ -68,6 +68,12 @@ impl Checker {
         format!("status: {}", parts.join(" | "))
     }
 
+    pub fn has_leader(nodes: &BTreeMap<u64, Node>) -> bool {
+        nodes
+            .iter()
+            .any(|(id, node)| node.raft().metrics().borrow().current_leader == Some(*id))
+    }
+
     /// A crashed node starts over: its in-memory indexes may be lower.
     pub fn forget(&mut self, id: u64) {
         self.applied.remove(&id);

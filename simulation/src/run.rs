@@ -32,6 +32,9 @@ const DEEP_CHECK_EVERY: u64 = 250;
 const STATUS_EVERY: u64 = 5_000;
 /// Time allowed after the heal for every confirmed message to arrive.
 const LIVENESS: Duration = Duration::from_secs(60);
+/// Once healed, a cluster must have a leader this soon: several election
+/// timeouts.
+const ELECTION_AFTER_HEAL: Duration = Duration::from_secs(10);
 
 /// Everything a run reports.
 #[derive(Debug)]
@@ -153,6 +156,7 @@ pub fn run(seed: u64, trace: Trace) -> Report {
     let mut faults = Faults::new(StdRng::seed_from_u64(rng.gen()), NODES, faults_per_ms);
     let mut checker = Checker::default();
     let mut healed = false;
+    let mut leader_after_heal = false;
     let mut violations = Vec::new();
     let targets = Targets {
         disks: &disks,
@@ -197,12 +201,26 @@ pub fn run(seed: u64, trace: Trace) -> Report {
             }
             trace.record(at, "healed");
         }
-        if finished || !checker.violations.is_empty() || !oracle.violations().is_empty() {
+        if healed && !leader_after_heal {
+            leader_after_heal = Checker::has_leader(&running(&registry));
+            if !leader_after_heal && at >= chaos + ELECTION_AFTER_HEAL {
+                violations.push(format!(
+                    "liveness: no leader within {ELECTION_AFTER_HEAL:?} of healing"
+                ));
+                break;
+            }
+        }
+        if finished
+            || !violations.is_empty()
+            || !checker.violations.is_empty()
+            || !oracle.violations().is_empty()
+        {
             break;
         }
     }
     checker.deep(&running(&registry));
-    let stopped_early = !checker.violations.is_empty() || !oracle.violations().is_empty();
+    let stopped_early =
+        !violations.is_empty() || !checker.violations.is_empty() || !oracle.violations().is_empty();
     let undelivered = oracle.undelivered();
     // Liveness is judged only on a run that went to its end.
     if !undelivered.is_empty() && !stopped_early {

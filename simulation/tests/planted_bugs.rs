@@ -82,3 +82,8 @@ fn a_corrupted_payload_is_caught_as_a_phantom() {
 fn a_stored_repeat_is_caught_as_stored_twice() {
     check("store-repeats", "stored twice");
 }
+
+#[test]
+fn elections_in_lockstep_are_caught_as_no_leader_after_healing() {
+    check("election-lockstep", "no leader within");
+}

@@ -9,6 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 mod codec;
+mod elections;
 mod format;
 mod log_store;
 mod network;
@@ -18,6 +19,7 @@ mod state_machine;
 use std::io::Cursor;
 
 pub use codec::{decode, encode, CodecError};
+pub use elections::break_election_ties;
 pub use format::{check_format, FormatError, STORAGE_FORMAT};
 pub use log_store::{LogStats, LogStore};
 pub use network::{Network, RAFT_GROUP, RAFT_MESSAGE_BYTES_MAX};
