@@ -17,6 +17,7 @@ use crate::broker::{reap_orphans, tick_when_due, watch_leadership, Broker, Propo
 use crate::clock::{Clock, SystemClock};
 use crate::config::NodeConfig;
 use crate::grpc::{BrokerService, RaftService};
+use crate::planted::{self, Bug};
 use crate::raft::typ::Raft;
 use crate::raft::{
     break_election_ties, LogStore, Network, StateMachineStore, RAFT_MESSAGE_BYTES_MAX,
@@ -93,7 +94,9 @@ impl Node {
                 config.id
             )));
         }
-        let lockstep = crate::planted::active(crate::planted::Bug::ElectionLockstep);
+        // The planted bug squeezes every election timeout into one tick
+        // window and leaves split votes unbroken.
+        let lockstep = planted::active(Bug::ElectionLockstep);
         let raft_config = openraft::Config {
             cluster_name: "raftmq".into(),
             heartbeat_interval: config.raft.heartbeat.as_millis() as u64,

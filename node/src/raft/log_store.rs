@@ -3,7 +3,7 @@
 //! The disk's log syncs each append before it returns, and openraft is told
 //! the entries are persisted only then: several entries handed over
 //! together share one fsync (group commit). The vote, the commit point and
-//! the purge point are small records in the `Meta` space.
+//! the purge point are small records beside the log.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};

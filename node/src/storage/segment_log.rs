@@ -452,6 +452,15 @@ mod tests {
         log.range(0, u64::MAX, usize::MAX).expect("read")
     }
 
+    /// A log of small segments, an append per entry: several segments.
+    fn one_per_append(dir: &Path, indexes: std::ops::Range<u64>) -> SegmentLog {
+        let log = SegmentLog::open(dir, SMALL).expect("open");
+        for i in indexes {
+            log.append(entries(i..i + 1)).expect("append");
+        }
+        log
+    }
+
     fn segment_files(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .expect("list")
@@ -508,10 +517,7 @@ mod tests {
     #[test]
     fn damage_before_the_newest_segment_refuses_to_open() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let log = SegmentLog::open(dir.path(), SMALL).expect("open");
-        for i in 1..6 {
-            log.append(entries(i..i + 1)).expect("append");
-        }
+        let log = one_per_append(dir.path(), 1..6);
         drop(log);
         let oldest = segment_path(dir.path(), 1);
         let mut bytes = std::fs::read(&oldest).expect("read");
@@ -528,10 +534,7 @@ mod tests {
     #[test]
     fn truncation_cuts_across_segments_durably() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let log = SegmentLog::open(dir.path(), SMALL).expect("open");
-        for i in 1..10 {
-            log.append(entries(i..i + 1)).expect("append");
-        }
+        let log = one_per_append(dir.path(), 1..10);
         let before = segment_files(dir.path()).len();
         log.truncate(4).expect("truncate");
         assert!(
@@ -555,10 +558,7 @@ mod tests {
     #[test]
     fn purging_deletes_whole_segments_and_can_start_over_ahead() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let log = SegmentLog::open(dir.path(), SMALL).expect("open");
-        for i in 1..10 {
-            log.append(entries(i..i + 1)).expect("append");
-        }
+        let log = one_per_append(dir.path(), 1..10);
         let before = segment_files(dir.path());
         log.purge(5).expect("purge");
         assert_eq!(all(&log), entries(6..10));
