@@ -33,8 +33,17 @@ pub struct Consumer {
     request: proto::SubscribeRequest,
     stream: Option<Attachment>,
     recovery: Recovery,
+    /// The re-subscribe planned after the last break, kept until it
+    /// succeeds.
+    restart: Option<PlannedRestart>,
     gaps: SequenceGaps,
     finished: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PlannedRestart {
+    not_before: Instant,
+    deadline: Instant,
 }
 
 /// The current Subscribe stream and where it is attached.
@@ -64,6 +73,7 @@ impl Consumer {
             request,
             stream: None,
             recovery,
+            restart: None,
             gaps: SequenceGaps::default(),
             finished: false,
         };
@@ -154,10 +164,27 @@ impl Consumer {
             .await
     }
 
+    /// Re-subscribes after a break. The restart is planned once per break:
+    /// a caller that cancels `next` (a timeout around it) resumes the same
+    /// restart on its next call. Planning anew on each call spent the whole
+    /// recovery budget in well under a second of backoff, and the consumer
+    /// gave up during a brief leader stall.
     async fn reattach(&mut self) -> Result<Attachment, ClientError> {
-        let restart = self.recovery.on_break(Instant::now())?;
-        tokio::time::sleep(restart.delay).await;
-        self.open(restart.deadline).await
+        let planned = match self.restart {
+            Some(planned) => planned,
+            None => {
+                let now = Instant::now();
+                let restart = self.recovery.on_break(now)?;
+                *self.restart.insert(PlannedRestart {
+                    not_before: now + restart.delay,
+                    deadline: restart.deadline,
+                })
+            }
+        };
+        tokio::time::sleep_until(planned.not_before.into()).await;
+        let attachment = self.open(planned.deadline).await?;
+        self.restart = None;
+        Ok(attachment)
     }
 
     async fn open(&self, deadline: Instant) -> Result<Attachment, ClientError> {

@@ -4,14 +4,14 @@
 //! checks the client's own promises (redirects, re-sent requests keep their
 //! order, consumers re-subscribe) without them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use raftmq_client::{Client, Message, ProducerOptions};
+use raftmq_client::{Client, ClientOptions, Message, ProducerOptions};
 use raftmq_proto::v1 as proto;
 use raftmq_proto::v1::broker_server::{Broker, BrokerServer};
 use tokio::sync::mpsc;
@@ -33,9 +33,9 @@ struct Log {
     /// from it, without answering the last one: an outcome the client
     /// cannot know.
     break_publish_after: Option<usize>,
-    /// End the next Subscribe stream cleanly after this many deliveries, as
-    /// a leader change would.
-    end_subscribe_after: Option<usize>,
+    /// End the next Subscribe streams cleanly after these many deliveries,
+    /// one stream each, as a leader change would.
+    end_subscribes_after: VecDeque<usize>,
     consumer_id_next: u64,
 }
 
@@ -151,7 +151,7 @@ impl Broker for Fake {
         let mut log = self.leader()?.lock().expect("log lock");
         log.consumer_id_next += 1;
         let consumer_id = log.consumer_id_next;
-        let end_after = log.end_subscribe_after.take().unwrap_or(usize::MAX);
+        let end_after = log.end_subscribes_after.pop_front().unwrap_or(usize::MAX);
         let deliveries: Vec<Result<proto::Delivery, Status>> = log
             .stored
             .iter()
@@ -324,7 +324,7 @@ async fn a_consumer_resubscribes_when_its_stream_ends() -> anyhow::Result<()> {
         let (client, log, _) = cluster().await?;
         let payloads: Vec<Message> = (0..20).map(|n| Message::new(n.to_string())).collect();
         client.publish("t", payloads).await?;
-        log.lock().expect("log lock").end_subscribe_after = Some(5);
+        log.lock().expect("log lock").end_subscribes_after = [5].into();
 
         // Phase 1: the first stream ends after five deliveries, unacked.
         let mut consumer = client.subscribe("t", "s", 100).await?;
@@ -347,6 +347,44 @@ async fn a_consumer_resubscribes_when_its_stream_ends() -> anyhow::Result<()> {
         assert_eq!(offsets.len(), 20);
         assert!(redelivered >= 5);
         assert_eq!(consumer.gaps(), 0);
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+#[tokio::test]
+async fn a_consumer_polled_under_a_short_timeout_keeps_its_restart() -> anyhow::Result<()> {
+    tokio::time::timeout(TEST_DEADLINE, async {
+        let (client, log, _) = cluster().await?;
+        client.publish("t", vec![Message::new("only")]).await?;
+        // The first stream delivers and ends, the next three end at once:
+        // restarts back off 0, 50, 100 and 200 ms, far longer than the
+        // 5 ms each poll below waits.
+        log.lock().expect("log lock").end_subscribes_after = [1, 0, 0, 0].into();
+        let options = ClientOptions {
+            stream_restarts_max: 8,
+            ..ClientOptions::default()
+        };
+        let seeds = vec![client.leader().expect("a leader after publishing")];
+        let client = Client::connect_with(seeds, options)?;
+        let mut consumer = client.subscribe("t", "s", 10).await?;
+        let first = consumer.next().await.expect("consumer finished")?;
+
+        // Phase 2: polled with a short timeout, the consumer survives the
+        // breaks and gets the message again, unacked.
+        let mut again = None;
+        for _ in 0..2_000 {
+            match tokio::time::timeout(Duration::from_millis(5), consumer.next()).await {
+                Ok(delivery) => {
+                    again = Some(delivery.expect("consumer finished")?);
+                    break;
+                }
+                Err(_elapsed) => continue,
+            }
+        }
+        let again = again.expect("no redelivery within 2,000 polls");
+        assert_eq!(again.offset, first.offset);
+        assert!(again.redelivered);
         anyhow::Ok(())
     })
     .await?

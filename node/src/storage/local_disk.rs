@@ -129,3 +129,47 @@ impl Disk for LocalDisk {
             && !self.dir.join(SNAPSHOT_FILE).exists())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CACHE: u64 = 1 << 20;
+
+    #[test]
+    fn a_snapshot_replaces_the_last_one_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disk = LocalDisk::open(dir.path(), CACHE).expect("open");
+        assert!(disk.is_empty().expect("is_empty"));
+        assert_eq!(disk.load_snapshot().expect("load"), None);
+        let big = vec![7; 3 * SNAPSHOT_CHUNK_BYTES + 5];
+        disk.save_snapshot(b"meta 1", &big).expect("save");
+        assert_eq!(
+            disk.load_snapshot().expect("load"),
+            Some((b"meta 1".to_vec(), big))
+        );
+        disk.save_snapshot(b"meta 2", b"data 2").expect("save");
+        drop(disk);
+
+        let disk = LocalDisk::open(dir.path(), CACHE).expect("reopen");
+        assert_eq!(
+            disk.load_snapshot().expect("load"),
+            Some((b"meta 2".to_vec(), b"data 2".to_vec()))
+        );
+        assert!(!disk.is_empty().expect("is_empty"));
+        assert!(!dir.path().join(SNAPSHOT_TEMP).exists());
+    }
+
+    #[test]
+    fn a_damaged_snapshot_file_is_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disk = LocalDisk::open(dir.path(), CACHE).expect("open");
+        for damaged in [&b"abc"[..], &u64::MAX.to_le_bytes()[..]] {
+            std::fs::write(dir.path().join(SNAPSHOT_FILE), damaged).expect("write");
+            assert!(matches!(
+                disk.load_snapshot(),
+                Err(StorageError::CorruptSnapshot(_))
+            ));
+        }
+    }
+}
