@@ -102,21 +102,17 @@ impl SegmentLog {
                 file.set_len(valid_len)?;
                 file.sync_data()?;
             }
-            if let (Some(p), false) = (positions.first(), inner.records.is_empty()) {
-                let expected = inner.next();
-                if p.0 != expected {
-                    return Err(corrupt(
-                        &path,
-                        0,
-                        &format!("starts at index {} after {}", p.0, expected - 1),
-                    ));
-                }
-            }
             if inner.records.is_empty() {
-                inner.first = positions.first().map_or(first, |p| p.0);
-                inner.purged_below = inner.first;
+                inner.first = first;
+                inner.purged_below = first;
+            } else if !positions.is_empty() && first != inner.next() {
+                return Err(corrupt(
+                    &path,
+                    0,
+                    &format!("starts at index {first} after {}", inner.next() - 1),
+                ));
             }
-            inner.records.extend(positions.into_iter().map(|(_, p)| p));
+            inner.records.extend(positions);
             inner.segments.insert(
                 first,
                 Segment {
@@ -365,11 +361,12 @@ fn header(index: u64, payload: &[u8]) -> [u8; HEADER_BYTES as usize] {
     header
 }
 
-/// Reads a segment's records: their positions by index, and the length of
-/// the valid prefix (shorter than the file when its tail is damaged).
-fn scan(file: &File, first: u64, path: &Path) -> Result<(Vec<(u64, Position)>, u64), StorageError> {
+/// Reads a segment's records: their positions, for indexes from `first` on,
+/// and the length of the valid prefix (shorter than the file when its tail
+/// is damaged).
+fn scan(file: &File, first: u64, path: &Path) -> Result<(Vec<Position>, u64), StorageError> {
     let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut positions: Vec<(u64, Position)> = Vec::new();
+    let mut positions = Vec::new();
     let mut offset = 0;
     loop {
         let mut head = [0; HEADER_BYTES as usize];
@@ -385,7 +382,7 @@ fn scan(file: &File, first: u64, path: &Path) -> Result<(Vec<(u64, Position)>, u
         if !read_full(&mut reader, &mut payload)? || head != header(index, &payload) {
             break;
         }
-        let expected = positions.last().map_or(first, |(i, _)| i + 1);
+        let expected = first + positions.len() as u64;
         if index != expected {
             return Err(corrupt(
                 path,
@@ -393,14 +390,11 @@ fn scan(file: &File, first: u64, path: &Path) -> Result<(Vec<(u64, Position)>, u
                 &format!("index {index} where {expected} belongs"),
             ));
         }
-        positions.push((
-            index,
-            Position {
-                segment: first,
-                offset,
-                payload_len,
-            },
-        ));
+        positions.push(Position {
+            segment: first,
+            offset,
+            payload_len,
+        });
         offset += HEADER_BYTES + u64::from(payload_len);
     }
     Ok((positions, offset))
