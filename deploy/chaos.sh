@@ -84,7 +84,7 @@ if [ -n "${RAFTMQ_BIN_DIR:-}" ]; then
 else
     log "building raftmq and raftmq-check (cargo, debug)"
     (cd "$REPO_DIR" && nice -n 10 cargo build --quiet -p raftmq-client --bins)
-    bin_dir="$REPO_DIR/target/debug"
+    bin_dir="${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug"
 fi
 RAFTMQ="$bin_dir/raftmq"
 CHECK="$bin_dir/raftmq-check"

@@ -32,7 +32,7 @@ if [ -n "${RAFTMQ_BIN_DIR:-}" ]; then
     RAFTMQ="$RAFTMQ_BIN_DIR/raftmq"
 else
     (cd "$REPO_DIR" && nice -n 10 cargo build --quiet -p raftmq-client --bin raftmq)
-    RAFTMQ="$REPO_DIR/target/debug/raftmq"
+    RAFTMQ="${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug/raftmq"
 fi
 export RAFTMQ_SERVERS="127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 

@@ -57,7 +57,8 @@ pub struct NodeConfig {
     pub peers: BTreeMap<NodeId, String>,
     pub limits: EdgeLimits,
     pub raft: RaftTimings,
-    /// Entries between snapshots; the log behind a snapshot is purged.
+    /// Entries between snapshots at least (`raft::snapshot_when_due`); the
+    /// log behind a snapshot is purged.
     pub snapshot_every: u64,
 }
 

@@ -66,7 +66,9 @@ struct RunArgs {
     /// Serve Prometheus metrics at http://IP:PORT/metrics.
     #[arg(long, env = "RAFTMQ_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
-    /// Log entries between snapshots; the log behind a snapshot is purged.
+    /// Log entries between snapshots at least; a snapshot also waits until
+    /// the log written since the last one outweighs it. The log behind a
+    /// snapshot is purged.
     #[arg(long, env = "RAFTMQ_SNAPSHOT_EVERY", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     snapshot_every: u64,
 }

@@ -20,7 +20,8 @@ use crate::grpc::{BrokerService, RaftService};
 use crate::planted::{self, Bug};
 use crate::raft::typ::Raft;
 use crate::raft::{
-    break_election_ties, LogStore, Network, StateMachineStore, RAFT_MESSAGE_BYTES_MAX,
+    break_election_ties, snapshot_when_due, LogStore, Network, StateMachineStore,
+    RAFT_MESSAGE_BYTES_MAX,
 };
 use crate::storage::{Disk, LocalDisk};
 use crate::transport::{Connector, RpcFaults, TcpConnector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
@@ -107,7 +108,8 @@ impl Node {
             },
             election_timeout_max: config.raft.election_max.as_millis() as u64,
             max_payload_entries: ENTRIES_PER_APPEND_MAX,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            // Taken by `snapshot_when_due`, which also weighs the log.
+            snapshot_policy: SnapshotPolicy::Never,
             // A quarter of the interval stays behind each snapshot, so a
             // briefly lagging follower catches up from the log rather than
             // from a snapshot.
@@ -135,6 +137,12 @@ impl Node {
 
         let proposer = Proposer::start(raft.clone(), seams.clock.clone());
         tokio::spawn(watch_leadership(raft.clone(), proposer.clone(), config.id));
+        tokio::spawn(snapshot_when_due(
+            raft.clone(),
+            log.clone(),
+            machine.clone(),
+            config.snapshot_every,
+        ));
         if !lockstep {
             tokio::spawn(break_election_ties(raft.clone(), config.raft.election_max));
         }

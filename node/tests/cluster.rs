@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::Cluster;
 use raftmq_client::{Code, Consumer, Delivery, Message};
@@ -160,6 +160,9 @@ async fn restarting_all_nodes_keeps_every_confirmed_unacked_message() {
         .collect();
     assert_eq!(acked.len(), ACKED);
     drop(consumer);
+    for id in 1..=3 {
+        wait_for_snapshot(&cluster, id).await;
+    }
 
     // SIGKILL every node, then start them all again on their data.
     for id in 1..=3 {
@@ -186,6 +189,23 @@ async fn restarting_all_nodes_keeps_every_confirmed_unacked_message() {
     .await;
     let delivered: BTreeSet<String> = received.iter().map(payload).collect();
     assert_eq!(delivered, expected, "after a full restart");
+}
+
+/// Waits (at most ten seconds) until node `id` reports a snapshot.
+async fn wait_for_snapshot(cluster: &Cluster, id: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = cluster.metrics(id).await;
+        let snapshotted = page
+            .lines()
+            .filter_map(|line| line.strip_prefix("raftmq_raft_snapshot_index "))
+            .any(|value| value.parse::<f64>().is_ok_and(|index| index > 0.0));
+        if snapshotted {
+            return;
+        }
+        assert!(Instant::now() < deadline, "node {id} took no snapshot");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

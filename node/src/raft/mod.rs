@@ -14,6 +14,7 @@ mod format;
 mod log_store;
 mod network;
 mod runtime;
+mod snapshots;
 mod state_machine;
 
 use std::io::Cursor;
@@ -24,6 +25,7 @@ pub use format::{check_format, FormatError, STORAGE_FORMAT};
 pub use log_store::{LogStats, LogStore};
 pub use network::{Network, RAFT_GROUP, RAFT_MESSAGE_BYTES_MAX};
 pub use runtime::{seed_thread_rng, SeededRuntime};
+pub use snapshots::snapshot_when_due;
 pub use state_machine::{EffectSink, StateMachineStore};
 
 use crate::machine::{Outcome, Request};

@@ -8,6 +8,7 @@
 //! recording the last applied id can never disagree.
 
 use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::RaftStateMachine;
@@ -44,22 +45,32 @@ pub struct StateMachineStore {
     applied: Arc<Mutex<Applied>>,
     disk: Arc<dyn Disk>,
     sink: Arc<dyn EffectSink>,
+    /// The size of the latest snapshot's data: when to take the next one
+    /// depends on it (`snapshots.rs`).
+    snapshot_bytes: Arc<AtomicU64>,
 }
 
 impl StateMachineStore {
     /// Restores the last snapshot on `disk`, if any.
     pub fn open(disk: Arc<dyn Disk>, sink: Arc<dyn EffectSink>) -> Result<Self, StorageError> {
-        let applied = match load_snapshot(disk.as_ref())? {
+        let stored = load_snapshot(disk.as_ref())?;
+        let applied = match &stored {
             Some(stored) => {
                 decode(&stored.data).map_err(|e| StorageIOError::read_snapshot(None, &e))?
             }
             None => Applied::default(),
         };
+        let snapshot_bytes = stored.map_or(0, |stored| stored.data.len() as u64);
         Ok(StateMachineStore {
             applied: Arc::new(Mutex::new(applied)),
             disk,
             sink,
+            snapshot_bytes: Arc::new(AtomicU64::new(snapshot_bytes)),
         })
+    }
+
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.snapshot_bytes.load(Ordering::Relaxed)
     }
 
     /// Reads the current state (for queries such as listing topics).
@@ -83,7 +94,10 @@ impl StateMachineStore {
             .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
         self.disk
             .save_snapshot(&meta, &stored.data)
-            .map_err(|e| StorageIOError::write_snapshot(signature, &e).into())
+            .map_err(|e| StorageIOError::write_snapshot(signature, &e))?;
+        self.snapshot_bytes
+            .store(stored.data.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 }
 
