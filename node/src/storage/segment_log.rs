@@ -140,6 +140,20 @@ impl SegmentLog {
         let Some((first_index, _)) = entries.first() else {
             return Ok(0);
         };
+        let mut payload_lens = Vec::with_capacity(entries.len());
+        for (n, (index, payload)) in entries.iter().enumerate() {
+            if *index != first_index + n as u64 {
+                return Err(StorageError::LogGap {
+                    index: *index,
+                    last: first_index + n as u64 - 1,
+                });
+            }
+            let len = u32::try_from(payload.len())
+                .ok()
+                .filter(|len| *len <= RECORD_PAYLOAD_MAX)
+                .ok_or(StorageError::EntryTooLarge(payload.len()))?;
+            payload_lens.push(len);
+        }
         let mut inner = self.lock();
         if inner.is_empty() {
             if *first_index != inner.next() {
@@ -154,20 +168,6 @@ impl SegmentLog {
                 index: *first_index,
                 last: inner.next() - 1,
             });
-        }
-        let mut payload_lens = Vec::with_capacity(entries.len());
-        for (n, (index, payload)) in entries.iter().enumerate() {
-            if *index != first_index + n as u64 {
-                return Err(StorageError::LogGap {
-                    index: *index,
-                    last: first_index + n as u64 - 1,
-                });
-            }
-            let len = u32::try_from(payload.len())
-                .ok()
-                .filter(|len| *len <= RECORD_PAYLOAD_MAX)
-                .ok_or(StorageError::EntryTooLarge(payload.len()))?;
-            payload_lens.push(len);
         }
         let rolled = match inner.segments.last_key_value() {
             Some((_, newest)) => newest.len >= self.segment_bytes,
