@@ -95,8 +95,10 @@ pub struct ProducerOptions {
     /// Most encoded bytes per publish request; also the largest message.
     pub request_bytes_max: usize,
     /// With requests in flight and no confirm for this long, the stream is
-    /// presumed stuck (for example on a leader cut off from its quorum) and
-    /// is re-opened through whoever is leader now.
+    /// presumed stuck (for example on a leader cut off from its quorum, or
+    /// paused) and is re-opened through whoever is leader now. A new leader
+    /// is elected within about two seconds; a confirm that is merely slow
+    /// costs only a re-send, which the producer id makes harmless.
     pub confirm_timeout: Duration,
 }
 
@@ -106,7 +108,7 @@ impl Default for ProducerOptions {
             window: WINDOW_DEFAULT,
             batch_max: BATCH_MAX_DEFAULT,
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
-            confirm_timeout: Duration::from_secs(10),
+            confirm_timeout: Duration::from_secs(3),
         }
     }
 }
