@@ -8,7 +8,7 @@ use tonic::{Response, Status, Streaming};
 
 use crate::backoff::Backoff;
 use crate::client::Route;
-use crate::recovery::Recovery;
+use crate::recovery::{Recovery, Restart};
 use crate::sequence::SequenceGaps;
 use crate::{Client, ClientError, Delivery, NackOptions, Position};
 
@@ -35,15 +35,9 @@ pub struct Consumer {
     recovery: Recovery,
     /// The re-subscribe planned after the last break, kept until it
     /// succeeds.
-    restart: Option<PlannedRestart>,
+    restart: Option<Restart>,
     gaps: SequenceGaps,
     finished: bool,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct PlannedRestart {
-    not_before: Instant,
-    deadline: Instant,
 }
 
 /// The current Subscribe stream and where it is attached.
@@ -170,19 +164,12 @@ impl Consumer {
     /// recovery budget in well under a second of backoff, and the consumer
     /// gave up during a brief leader stall.
     async fn reattach(&mut self) -> Result<Attachment, ClientError> {
-        let planned = match self.restart {
+        let restart = match self.restart {
             Some(planned) => planned,
-            None => {
-                let now = Instant::now();
-                let restart = self.recovery.on_break(now)?;
-                *self.restart.insert(PlannedRestart {
-                    not_before: now + restart.delay,
-                    deadline: restart.deadline,
-                })
-            }
+            None => *self.restart.insert(self.recovery.on_break(Instant::now())?),
         };
-        tokio::time::sleep_until(planned.not_before.into()).await;
-        let attachment = self.open(planned.deadline).await?;
+        tokio::time::sleep_until(restart.not_before.into()).await;
+        let attachment = self.open(restart.deadline).await?;
         self.restart = None;
         Ok(attachment)
     }

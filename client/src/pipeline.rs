@@ -299,7 +299,7 @@ impl Pipeline {
             Ok(restart) => restart,
             Err(error) => return self.fail_in_flight(error),
         };
-        tokio::time::sleep(restart.delay).await;
+        tokio::time::sleep_until(restart.not_before.into()).await;
         match self.open(restart.deadline).await {
             Ok(session) => {
                 self.session = Some(session);

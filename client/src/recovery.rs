@@ -22,11 +22,12 @@ pub(crate) struct Recovery {
     backoff: Backoff,
 }
 
-/// What to do about a break.
+/// What to do about a break. Instants, not delays, so a restart whose wait
+/// was cancelled can be resumed as planned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Restart {
-    /// Wait this long before re-attaching.
-    pub delay: Duration,
+    /// Re-attach no sooner.
+    pub not_before: Instant,
     /// Re-attaching (finding the leader included) must finish by then.
     pub deadline: Instant,
 }
@@ -67,7 +68,10 @@ impl Recovery {
             self.backoff.next_delay()
         };
         self.restarts += 1;
-        Ok(Restart { delay, deadline })
+        Ok(Restart {
+            not_before: now + delay,
+            deadline,
+        })
     }
 }
 
@@ -91,7 +95,7 @@ mod tests {
             match kind {
                 'p' => recovery.progress(),
                 _ => actual.push(match recovery.on_break(now) {
-                    Ok(restart) => restart.delay.as_millis().to_string(),
+                    Ok(restart) => (restart.not_before - now).as_millis().to_string(),
                     Err(_) => "x".to_string(),
                 }),
             }

@@ -182,7 +182,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let appended = self
             .disk
             .append(entries)
-            .map(|_| ())
             .map_err(|e| std::io::Error::other(e.to_string()));
         callback.log_io_completed(appended);
         Ok(())

@@ -70,7 +70,7 @@ impl Disk for LocalDisk {
         Ok(())
     }
 
-    fn append(&self, entries: Vec<LogEntry>) -> Result<usize, StorageError> {
+    fn append(&self, entries: Vec<LogEntry>) -> Result<(), StorageError> {
         self.log.append(entries)
     }
 
@@ -97,9 +97,11 @@ impl Disk for LocalDisk {
         let mut file = File::create(&temp)?;
         file.write_all(&(meta.len() as u64).to_le_bytes())?;
         file.write_all(meta)?;
-        for chunk in data.chunks(SNAPSHOT_CHUNK_BYTES) {
+        for (n, chunk) in data.chunks(SNAPSHOT_CHUNK_BYTES).enumerate() {
+            if n > 0 {
+                file.sync_data()?;
+            }
             file.write_all(chunk)?;
-            file.sync_data()?;
         }
         file.sync_data()?;
         std::fs::rename(&temp, self.dir.join(SNAPSHOT_FILE))?;

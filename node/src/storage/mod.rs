@@ -46,8 +46,8 @@ pub trait Disk: Send + Sync + 'static {
 
     /// Appends log entries with consecutive indexes following the last
     /// entry (any index when the log is empty) and syncs them: one sync for
-    /// all of them. Returns the bytes written.
-    fn append(&self, entries: Vec<LogEntry>) -> Result<usize, StorageError>;
+    /// all of them.
+    fn append(&self, entries: Vec<LogEntry>) -> Result<(), StorageError>;
     /// Log entries with `from <= index < to`, in order, at most `limit`.
     fn entries(&self, from: u64, to: u64, limit: usize) -> Result<Vec<LogEntry>, StorageError>;
     fn last_entry(&self) -> Result<Option<LogEntry>, StorageError>;
