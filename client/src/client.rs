@@ -344,7 +344,8 @@ impl Client {
         subscription: &str,
         options: SubscribeOptions,
     ) -> Result<Consumer, ClientError> {
-        Consumer::attach(self.clone(), options.request(topic, subscription)).await
+        let request = options.request(topic, subscription);
+        Consumer::attach(self.clone(), request, options.give_up_after).await
     }
 
     /// Runs `attempt` against the leader (or any node) until it succeeds, a

@@ -18,6 +18,11 @@ pub struct ClusterStatus {
     /// "leader", "follower", "candidate", "learner" or "shutdown".
     pub role: String,
     pub members: Vec<Member>,
+    /// How long the node has known no leader, in milliseconds (0 while it
+    /// knows one).
+    pub leaderless_ms: u64,
+    /// Last log index in the node's latest snapshot.
+    pub snapshot_index: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -48,6 +53,8 @@ impl From<proto::ClusterStatusResponse> for ClusterStatus {
             last_log_index: status.last_log_index,
             role: status.role,
             members: status.members.into_iter().map(Member::from).collect(),
+            leaderless_ms: status.leaderless_ms,
+            snapshot_index: status.snapshot_index,
         }
     }
 }

@@ -18,12 +18,13 @@ const STREAM_SETTLED_AFTER: Duration = Duration::from_secs(5);
 
 /// Receives a subscription's messages.
 ///
-/// The server ends a consumer's stream when the leader changes; `next`
-/// then re-subscribes through the new leader by itself (bounded by the
-/// client's `stream_restarts_max` and `retry_deadline`). Unacked messages
-/// come back with `redelivered` set, so processing must tolerate repeats.
-/// After `next` has returned an error the consumer is finished and returns
-/// `None`; subscribe again to start over.
+/// The server ends a consumer's stream when the leader changes or the node
+/// stops; `next` then re-subscribes through the new leader by itself, and
+/// by default keeps trying through an outage of any length
+/// (`SubscribeOptions::give_up_after`). Unacked messages come back with
+/// `redelivered` set, so processing must tolerate repeats. After `next` has
+/// returned an error the consumer is finished and returns `None`; subscribe
+/// again to start over.
 #[derive(Debug)]
 pub struct Consumer {
     client: Client,
@@ -52,10 +53,11 @@ impl Consumer {
     pub(crate) async fn attach(
         client: Client,
         request: proto::SubscribeRequest,
+        give_up_after: Option<Duration>,
     ) -> Result<Consumer, ClientError> {
         let options = client.options();
         let recovery = Recovery::new(
-            options.stream_restarts_max,
+            give_up_after,
             options.retry_deadline,
             Backoff::new(options.backoff_initial, options.backoff_max),
         );
@@ -98,14 +100,15 @@ impl Consumer {
         if self.finished {
             return None;
         }
-        let started = Instant::now();
-        let restarts_max = self.client.options().stream_restarts_max;
-        // `recovery` normally ends this loop first; the bound is a backstop.
-        for _ in 0..=restarts_max {
+        // Each turn waits for a delivery or, after a break, for the planned
+        // restart (backed off); `recovery` ends the loop when its budget is
+        // spent.
+        loop {
             let stream = match &mut self.stream {
                 Some(stream) => stream,
                 None => match self.reattach().await {
-                    Ok(stream) => self.stream.insert(stream),
+                    Ok(Some(stream)) => self.stream.insert(stream),
+                    Ok(None) => continue,
                     Err(error) => return self.finish(error),
                 },
             };
@@ -119,10 +122,6 @@ impl Consumer {
                 Err(status) => self.detach(Some(&status)),
             }
         }
-        self.finish(ClientError::StreamBroken {
-            restarts: restarts_max,
-            elapsed: started.elapsed(),
-        })
     }
 
     /// Acknowledges deliveries: pass `&[Delivery]`, `&Vec<Delivery>`, or
@@ -163,15 +162,25 @@ impl Consumer {
     /// restart on its next call. Planning anew on each call spent the whole
     /// recovery budget in well under a second of backoff, and the consumer
     /// gave up during a brief leader stall.
-    async fn reattach(&mut self) -> Result<Attachment, ClientError> {
+    ///
+    /// `None`: this attempt found no leader; the next one is planned anew.
+    async fn reattach(&mut self) -> Result<Option<Attachment>, ClientError> {
         let restart = match self.restart {
             Some(planned) => planned,
             None => *self.restart.insert(self.recovery.on_break(Instant::now())?),
         };
         tokio::time::sleep_until(restart.not_before.into()).await;
-        let attachment = self.open(restart.deadline).await?;
+        let opened = self.open(restart.deadline).await;
         self.restart = None;
-        Ok(attachment)
+        match opened {
+            Ok(attachment) => Ok(Some(attachment)),
+            Err(error @ ClientError::NoLeader { .. }) => {
+                let outage = self.recovery.elapsed(Instant::now());
+                tracing::warn!(topic = %self.topic, subscription = %self.subscription, ?outage, %error, "no leader yet; the consumer keeps trying");
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     async fn open(&self, deadline: Instant) -> Result<Attachment, ClientError> {

@@ -22,15 +22,15 @@ pub struct ClientOptions {
     pub keepalive_interval: Duration,
     /// How long a ping may go unanswered before the connection is dropped.
     pub keepalive_timeout: Duration,
-    /// Overall time one operation (or one stream recovery) may spend looking
-    /// for the leader before it fails.
+    /// Overall time one operation may spend looking for the leader before it
+    /// fails; also the length of one attempt of a stream's recovery (a
+    /// consumer or producer logs each attempt that found no leader, and
+    /// tries again until its own `give_up_after`).
     pub retry_deadline: Duration,
     /// First retry delay; doubled on each further failure.
     pub backoff_initial: Duration,
     /// Ceiling of the retry delay.
     pub backoff_max: Duration,
-    /// Stream restarts without progress that one recovery may take.
-    pub stream_restarts_max: u32,
 }
 
 impl Default for ClientOptions {
@@ -43,7 +43,6 @@ impl Default for ClientOptions {
             retry_deadline: Duration::from_secs(30),
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(1),
-            stream_restarts_max: 100,
         }
     }
 }
@@ -66,9 +65,6 @@ impl ClientOptions {
         if self.backoff_initial > self.backoff_max {
             return invalid("backoff_initial must not exceed backoff_max".to_string());
         }
-        if self.stream_restarts_max == 0 {
-            return invalid("stream_restarts_max must be at least 1".to_string());
-        }
         Ok(())
     }
 }
@@ -78,6 +74,10 @@ impl ClientOptions {
 const REQUEST_BYTES_MAX_DEFAULT: usize = 4_000_000;
 /// Unanswered publish requests the producer keeps on the stream.
 const WINDOW_DEFAULT: usize = 256;
+/// How long a producer keeps unconfirmed messages while no leader answers:
+/// long enough for a whole cluster to restart, short enough that a caller
+/// awaiting a confirm hears of an outage that needs a person.
+const PRODUCER_GIVE_UP_AFTER_DEFAULT: Duration = Duration::from_secs(300);
 /// Messages one publish request may carry.
 const BATCH_MAX_DEFAULT: usize = 512;
 
@@ -100,6 +100,10 @@ pub struct ProducerOptions {
     /// is elected within about two seconds; a confirm that is merely slow
     /// costs only a re-send, which the producer id makes harmless.
     pub confirm_timeout: Duration,
+    /// How long unconfirmed messages are kept and re-sent while no leader
+    /// answers (counted from the first break without progress); then their
+    /// confirms fail with `StreamBroken`, outcome unknown.
+    pub give_up_after: Duration,
 }
 
 impl Default for ProducerOptions {
@@ -109,6 +113,7 @@ impl Default for ProducerOptions {
             batch_max: BATCH_MAX_DEFAULT,
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             confirm_timeout: Duration::from_secs(3),
+            give_up_after: PRODUCER_GIVE_UP_AFTER_DEFAULT,
         }
     }
 }
@@ -121,8 +126,10 @@ impl ProducerOptions {
         if self.request_bytes_max < crate::batch::REQUEST_OVERHEAD_BYTES_MAX * 2 {
             return invalid("request_bytes_max is too small to carry a message".to_string());
         }
-        if self.confirm_timeout.is_zero() {
-            return invalid("confirm_timeout must be greater than zero".to_string());
+        if self.confirm_timeout.is_zero() || self.give_up_after.is_zero() {
+            return invalid(
+                "confirm_timeout and give_up_after must be greater than zero".to_string(),
+            );
         }
         Ok(())
     }
@@ -152,6 +159,11 @@ pub struct SubscribeOptions {
     /// Start a new subscription after the messages published so far
     /// instead of at the earliest retained one.
     pub from_latest: bool,
+    /// How long `next` keeps re-subscribing without progress before it
+    /// fails with `StreamBroken`. `None` (the default): for as long as it
+    /// takes, so a consumer daemon outlives a whole-cluster restart; each
+    /// attempt that finds no leader (one per `retry_deadline`) is logged.
+    pub give_up_after: Option<Duration>,
 }
 
 impl Default for SubscribeOptions {
@@ -163,6 +175,7 @@ impl Default for SubscribeOptions {
             max_deliveries: 0,
             dead_letter_topic: None,
             from_latest: false,
+            give_up_after: None,
         }
     }
 }

@@ -94,7 +94,7 @@ impl Pipeline {
     ) -> Pipeline {
         let client_options = client.options();
         let recovery = Recovery::new(
-            client_options.stream_restarts_max,
+            Some(options.give_up_after),
             client_options.retry_deadline,
             Backoff::new(client_options.backoff_initial, client_options.backoff_max),
         );
@@ -293,7 +293,9 @@ impl Pipeline {
     }
 
     /// Opens a new stream through the leader and re-sends every unanswered
-    /// request in order, or fails them all when the recovery budget is spent.
+    /// request in order, or fails them all when the recovery budget is spent
+    /// or the leader refuses the stream. An attempt that found no leader
+    /// keeps them: `run` calls again.
     async fn reopen(&mut self) {
         let restart = match self.recovery.on_break(Instant::now()) {
             Ok(restart) => restart,
@@ -304,6 +306,10 @@ impl Pipeline {
             Ok(session) => {
                 self.session = Some(session);
                 self.last_progress = Instant::now();
+            }
+            Err(error @ ClientError::NoLeader { .. }) => {
+                let outage = self.recovery.elapsed(Instant::now());
+                tracing::warn!(topic = %self.topic, requests = self.in_flight.len(), ?outage, %error, "no leader yet; keeping unconfirmed messages");
             }
             Err(error) => self.fail_in_flight(error),
         }

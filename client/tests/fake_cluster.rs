@@ -361,12 +361,8 @@ async fn a_consumer_polled_under_a_short_timeout_keeps_its_restart() -> anyhow::
         // restarts back off 0, 50, 100 and 200 ms, far longer than the
         // 5 ms each poll below waits.
         log.lock().expect("log lock").end_subscribes_after = [1, 0, 0, 0].into();
-        let options = ClientOptions {
-            stream_restarts_max: 8,
-            ..ClientOptions::default()
-        };
         let seeds = vec![client.leader().expect("a leader after publishing")];
-        let client = Client::connect_with(seeds, options)?;
+        let client = Client::connect_with(seeds, ClientOptions::default())?;
         let mut consumer = client.subscribe("t", "s", 10).await?;
         let first = consumer.next().await.expect("consumer finished")?;
 

@@ -30,8 +30,9 @@ enum Command {
     Run(RunArgs),
     /// Runs a local cluster of several nodes in this process, on loopback.
     Dev(DevArgs),
-    /// Exits 0 when the node at --addr answers, 1 otherwise (for container
-    /// health checks).
+    /// Exits 0 when the node at --addr answers, its Raft core runs and it
+    /// has known a leader within --leaderless-max-secs; 1 otherwise (for
+    /// container health checks).
     Health(HealthArgs),
 }
 
@@ -43,6 +44,10 @@ struct HealthArgs {
     /// How long to wait for the answer.
     #[arg(long, default_value_t = 2)]
     timeout_secs: u64,
+    /// Longest time without a known leader that still counts as healthy:
+    /// longer than an election, shorter than a person would wait.
+    #[arg(long, default_value_t = 30)]
+    leaderless_max_secs: u64,
 }
 
 #[derive(Parser)]
@@ -297,5 +302,16 @@ async fn health(args: HealthArgs) -> anyhow::Result<()> {
             .leader_id
             .map_or("none".to_string(), |id| id.to_string())
     );
+    if status.role == "shutdown" {
+        bail!("node {}: its raft core has stopped", status.node_id);
+    }
+    let leaderless = Duration::from_millis(status.leaderless_ms);
+    if leaderless > Duration::from_secs(args.leaderless_max_secs) {
+        bail!(
+            "node {}: no leader known for {:.1} s",
+            status.node_id,
+            leaderless.as_secs_f64()
+        );
+    }
     Ok(())
 }

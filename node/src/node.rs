@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::{BasicNode, SnapshotPolicy};
 use raftmq_proto::raft::raft_server::RaftServer;
@@ -13,14 +14,16 @@ use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 use tonic::transport::Server;
 
-use crate::broker::{reap_orphans, tick_when_due, watch_leadership, Broker, Proposer, Sessions};
+use crate::broker::{
+    reap_orphans, tick_when_due, watch_leadership, Broker, Leaderless, Proposer, Sessions,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::config::NodeConfig;
 use crate::grpc::{BrokerService, RaftService};
 use crate::planted::{self, Bug};
 use crate::raft::typ::Raft;
 use crate::raft::{
-    break_election_ties, snapshot_when_due, LogStore, Network, StateMachineStore,
+    break_election_ties, core_failure, snapshot_when_due, LogStore, Network, StateMachineStore,
     RAFT_MESSAGE_BYTES_MAX,
 };
 use crate::storage::{Disk, LocalDisk};
@@ -30,9 +33,12 @@ use crate::transport::{Connector, RpcFaults, TcpConnector, KEEPALIVE_INTERVAL, K
 /// ENTRY_BYTES_MAX plus one request, this keeps an RPC under
 /// RAFT_MESSAGE_BYTES_MAX.
 const ENTRIES_PER_APPEND_MAX: u64 = 8;
-/// sled's page cache per node; sled holds small records and the latest
-/// snapshot, the log is in segment files.
+/// sled's page cache per node; sled holds only small records.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// How long a stopping node waits for its connections to close after it
+/// has ended every stream; unary calls still waiting for a commit are cut
+/// off then (their outcome is unknown to the client, which retries).
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -44,6 +50,8 @@ pub enum NodeError {
     RaftStorage(Box<crate::raft::typ::StorageError>),
     #[error("raft: {0}")]
     Raft(String),
+    #[error("the raft core stopped: {0}")]
+    RaftStopped(String),
     #[error("data directory")]
     Format(#[from] crate::raft::FormatError),
     #[error("server")]
@@ -136,7 +144,13 @@ impl Node {
         initialize(&raft, &config.peers).await?;
 
         let proposer = Proposer::start(raft.clone(), seams.clock.clone());
-        tokio::spawn(watch_leadership(raft.clone(), proposer.clone(), config.id));
+        let leaderless = Arc::new(Leaderless::new());
+        tokio::spawn(watch_leadership(
+            raft.clone(),
+            proposer.clone(),
+            config.id,
+            leaderless.clone(),
+        ));
         tokio::spawn(snapshot_when_due(
             raft.clone(),
             log.clone(),
@@ -154,6 +168,8 @@ impl Node {
             machine,
             log,
             limits: config.limits,
+            leaderless,
+            stopping: tokio::sync::watch::Sender::new(false),
         };
         let broker = Arc::new(broker);
         tokio::spawn(reap_orphans(broker.clone()));
@@ -176,7 +192,11 @@ impl Node {
     }
 
     /// Serves the broker and Raft services on the accepted connections until
-    /// `shutdown` completes, then stops Raft.
+    /// `shutdown` completes, then stops: every stream ends with
+    /// UNAVAILABLE, connections get `STOP_GRACE` to close, Raft stops and
+    /// the records are flushed. Returns an error, at once, if the Raft core
+    /// stops on its own: the process should exit so that its supervisor
+    /// restarts it.
     pub async fn serve<I, IO, IE>(
         &self,
         incoming: I,
@@ -194,20 +214,43 @@ impl Node {
         let raft = RaftServer::new(RaftService::new(self.broker.raft.clone()))
             .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
+        let stopping = self.broker.stopping.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stopping.send_replace(true);
+        };
         let served = Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .add_service(broker)
             .add_service(raft)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await;
+            .serve_with_incoming_shutdown(incoming, shutdown);
+        let mut stopping = self.broker.stopping.subscribe();
+        let grace_over = async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(STOP_GRACE).await;
+        };
+        let served = tokio::select! {
+            served = served => served.map_err(NodeError::from),
+            () = grace_over => {
+                tracing::info!("connections still open after the grace period; closing them");
+                Ok(())
+            }
+            reason = core_failure(self.broker.raft.clone()) => Err(NodeError::RaftStopped(reason)),
+        };
         self.shutdown().await;
-        Ok(served?)
+        served
     }
 
+    /// Stops Raft and flushes the records. A node stopped without this
+    /// (a crash) loses nothing acknowledged, only a fresher commit point.
     pub async fn shutdown(&self) {
+        self.broker.stopping.send_replace(true);
         if let Err(e) = self.broker.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
+        }
+        if let Err(e) = self.broker.log.flush() {
+            tracing::warn!(error = %e, "flushing records");
         }
     }
 }

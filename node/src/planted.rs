@@ -35,10 +35,14 @@ pub enum Bug {
     /// votes are never broken: elections repeat in lockstep (checker: a
     /// leader soon after healing).
     ElectionLockstep = 8,
+    /// Log reads return at most 4,096 entries, as they once did: a node
+    /// restarted with more than that to re-apply stops its Raft core
+    /// (checker: every restarted node serves again).
+    ReadCap = 9,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 9] = [
         Bug::AckDropsLast,
         Bug::ReturnedLast,
         Bug::PrefetchPlusOne,
@@ -47,6 +51,7 @@ impl Bug {
         Bug::CorruptPayload,
         Bug::StoreRepeats,
         Bug::ElectionLockstep,
+        Bug::ReadCap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +64,7 @@ impl Bug {
             Bug::CorruptPayload => "corrupt-payload",
             Bug::StoreRepeats => "store-repeats",
             Bug::ElectionLockstep => "election-lockstep",
+            Bug::ReadCap => "read-cap",
         }
     }
 

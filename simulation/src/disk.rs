@@ -109,7 +109,7 @@ impl Disk for SimDisk {
         Ok(())
     }
 
-    fn entries(&self, from: u64, to: u64, limit: usize) -> Result<Vec<LogEntry>, StorageError> {
+    fn entries(&self, from: u64, to: u64) -> Result<Vec<LogEntry>, StorageError> {
         if from >= to {
             return Ok(Vec::new());
         }
@@ -118,7 +118,6 @@ impl Disk for SimDisk {
             .live
             .log
             .range(from..to)
-            .take(limit)
             .map(|(index, bytes)| (*index, bytes.clone()))
             .collect())
     }

@@ -36,7 +36,7 @@ pub(crate) async fn run(client: &Client, command: ClusterCommand) -> anyhow::Res
 fn print_table(nodes: &[NodeStatus]) {
     let headers = [
         "NODE", "ADDRESS", "ROLE", "LEADER", "TERM", "VOTERS", "COMMIT", "APPLIED", "LAST LOG",
-        "ERROR",
+        "SNAPSHOT", "ERROR",
     ];
     let dash = || "-".to_string();
     let rows: Vec<Vec<String>> = nodes
@@ -57,12 +57,14 @@ fn print_table(nodes: &[NodeStatus]) {
                 table::or_dash(status.commit_index),
                 table::or_dash(status.applied_index),
                 table::or_dash(status.last_log_index),
+                table::or_dash(status.snapshot_index),
                 String::new(),
             ],
             Err(error) => vec![
                 dash(),
                 node.address.clone(),
                 "unreachable".to_string(),
+                dash(),
                 dash(),
                 dash(),
                 dash(),

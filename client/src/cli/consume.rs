@@ -58,6 +58,10 @@ pub(crate) struct ConsumeArgs {
     /// What to do with each printed message.
     #[arg(long, value_enum, default_value = "ack")]
     settle: Settle,
+    /// Exit with an error when no leader was reachable for this long
+    /// (default: keep trying through an outage of any length).
+    #[arg(long)]
+    give_up_after_secs: Option<u64>,
 }
 
 /// `--mode`: the subscription modes.
@@ -97,6 +101,7 @@ pub(crate) async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<Ex
         max_deliveries: args.max_deliveries,
         dead_letter_topic: args.dead_letter_topic.clone(),
         from_latest: args.from_latest,
+        give_up_after: args.give_up_after_secs.map(Duration::from_secs),
     };
     let mut consumer = client
         .subscribe_with(&args.topic, &args.subscription, options)
@@ -157,7 +162,9 @@ async fn next_within(consumer: &mut Consumer, wait: Option<Duration>) -> Waited 
     }
 }
 
-/// Acks only what has been written out: flush stdout first.
+/// Acks only what has been written out: flush stdout first. A settle that
+/// found no leader is not fatal: the messages stay unacknowledged and come
+/// back, marked redelivered, once the cluster is back.
 async fn acknowledge(
     consumer: &Consumer,
     out: &mut impl Write,
@@ -168,16 +175,26 @@ async fn acknowledge(
         return Ok(());
     }
     out.flush()?;
-    match settle {
-        Settle::Ack => consumer.ack(unacked.iter()).await?,
-        Settle::Nack => consumer.nack(unacked.iter()).await?,
+    let settled = match settle {
+        Settle::Ack => consumer.ack(unacked.iter()).await,
+        Settle::Nack => consumer.nack(unacked.iter()).await,
         Settle::Reject => {
             let reject = NackOptions {
                 reject: true,
                 ..Default::default()
             };
-            consumer.nack_with(unacked.iter(), reject).await?
+            consumer.nack_with(unacked.iter(), reject).await
         }
+    };
+    match settled {
+        Ok(()) => {}
+        Err(error @ ClientError::NoLeader { .. }) => {
+            eprintln!(
+                "warning: {} messages not settled ({error}); they will be delivered again",
+                unacked.len()
+            );
+        }
+        Err(error) => return Err(error.into()),
     }
     unacked.clear();
     Ok(())

@@ -10,7 +10,9 @@ mod ticker;
 
 use std::sync::Arc;
 
-pub use leader::watch_leadership;
+use tokio::sync::watch;
+
+pub use leader::{watch_leadership, Leaderless};
 pub use proposer::{Committed, ProposeError, Proposer};
 pub use reaper::reap_orphans;
 pub use sessions::{SessionEvent, Sessions};
@@ -30,6 +32,10 @@ pub struct Broker {
     pub machine: StateMachineStore,
     pub log: LogStore,
     pub limits: EdgeLimits,
+    pub leaderless: Arc<Leaderless>,
+    /// Turns true when the node begins to stop: every open stream ends with
+    /// UNAVAILABLE, so its client moves to another node.
+    pub stopping: watch::Sender<bool>,
 }
 
 impl Broker {

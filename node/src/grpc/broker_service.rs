@@ -4,15 +4,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use raftmq_proto::v1;
 use raftmq_proto::v1::broker_server::Broker as BrokerRpc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
-use super::status::{invalid, not_leader, propose_failed, rejected};
+use super::status::{invalid, not_leader, propose_failed, rejected, stopping};
 use crate::broker::{Broker, Committed, Proposer, SessionEvent, Sessions};
 use crate::machine::{
     Command, ConsumerId, Outcome, ProducerTag, Rejection, SessionAddr, TopicLimits,
@@ -99,6 +99,28 @@ fn published(outcome: Outcome) -> Result<Vec<v1::Position>, Status> {
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// `stream` until the node begins to stop, then UNAVAILABLE. Without this a
+/// graceful stop waits for every client to hang up, which a consumer never
+/// does.
+fn until_stopping<T: 'static>(
+    stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
+    stopping_rx: watch::Receiver<bool>,
+) -> BoxStream<T> {
+    let state = Some((Box::pin(stream), stopping_rx));
+    Box::pin(futures::stream::unfold(state, |state| async move {
+        let (mut stream, mut stopping_rx) = state?;
+        let next = tokio::select! {
+            biased;
+            Ok(_) = stopping_rx.wait_for(|stopping| *stopping) => None,
+            item = stream.next() => Some(item),
+        };
+        match next {
+            None => Some((Err(stopping()), None)),
+            Some(item) => item.map(|item| (item, Some((stream, stopping_rx)))),
+        }
+    }))
+}
 
 #[tonic::async_trait]
 impl BrokerRpc for BrokerService {
@@ -216,7 +238,10 @@ impl BrokerRpc for BrokerService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
+        Ok(Response::new(until_stopping(
+            ReceiverStream::new(responses),
+            self.broker.stopping.subscribe(),
+        )))
     }
 
     async fn subscribe(
@@ -247,7 +272,7 @@ impl BrokerRpc for BrokerService {
             }
         };
         tracing::debug!(consumer, ?session, "consumer attached");
-        Ok(Response::new(Box::pin(ConsumerStream {
+        let stream = ConsumerStream {
             events,
             ended: false,
             guard: DetachOnDrop {
@@ -257,7 +282,11 @@ impl BrokerRpc for BrokerService {
                 consumer,
                 detached: false,
             },
-        })))
+        };
+        Ok(Response::new(until_stopping(
+            stream,
+            self.broker.stopping.subscribe(),
+        )))
     }
 
     async fn ack(
@@ -327,6 +356,8 @@ impl BrokerRpc for BrokerService {
             last_log_index: m.last_log_index,
             role: format!("{:?}", m.state).to_lowercase(),
             members,
+            leaderless_ms: self.broker.leaderless.duration().as_millis() as u64,
+            snapshot_index: m.snapshot.map(|id| id.index),
         }))
     }
 }

@@ -52,6 +52,12 @@ pub fn not_leader(leader: Option<String>) -> Status {
     status
 }
 
+/// Ends every stream of a node that is stopping: the client carries on at
+/// another node.
+pub fn stopping() -> Status {
+    Status::unavailable("the node is stopping; carry on at another node")
+}
+
 pub fn invalid(message: impl Into<String>) -> Status {
     Status::invalid_argument(message)
 }

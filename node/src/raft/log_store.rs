@@ -4,6 +4,16 @@
 //! the entries are persisted only then: several entries handed over
 //! together share one fsync (group commit). The vote, the commit point and
 //! the purge point are small records beside the log.
+//!
+//! Reads return every entry asked for: openraft 0.9 checks that a read
+//! covers its range and stops its core otherwise. What keeps each read
+//! small is who asks: replication reads `max_payload_entries` at a time,
+//! a restart re-applies up to the recorded commit point 64 entries at a
+//! time, and everything past that point is applied in one read when a
+//! leader commits it. The commit point is therefore made durable whenever
+//! the log has grown by `COMMITTED_LAG_BYTES_MAX` since it last was, so
+//! that one read holds at most that much plus the entries in flight
+//! (ARCHITECTURE.md, "Storage and restart").
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -17,19 +27,28 @@ use serde::Serialize;
 
 use super::typ::{Entry, LogId, StorageError, Vote};
 use super::{decode, encode, TypeConfig};
+use crate::planted::{self, Bug};
 use crate::storage::Disk;
 
 const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
 const PURGED_KEY: &[u8] = b"last_purged";
 
-/// Most entries one read returns; openraft asks again for the rest.
-const ENTRIES_PER_READ_MAX: usize = 4096;
+/// The read cap that once stopped the Raft core of every node restarted
+/// with more than this many entries to re-apply (planted bug `read-cap`).
+const PLANTED_READ_CAP: u64 = 4096;
+
+/// Log bytes appended after which the commit point is flushed when it
+/// next moves. A restarted node applies the log between its durable commit
+/// point and the leader's in one read, so this bounds that read.
+const COMMITTED_LAG_BYTES_MAX: u64 = 32 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct LogStore {
     disk: Arc<dyn Disk>,
     stats: Arc<LogStats>,
+    /// `stats.entry_bytes` at the last flush of the records.
+    bytes_at_flush: Arc<AtomicU64>,
 }
 
 /// What the log store wrote, for the metrics endpoint and the benchmark:
@@ -47,6 +66,7 @@ impl LogStore {
         LogStore {
             disk,
             stats: Arc::default(),
+            bytes_at_flush: Arc::default(),
         }
     }
 
@@ -74,10 +94,19 @@ impl LogStore {
             .map_err(|e| StorageIOError::write(&e).into())
     }
 
-    fn flush(&self) -> Result<(), StorageError> {
+    /// Makes every record durable.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        let appended = self.stats.entry_bytes.load(Ordering::Relaxed);
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
         self.disk.flush().map_err(|e| StorageIOError::write(&e))?;
+        self.bytes_at_flush.store(appended, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Log bytes appended since the records were last flushed.
+    fn bytes_since_flush(&self) -> u64 {
+        let appended = self.stats.entry_bytes.load(Ordering::Relaxed);
+        appended.saturating_sub(self.bytes_at_flush.load(Ordering::Relaxed))
     }
 }
 
@@ -98,9 +127,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let from = index_bound(range.start_bound(), true);
-        let to = index_bound(range.end_bound(), false);
+        let mut to = index_bound(range.end_bound(), false);
+        if planted::active(Bug::ReadCap) {
+            to = to.min(from.saturating_add(PLANTED_READ_CAP));
+        }
         self.disk
-            .entries(from, to, ENTRIES_PER_READ_MAX)
+            .entries(from, to)
             .map_err(|e| StorageIOError::read_logs(&e))?
             .into_iter()
             .map(|(_, bytes)| decode(&bytes).map_err(|e| StorageIOError::read_logs(&e).into()))
@@ -146,9 +178,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     /// Lets a restarted node re-apply what it knew committed without waiting
-    /// for a leader. Not flushed: a stale value only delays re-applying.
+    /// for a leader. Flushed only once the log has grown by
+    /// `COMMITTED_LAG_BYTES_MAX`: a stale value costs no safety, only a
+    /// larger first apply after a restart.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.write_meta(COMMITTED_KEY, &committed)
+        self.write_meta(COMMITTED_KEY, &committed)?;
+        if self.bytes_since_flush() >= COMMITTED_LAG_BYTES_MAX {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -201,5 +239,76 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.disk
             .purge(log_id.index)
             .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::storage::LocalDisk;
+
+    fn store() -> (tempfile::TempDir, LogStore) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disk = LocalDisk::open(dir.path(), 1024 * 1024).expect("open disk");
+        (dir, LogStore::new(Arc::new(disk)))
+    }
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    /// Blank entries at `indexes`.
+    fn entries(indexes: std::ops::Range<u64>) -> Vec<Entry> {
+        indexes
+            .map(|index| Entry {
+                log_id: log_id(index),
+                payload: EntryPayload::Blank,
+            })
+            .collect()
+    }
+
+    /// Appends without openraft's callback: `Disk::append` syncs anyway.
+    fn append(store: &LogStore, entries: Vec<Entry>) {
+        let encoded = entries
+            .iter()
+            .map(|entry| (entry.log_id.index, encode(entry).expect("encode")))
+            .collect();
+        store.disk.append(encoded).expect("append");
+    }
+
+    #[tokio::test]
+    async fn a_read_returns_the_whole_range_however_long() {
+        // The old cap was 4,096 entries: openraft re-applies a restart's
+        // tail with one read and stops its core if the read is short.
+        let (_dir, mut store) = store();
+        append(&store, entries(1..10_001));
+        let read = store.try_get_log_entries(1..10_001).await.expect("read");
+        assert_eq!(read.len(), 10_000);
+        assert_eq!(read.last().map(|e| e.log_id.index), Some(10_000));
+    }
+
+    /// The appended-bytes count is advanced by hand: `append` needs
+    /// openraft's callback, and 32 MiB of entries would only slow this.
+    #[tokio::test]
+    async fn the_commit_point_is_flushed_once_the_log_grew_past_the_lag_bound() {
+        let (_dir, mut store) = store();
+        let flushes = |store: &LogStore| store.stats().flushes.load(Ordering::Relaxed);
+        let half = COMMITTED_LAG_BYTES_MAX / 2;
+
+        // Half the bound appended: the commit point is put, not flushed.
+        store.stats.entry_bytes.fetch_add(half, Ordering::Relaxed);
+        let before = flushes(&store);
+        store.save_committed(Some(log_id(1))).await.expect("save");
+        assert_eq!(flushes(&store), before);
+
+        // Past the bound: flushed, and the count starts again.
+        store.stats.entry_bytes.fetch_add(half, Ordering::Relaxed);
+        store.save_committed(Some(log_id(2))).await.expect("save");
+        assert_eq!(flushes(&store), before + 1);
+        store.save_committed(Some(log_id(3))).await.expect("save");
+        assert_eq!(flushes(&store), before + 1);
+        assert_eq!(store.bytes_since_flush(), 0);
     }
 }

@@ -10,6 +10,7 @@
 
 mod codec;
 mod elections;
+mod fatal;
 mod format;
 mod log_store;
 mod network;
@@ -21,6 +22,7 @@ use std::io::Cursor;
 
 pub use codec::{decode, encode, CodecError};
 pub use elections::break_election_ties;
+pub use fatal::core_failure;
 pub use format::{check_format, FormatError, STORAGE_FORMAT};
 pub use log_store::{LogStats, LogStore};
 pub use network::{Network, RAFT_GROUP, RAFT_MESSAGE_BYTES_MAX};

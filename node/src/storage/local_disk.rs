@@ -74,8 +74,8 @@ impl Disk for LocalDisk {
         self.log.append(entries)
     }
 
-    fn entries(&self, from: u64, to: u64, limit: usize) -> Result<Vec<LogEntry>, StorageError> {
-        self.log.range(from, to, limit)
+    fn entries(&self, from: u64, to: u64) -> Result<Vec<LogEntry>, StorageError> {
+        self.log.range(from, to)
     }
 
     fn last_entry(&self) -> Result<Option<LogEntry>, StorageError> {

@@ -48,8 +48,10 @@ pub trait Disk: Send + Sync + 'static {
     /// entry (any index when the log is empty) and syncs them: one sync for
     /// all of them.
     fn append(&self, entries: Vec<LogEntry>) -> Result<(), StorageError>;
-    /// Log entries with `from <= index < to`, in order, at most `limit`.
-    fn entries(&self, from: u64, to: u64, limit: usize) -> Result<Vec<LogEntry>, StorageError>;
+    /// Every log entry with `from <= index < to`, in order. openraft checks
+    /// that a read covers the range it asked for, so there is no cap here:
+    /// the callers ask for bounded ranges (`raft::log_store`).
+    fn entries(&self, from: u64, to: u64) -> Result<Vec<LogEntry>, StorageError>;
     fn last_entry(&self) -> Result<Option<LogEntry>, StorageError>;
     /// Removes the log entries with `index >= from`, durably.
     fn truncate(&self, from: u64) -> Result<(), StorageError>;

@@ -241,13 +241,12 @@ impl SegmentLog {
         sync_dir(&self.dir)
     }
 
-    /// Entries with `from <= index < to`, at most `limit`, in order.
-    pub fn range(&self, from: u64, to: u64, limit: usize) -> Result<Vec<LogEntry>, StorageError> {
+    /// Entries with `from <= index < to`, in order.
+    pub fn range(&self, from: u64, to: u64) -> Result<Vec<LogEntry>, StorageError> {
         let inner = self.lock();
         let from = from.max(inner.purged_below);
         let to = to.min(inner.next());
         (from..to)
-            .take(limit)
             .map(|index| inner.read(&self.dir, index))
             .collect()
     }
@@ -449,7 +448,7 @@ mod tests {
     }
 
     fn all(log: &SegmentLog) -> Vec<LogEntry> {
-        log.range(0, u64::MAX, usize::MAX).expect("read")
+        log.range(0, u64::MAX).expect("read")
     }
 
     /// A log of small segments, an append per entry: several segments.
@@ -481,8 +480,8 @@ mod tests {
         drop(log);
         let log = SegmentLog::open(dir.path(), SMALL).expect("reopen");
         assert_eq!(all(&log), entries(1..9));
-        assert_eq!(log.range(3, 5, 10).expect("read"), entries(3..5));
-        assert_eq!(log.range(2, 9, 2).expect("read"), entries(2..4));
+        assert_eq!(log.range(3, 5).expect("read"), entries(3..5));
+        assert_eq!(log.range(2, 4).expect("read"), entries(2..4));
         assert_eq!(log.last().expect("last"), Some((8, b"entry 8".to_vec())));
         log.append(entries(9..10)).expect("append after reopen");
         assert!(matches!(

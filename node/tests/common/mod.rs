@@ -1,16 +1,19 @@
 //! A real cluster for integration tests: `raftmq-node run` processes on
-//! loopback ports, each with its own sled directory, that a test can
-//! SIGKILL and restart.
+//! loopback ports, each with its own data directory, that a test can
+//! SIGKILL, SIGTERM and restart.
+//!
+//! Each test binary uses only part of this module.
+#![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use raftmq_client::Client;
+use raftmq_client::{Client, ClusterStatus};
 use tempfile::TempDir;
 
 pub struct Cluster {
@@ -73,7 +76,12 @@ impl Cluster {
         Client::connect(self.servers()).expect("client")
     }
 
-    fn data_dir(&self, id: u64) -> PathBuf {
+    /// Where the nodes' logs and data live.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
         self.dir.path().join(format!("node{id}"))
     }
 
@@ -115,6 +123,102 @@ impl Cluster {
             child.kill().expect("kill");
             child.wait().expect("wait");
         }
+    }
+
+    /// Sends SIGTERM to node `id` and waits up to `within` for it to exit:
+    /// its exit status, or `None` if it was still running (then it is
+    /// SIGKILLed).
+    pub fn terminate(&mut self, id: u64, within: Duration) -> Option<ExitStatus> {
+        let child = self.running.get(&id).expect("node running");
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        self.wait_exit(id, within)
+    }
+
+    /// Waits up to `within` for node `id` to exit on its own: its status,
+    /// or `None` if it still runs (then it is SIGKILLed).
+    pub fn wait_exit(&mut self, id: u64, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        let mut child = self.running.remove(&id).expect("node running");
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.running.contains_key(&id)
+    }
+
+    /// Node `id`'s answer to ClusterStatus, if it answers.
+    pub async fn status(&self, id: u64) -> Option<ClusterStatus> {
+        self.client().cluster_status(self.addr(id)).await.ok()
+    }
+
+    /// Waits (up to `within`) until every running node is leader or
+    /// follower of one agreed leader and has applied what it knows
+    /// committed: a restarted node is serving again.
+    pub async fn wait_all_serving(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut last = Vec::new();
+        while Instant::now() < deadline {
+            last.clear();
+            for id in self.running.keys() {
+                last.push((*id, self.status(*id).await));
+            }
+            let serving = last.iter().all(|(_, status)| {
+                status.as_ref().is_some_and(|s| {
+                    matches!(s.role.as_str(), "leader" | "follower")
+                        && s.leader_id.is_some()
+                        && s.applied_index >= s.commit_index
+                })
+            });
+            let leaders: BTreeSet<_> = last
+                .iter()
+                .map(|(_, s)| s.as_ref().and_then(|s| s.leader_id))
+                .collect();
+            if serving && leaders.len() == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "nodes not all serving within {within:?}: {last:#?}; logs in {}",
+            self.dir.path().display()
+        );
+    }
+
+    /// Runs `raftmq-node health` against node `id`: whether it passed, and
+    /// what it printed.
+    pub fn health(&self, id: u64, extra_args: &[&str]) -> (bool, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_raftmq-node"))
+            .arg("health")
+            .arg("--addr")
+            .arg(self.addr(id))
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run raftmq-node health");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    }
+
+    /// Node `id`'s log so far.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node{id}.log"))).unwrap_or_default()
     }
 
     /// The id of the node every live node names as leader, waiting up to
