@@ -51,7 +51,10 @@ async fn publish_until(
                 }
                 let body = format!("{payload_bytes}-{task}-{i}-{padding}");
                 let message = Message::new(body.clone());
-                client.publish(&topic, vec![message]).await.expect("publish");
+                client
+                    .publish(&topic, vec![message])
+                    .await
+                    .expect("publish");
                 confirmed.insert(body);
             }
             confirmed
@@ -120,16 +123,21 @@ async fn missing_after_consuming(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_with_more_than_20_000_entries_after_the_last_snapshot_comes_back() {
     // Phase 1: up to the first snapshot (20,000 entries), a retained
-    // backlog of 1 KiB messages, so that the snapshot is large.
+    // backlog of 4 KiB messages: the snapshot is large, and the log
+    // crosses the default segment size (64 MiB).
     let mut cluster = Cluster::start(3, &[]).await;
     let client = cluster.client();
     client.create_topic("jobs", 4).await.expect("create topic");
-    let mut confirmed = publish_until(&cluster, "jobs", 1024, Duration::from_secs(300), |s| {
+    let mut confirmed = publish_until(&cluster, "jobs", 4096, Duration::from_secs(300), |s| {
         s.snapshot_index.is_some()
     })
     .await;
     let snapshotted = Instant::now() + Duration::from_secs(30);
-    while tails(&cluster).await.iter().any(|tail| *tail > SNAPSHOT_EVERY) {
+    while tails(&cluster)
+        .await
+        .iter()
+        .any(|tail| *tail > SNAPSHOT_EVERY)
+    {
         assert!(Instant::now() < snapshotted, "not every node snapshotted");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -147,6 +155,12 @@ async fn a_restart_with_more_than_20_000_entries_after_the_last_snapshot_comes_b
     let tails_before = tails(&cluster).await;
     eprintln!("entries after each node's last snapshot: {tails_before:?}");
     assert!(tails_before.iter().all(|tail| *tail > SNAPSHOT_EVERY));
+    for id in 1..=3 {
+        let segments = std::fs::read_dir(cluster.data_dir(id).join("log"))
+            .expect("log dir")
+            .count();
+        assert!(segments >= 2, "node {id}: {segments} log segment(s)");
+    }
 
     // Phase 3: SIGKILL all three and start them again: each re-applies its
     // tail and serves.
@@ -324,7 +338,10 @@ async fn the_leader_killed_every_5_s_twenty_times_loses_nothing_and_the_cluster_
     const KILLS: usize = 20;
     let mut cluster = Cluster::start(3, &[]).await;
     let client = cluster.client();
-    client.create_topic("orders", 2).await.expect("create topic");
+    client
+        .create_topic("orders", 2)
+        .await
+        .expect("create topic");
     let traffic = Traffic::start(&client, "orders", 200).await;
 
     // SIGKILL the leader every 5 s and start it again 2 s later.
@@ -353,7 +370,10 @@ async fn the_leader_killed_every_5_s_twenty_times_loses_nothing_and_the_cluster_
 async fn sigterm_stops_a_node_within_5_s_while_clients_are_attached() {
     let mut cluster = Cluster::start(3, &[]).await;
     let client = cluster.client();
-    client.create_topic("orders", 2).await.expect("create topic");
+    client
+        .create_topic("orders", 2)
+        .await
+        .expect("create topic");
     let traffic = Traffic::start(&client, "orders", 200).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -391,7 +411,10 @@ async fn sigterm_stops_a_node_within_5_s_while_clients_are_attached() {
 async fn clients_outlive_a_60_s_outage_of_the_whole_cluster() {
     let mut cluster = Cluster::start(3, &[]).await;
     let client = cluster.client();
-    client.create_topic("orders", 2).await.expect("create topic");
+    client
+        .create_topic("orders", 2)
+        .await
+        .expect("create topic");
     let received = Arc::new(Mutex::new(BTreeSet::new()));
     let consumer = client
         .subscribe("orders", "audit", 100)
