@@ -59,8 +59,9 @@ impl Recovery {
 
     /// How long the current episode has lasted at `now`.
     pub(crate) fn elapsed(&self, now: Instant) -> Duration {
-        self.started
-            .map_or(Duration::ZERO, |started| now.saturating_duration_since(started))
+        self.started.map_or(Duration::ZERO, |started| {
+            now.saturating_duration_since(started)
+        })
     }
 
     /// Records a break at `now` and says when to restart, or that the
