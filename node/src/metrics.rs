@@ -8,7 +8,7 @@ use crate::broker::Broker;
 
 /// Renders every metric of `broker`'s node.
 pub fn render(broker: &Broker) -> String {
-    let raft = broker.raft.metrics().borrow().clone();
+    let raft = broker.raft.status();
     let stats = broker.log.stats();
     let committed = broker.log.committed_index().ok().flatten();
     let (topics, consumers, credit) = broker.machine.read(|state| {
@@ -20,11 +20,11 @@ pub fn render(broker: &Broker) -> String {
     });
     let mut out = Exposition::default();
     out.gauge("raftmq_node_id", "This node's id.", broker.id);
-    out.gauge("raftmq_raft_term", "Current Raft term.", raft.current_term);
+    out.gauge("raftmq_raft_term", "Current Raft term.", raft.term);
     out.gauge(
         "raftmq_raft_is_leader",
         "1 when this node is the Raft leader.",
-        u64::from(raft.current_leader == Some(broker.id)),
+        u64::from(raft.leader == Some(broker.id)),
     );
     let index = |id: Option<u64>| id.unwrap_or(0);
     out.gauge(
@@ -40,12 +40,12 @@ pub fn render(broker: &Broker) -> String {
     out.gauge(
         "raftmq_raft_applied_index",
         "Index of the last applied entry.",
-        index(raft.last_applied.map(|id| id.index)),
+        index(raft.applied),
     );
     out.gauge(
         "raftmq_raft_snapshot_index",
         "Last log index in the latest snapshot.",
-        index(raft.snapshot.map(|id| id.index)),
+        index(raft.snapshot),
     );
     out.counter(
         "raftmq_log_appends_total",

@@ -1,12 +1,10 @@
 //! Assembles a node from its configuration and its seams, and serves it.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{BasicNode, SnapshotPolicy};
 use raftmq_proto::raft::raft_server::RaftServer;
 use raftmq_proto::v1::broker_server::BrokerServer;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -19,20 +17,11 @@ use crate::broker::{
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::NodeConfig;
-use crate::grpc::{BrokerService, RaftService};
-use crate::planted::{self, Bug};
-use crate::raft::typ::Raft;
-use crate::raft::{
-    break_election_ties, core_failure, snapshot_when_due, LogStore, Network, StateMachineStore,
-    RAFT_MESSAGE_BYTES_MAX,
-};
+use crate::grpc::{BrokerService, GrpcPeers, RaftService};
+use crate::raft::{LogStore, RaftHandle, StateMachineStore, RAFT_MESSAGE_BYTES_MAX};
 use crate::storage::{Disk, LocalDisk};
 use crate::transport::{Connector, RpcFaults, TcpConnector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 
-/// Most log entries in one AppendEntries: with entries of at most
-/// ENTRY_BYTES_MAX plus one request, this keeps an RPC under
-/// RAFT_MESSAGE_BYTES_MAX.
-const ENTRIES_PER_APPEND_MAX: u64 = 8;
 /// sled's page cache per node; sled holds only small records.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// How long a stopping node waits for its connections to close after it
@@ -46,10 +35,10 @@ pub enum NodeError {
     Config(String),
     #[error("storage")]
     Disk(#[from] crate::storage::StorageError),
-    #[error("raft storage: {0}")]
-    RaftStorage(Box<crate::raft::typ::StorageError>),
-    #[error("raft: {0}")]
-    Raft(String),
+    #[error("loading the snapshot: {0}")]
+    Snapshot(String),
+    #[error(transparent)]
+    Raft(#[from] crate::raft::RaftError),
     #[error("the raft core stopped: {0}")]
     RaftStopped(String),
     #[error("data directory")]
@@ -103,63 +92,27 @@ impl Node {
                 config.id
             )));
         }
-        // The planted bug squeezes every election timeout into one tick
-        // window and leaves split votes unbroken.
-        let lockstep = planted::active(Bug::ElectionLockstep);
-        let raft_config = openraft::Config {
-            cluster_name: "raftmq".into(),
-            heartbeat_interval: config.raft.heartbeat.as_millis() as u64,
-            election_timeout_min: if lockstep {
-                config.raft.election_max.as_millis() as u64 - 1
-            } else {
-                config.raft.election_min.as_millis() as u64
-            },
-            election_timeout_max: config.raft.election_max.as_millis() as u64,
-            max_payload_entries: ENTRIES_PER_APPEND_MAX,
-            // Taken by `snapshot_when_due`, which also weighs the log.
-            snapshot_policy: SnapshotPolicy::Never,
-            // A quarter of the interval stays behind each snapshot, so a
-            // briefly lagging follower catches up from the log rather than
-            // from a snapshot.
-            max_in_snapshot_log_to_keep: config.snapshot_every / 4,
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| NodeError::Config(e.to_string()))?;
-
         crate::raft::check_format(seams.disk.as_ref())?;
         let sessions = Arc::new(Sessions::new(config.id, seams.boot_id));
         let log = LogStore::new(seams.disk.clone());
         let machine = StateMachineStore::open(seams.disk.clone(), sessions.clone())
-            .map_err(|e| NodeError::RaftStorage(Box::new(e)))?;
-        let raft = Raft::new(
-            config.id,
-            Arc::new(raft_config),
-            Network::new(seams.connector.clone(), seams.rpc_faults.clone()),
+            .map_err(|e| NodeError::Snapshot(e.to_string()))?;
+        let raft = RaftHandle::start(
+            &config,
             log.clone(),
             machine.clone(),
+            Arc::new(GrpcPeers::new(seams.connector.clone())),
+            seams.rpc_faults.clone(),
         )
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
-        initialize(&raft, &config.peers).await?;
+        .await?;
 
         let proposer = Proposer::start(raft.clone(), seams.clock.clone());
         let leaderless = Arc::new(Leaderless::new());
         tokio::spawn(watch_leadership(
             raft.clone(),
             proposer.clone(),
-            config.id,
             leaderless.clone(),
         ));
-        tokio::spawn(snapshot_when_due(
-            raft.clone(),
-            log.clone(),
-            machine.clone(),
-            config.snapshot_every,
-        ));
-        if !lockstep {
-            tokio::spawn(break_election_ties(raft.clone(), config.raft.election_max));
-        }
         let broker = Broker {
             id: config.id,
             raft,
@@ -177,8 +130,9 @@ impl Node {
         Ok(Node { broker })
     }
 
-    pub fn raft(&self) -> &Raft {
-        &self.broker.raft
+    /// What this node's Raft knows now (the simulation's checkers read it).
+    pub fn raft_status(&self) -> crate::raft::RaftStatus {
+        self.broker.raft.status()
     }
 
     /// Reads this replica's applied state (tests and the simulation check it).
@@ -236,7 +190,7 @@ impl Node {
                 tracing::info!("connections still open after the grace period; closing them");
                 Ok(())
             }
-            reason = core_failure(self.broker.raft.clone()) => Err(NodeError::RaftStopped(reason)),
+            reason = self.broker.raft.failure() => Err(NodeError::RaftStopped(reason)),
         };
         self.shutdown().await;
         served
@@ -246,34 +200,9 @@ impl Node {
     /// (a crash) loses nothing acknowledged, only a fresher commit point.
     pub async fn shutdown(&self) {
         self.broker.stopping.send_replace(true);
-        if let Err(e) = self.broker.raft.shutdown().await {
-            tracing::warn!(error = %e, "raft shutdown");
-        }
+        self.broker.raft.shutdown().await;
         if let Err(e) = self.broker.log.flush() {
             tracing::warn!(error = %e, "flushing records");
         }
-    }
-}
-
-async fn initialize(raft: &Raft, peers: &BTreeMap<u64, String>) -> Result<(), NodeError> {
-    let initialized = raft
-        .is_initialized()
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
-    if initialized {
-        return Ok(());
-    }
-    let members: BTreeMap<u64, BasicNode> = peers
-        .iter()
-        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
-        .collect();
-    match raft.initialize(members).await {
-        Ok(()) => Ok(()),
-        // Another node initialized first and its membership already reached
-        // us: that is the same cluster.
-        Err(openraft::error::RaftError::APIError(
-            openraft::error::InitializeError::NotAllowed(_),
-        )) => Ok(()),
-        Err(e) => Err(NodeError::Raft(e.to_string())),
     }
 }

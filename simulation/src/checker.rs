@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use raftmq_node::raft::Role;
 use raftmq_node::Node;
 
 use crate::workload::TOPIC;
@@ -24,20 +25,20 @@ impl Checker {
     pub fn step(&mut self, nodes: &BTreeMap<u64, Node>) -> Vec<String> {
         let mut events = Vec::new();
         for (id, node) in nodes {
-            let metrics = node.raft().metrics().borrow().clone();
-            if metrics.current_leader == Some(*id) && metrics.state.is_leader() {
-                if !self.leaders.contains_key(&metrics.current_term) {
-                    events.push(format!("node {id} leads term {}", metrics.current_term));
+            let raft = node.raft_status();
+            if raft.leader == Some(*id) && raft.role == Role::Leader {
+                if !self.leaders.contains_key(&raft.term) {
+                    events.push(format!("node {id} leads term {}", raft.term));
                 }
-                let leader = *self.leaders.entry(metrics.current_term).or_insert(*id);
+                let leader = *self.leaders.entry(raft.term).or_insert(*id);
                 if leader != *id {
                     self.violations.push(format!(
                         "two leaders in term {}: {leader} and {id}",
-                        metrics.current_term
+                        raft.term
                     ));
                 }
             }
-            let applied = metrics.last_applied.map_or(0, |l| l.index);
+            let applied = raft.applied.unwrap_or(0);
             let seen = self.applied.entry(*id).or_insert(applied);
             if applied < *seen {
                 self.violations.push(format!(
@@ -54,14 +55,14 @@ impl Checker {
         let parts: Vec<String> = nodes
             .iter()
             .map(|(id, node)| {
-                let m = node.raft().metrics().borrow().clone();
+                let raft = node.raft_status();
                 format!(
                     "n{id} {:?} term {} leader {:?} log {} applied {}",
-                    m.state,
-                    m.current_term,
-                    m.current_leader,
-                    m.last_log_index.unwrap_or(0),
-                    m.last_applied.map_or(0, |l| l.index)
+                    raft.role,
+                    raft.term,
+                    raft.leader,
+                    raft.last_log_index.unwrap_or(0),
+                    raft.applied.unwrap_or(0)
                 )
             })
             .collect();
@@ -71,7 +72,7 @@ impl Checker {
     pub fn has_leader(nodes: &BTreeMap<u64, Node>) -> bool {
         nodes
             .iter()
-            .any(|(id, node)| node.raft().metrics().borrow().current_leader == Some(*id))
+            .any(|(id, node)| node.raft_status().leader == Some(*id))
     }
 
     /// A crashed node starts over: its in-memory indexes may be lower.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::machine::Command;
-use crate::raft::typ::Raft;
+use crate::raft::{RaftHandle, RaftWatch};
 
 use super::Proposer;
 
@@ -58,39 +58,35 @@ impl Default for Leaderless {
 
 /// Runs until the Raft node shuts down.
 pub async fn watch_leadership(
-    raft: Raft,
+    raft: RaftHandle,
     proposer: Proposer,
-    node: u64,
     leaderless: std::sync::Arc<Leaderless>,
 ) {
-    let mut metrics = raft.metrics();
+    let node = raft.id();
+    let mut watch = raft.watch();
     let mut announced_term = None;
     loop {
-        let term = {
-            let m = metrics.borrow_and_update();
-            leaderless.observe(m.current_leader.is_some());
-            (m.current_leader == Some(node)).then_some(m.current_term)
-        };
+        let status = watch.status();
+        leaderless.observe(status.leader.is_some());
+        let term = (status.leader == Some(node)).then_some(status.term);
         if let Some(term) = term.filter(|t| announced_term != Some(*t)) {
             announced_term = Some(term);
-            announce(&raft, &proposer, node, term).await;
+            announce(&watch, &proposer, node, term).await;
         }
-        if metrics.changed().await.is_err() {
+        if !watch.changed().await {
             return;
         }
     }
 }
 
-async fn announce(raft: &Raft, proposer: &Proposer, node: u64, term: u64) {
+async fn announce(watch: &RaftWatch, proposer: &Proposer, node: u64, term: u64) {
     for _ in 0..ATTEMPTS_MAX {
         match proposer.propose(Command::LeaderStarted { node }).await {
             Ok(_) => return,
             Err(e) => tracing::warn!(term, error = %e, "leader-started not committed yet"),
         }
-        let still_leader = {
-            let m = raft.metrics().borrow().clone();
-            m.current_leader == Some(node) && m.current_term == term
-        };
+        let status = watch.status();
+        let still_leader = status.leader == Some(node) && status.term == term;
         if !still_leader {
             return;
         }

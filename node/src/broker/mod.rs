@@ -20,13 +20,13 @@ pub use ticker::tick_when_due;
 
 use crate::config::EdgeLimits;
 use crate::machine::NodeId;
-use crate::raft::typ::Raft;
+use crate::raft::RaftHandle;
 use crate::raft::{LogStore, StateMachineStore};
 
 /// Everything a request handler needs of its node.
 pub struct Broker {
     pub id: NodeId,
-    pub raft: Raft,
+    pub raft: RaftHandle,
     pub proposer: Proposer,
     pub sessions: Arc<Sessions>,
     pub machine: StateMachineStore,
@@ -41,16 +41,6 @@ pub struct Broker {
 impl Broker {
     /// `Ok` when this node leads; otherwise the leader's address, if known.
     pub fn leadership(&self) -> Result<(), Option<String>> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        match m.current_leader {
-            Some(leader) if leader == self.id => Ok(()),
-            Some(leader) => Err(m
-                .membership_config
-                .membership()
-                .get_node(&leader)
-                .map(|node| node.addr.clone())),
-            None => Err(None),
-        }
+        self.raft.leadership()
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::clock::Clock;
 use crate::machine::{Command, Outcome, Request};
-use crate::raft::typ::{ClientWriteError, Raft};
+use crate::raft::{RaftHandle, WriteError};
 
 /// Commands waiting for a batch; senders wait when it is full.
 const QUEUE_COMMANDS_MAX: usize = 16_384;
@@ -55,7 +55,7 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the batching task; it ends when every `Proposer` is dropped.
-    pub fn start(raft: Raft, clock: Arc<dyn Clock>) -> Self {
+    pub fn start(raft: RaftHandle, clock: Arc<dyn Clock>) -> Self {
         let (queue, commands) = mpsc::channel(QUEUE_COMMANDS_MAX);
         tokio::spawn(run_batches(raft, clock, commands));
         Proposer { queue }
@@ -83,7 +83,11 @@ impl Proposer {
     }
 }
 
-async fn run_batches(raft: Raft, clock: Arc<dyn Clock>, mut commands: mpsc::Receiver<Pending>) {
+async fn run_batches(
+    raft: RaftHandle,
+    clock: Arc<dyn Clock>,
+    mut commands: mpsc::Receiver<Pending>,
+) {
     let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
     while let Some(first) = commands.recv().await {
         let mut bytes = weight(&first.command);
@@ -104,29 +108,26 @@ async fn run_batches(raft: Raft, clock: Arc<dyn Clock>, mut commands: mpsc::Rece
         };
         // Submitting in order keeps the log in queue order; waiting for the
         // commit happens off this task so entries pipeline.
-        match raft.client_write_ff(request).await {
+        match raft.write(request).await {
             Ok(answer) => {
                 tokio::spawn(async move {
-                    let result = match answer.await {
-                        Ok(Ok(response)) => Ok((response.log_id.index, response.data)),
-                        Ok(Err(e)) => Err(write_error(e)),
-                        Err(_) => Err(ProposeError::Unknown("raft dropped the request".into())),
-                    };
+                    let result = answer.await.map_err(ProposeError::from);
                     drop(permit);
                     answer_all(replies, result);
                 });
             }
-            Err(_fatal) => answer_all(replies, Err(ProposeError::ShuttingDown)),
+            Err(e) => answer_all(replies, Err(e.into())),
         }
     }
 }
 
-fn write_error(error: ClientWriteError) -> ProposeError {
-    match error {
-        ClientWriteError::ForwardToLeader(forward) => ProposeError::NotLeader {
-            leader: forward.leader_node.map(|node| node.addr),
-        },
-        ClientWriteError::ChangeMembershipError(e) => ProposeError::Unknown(e.to_string()),
+impl From<WriteError> for ProposeError {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::NotLeader { leader } => ProposeError::NotLeader { leader },
+            WriteError::Unknown(reason) => ProposeError::Unknown(reason),
+            WriteError::Stopped => ProposeError::ShuttingDown,
+        }
     }
 }
 

@@ -12,7 +12,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
-use super::status::{invalid, not_leader, propose_failed, rejected, stopping};
+use super::status::{
+    commit_timed_out, consumer_detached, internal, invalid, not_leader, propose_failed, rejected,
+    stopping,
+};
 use crate::broker::{Broker, Committed, Proposer, SessionEvent, Sessions};
 use crate::machine::{
     Command, ConsumerId, Outcome, ProducerTag, Rejection, SessionAddr, TopicLimits,
@@ -43,7 +46,7 @@ impl BrokerService {
             self.broker.proposer.propose(command),
         )
         .await
-        .map_err(|_| Status::unavailable("timed out waiting for commit; the outcome is unknown"))?
+        .map_err(|_| commit_timed_out())?
         .map_err(propose_failed)?;
         match committed.outcome {
             Outcome::Rejected(rejection) => Err(rejected(&rejection)),
@@ -92,9 +95,7 @@ impl BrokerService {
 fn published(outcome: Outcome) -> Result<Vec<v1::Position>, Status> {
     match outcome {
         Outcome::Published(positions) => Ok(positions.into_iter().map(convert::position).collect()),
-        other => Err(Status::internal(format!(
-            "unexpected publish outcome {other:?}"
-        ))),
+        other => Err(internal(format!("unexpected publish outcome {other:?}"))),
     }
 }
 
@@ -206,9 +207,7 @@ impl BrokerRpc for BrokerService {
                     Ok(pending) => match tokio::time::timeout(commit_timeout, pending).await {
                         Ok(Ok(committed)) => Ok(committed.outcome),
                         Ok(Err(e)) => Err(propose_failed(e)),
-                        Err(_) => Err(Status::unavailable(
-                            "timed out waiting for commit; the outcome is unknown",
-                        )),
+                        Err(_) => Err(commit_timed_out()),
                     },
                     Err(status) => Err(status),
                 };
@@ -262,9 +261,7 @@ impl BrokerRpc for BrokerService {
             Ok(Outcome::Attached(consumer)) => consumer,
             Ok(other) => {
                 self.broker.sessions.close(session);
-                return Err(Status::internal(format!(
-                    "unexpected attach outcome {other:?}"
-                )));
+                return Err(internal(format!("unexpected attach outcome {other:?}")));
             }
             Err(status) => {
                 self.broker.sessions.close(session);
@@ -326,39 +323,15 @@ impl BrokerRpc for BrokerService {
         &self,
         _request: Request<v1::ClusterStatusRequest>,
     ) -> Result<Response<v1::ClusterStatusResponse>, Status> {
-        let m = self.broker.raft.metrics().borrow().clone();
-        let membership = m.membership_config.membership();
-        let voters: Vec<u64> = membership.voter_ids().collect();
-        let members = membership
-            .nodes()
-            .map(|(id, node)| v1::Member {
-                node_id: *id,
-                address: node.addr.clone(),
-                voter: voters.contains(id),
-                matched_index: m
-                    .replication
-                    .as_ref()
-                    .and_then(|r| r.get(id).copied().flatten())
-                    .map(|log_id| log_id.index),
-            })
-            .collect();
-        let commit_index = self
-            .broker
-            .log
-            .committed_index()
-            .map_err(|e| Status::internal(format!("reading commit index: {e}")))?;
-        Ok(Response::new(v1::ClusterStatusResponse {
-            node_id: self.broker.id,
-            leader_id: m.current_leader,
-            term: m.current_term,
+        let commit_index = self.broker.log.committed_index().map_err(|e| {
+            internal(format!("reading commit index: {e}"))
+        })?;
+        Ok(Response::new(convert::cluster_status(
+            self.broker.raft.status(),
+            self.broker.raft.members(),
             commit_index,
-            applied_index: m.last_applied.map(|id| id.index),
-            last_log_index: m.last_log_index,
-            role: format!("{:?}", m.state).to_lowercase(),
-            members,
-            leaderless_ms: self.broker.leaderless.duration().as_millis() as u64,
-            snapshot_index: m.snapshot.map(|id| id.index),
-        }))
+            self.broker.leaderless.duration(),
+        )))
     }
 }
 
@@ -395,9 +368,7 @@ impl Stream for ConsumerStream {
             Poll::Ready(closed) => {
                 self.ended = true;
                 self.guard.detached = matches!(closed, Some(SessionEvent::Closed));
-                Poll::Ready(Some(Err(Status::unavailable(
-                    "consumer detached (leader change or broken stream); subscribe again to resume",
-                ))))
+                Poll::Ready(Some(Err(consumer_detached())))
             }
             Poll::Pending => Poll::Pending,
         }

@@ -1,8 +1,11 @@
 //! Protobuf to state-machine types and back.
 
+use std::time::Duration;
+
 use raftmq_proto::v1;
 
 use crate::machine::{Delivery, Mode, NewMessage, Start, SubscriptionConfig, TopicSummary};
+use crate::raft::{Member, RaftStatus};
 
 pub fn new_message(message: v1::Message) -> NewMessage {
     NewMessage {
@@ -80,4 +83,33 @@ pub fn subscription_config(request: &v1::SubscribeRequest) -> Option<Subscriptio
         dead_letter_topic: request.dead_letter_topic.clone(),
         start,
     })
+}
+
+/// A node's `ClusterStatus` answer from its Raft status.
+pub fn cluster_status(
+    raft: RaftStatus,
+    members: Vec<Member>,
+    commit_index: Option<u64>,
+    leaderless: Duration,
+) -> v1::ClusterStatusResponse {
+    v1::ClusterStatusResponse {
+        node_id: raft.id,
+        leader_id: raft.leader,
+        term: raft.term,
+        commit_index,
+        applied_index: raft.applied,
+        last_log_index: raft.last_log_index,
+        role: raft.role.name().to_string(),
+        members: members
+            .into_iter()
+            .map(|member| v1::Member {
+                node_id: member.id,
+                address: member.addr,
+                voter: member.voter,
+                matched_index: member.matched,
+            })
+            .collect(),
+        leaderless_ms: leaderless.as_millis() as u64,
+        snapshot_index: raft.snapshot,
+    }
 }

@@ -4,8 +4,10 @@
 
 mod broker_service;
 mod convert;
+mod raft_client;
 mod raft_service;
 mod status;
 
 pub use broker_service::BrokerService;
+pub use raft_client::GrpcPeers;
 pub use raft_service::RaftService;

@@ -1,59 +1,55 @@
-//! Serves the internal Raft RPCs: decodes openraft's request, hands it to the
-//! local Raft node, and encodes whatever it answered, error included.
+//! Serves the internal Raft RPCs: carries the request body to the local
+//! Raft (`raft::RaftHandle::serve_rpc`, which owns the wire format) and its
+//! reply back.
 
 use raftmq_proto::raft::raft_server::Raft as RaftRpc;
 use raftmq_proto::raft::{RaftRequest, RaftResponse};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use crate::raft::typ::Raft;
-use crate::raft::{decode, encode};
+use super::status::raft_wire;
+use crate::raft::{RaftHandle, RpcKind};
 
 pub struct RaftService {
-    raft: Raft,
+    raft: RaftHandle,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft) -> Self {
+    pub fn new(raft: RaftHandle) -> Self {
         RaftService { raft }
     }
-}
 
-fn unpack<T: DeserializeOwned>(request: Request<RaftRequest>) -> Result<T, Status> {
-    let request = request.into_inner();
-    if request.group != crate::raft::RAFT_GROUP {
-        return Err(Status::invalid_argument(format!(
-            "unknown raft group {}",
-            request.group
-        )));
+    async fn serve(
+        &self,
+        kind: RpcKind,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftResponse>, Status> {
+        let request = request.into_inner();
+        let body = self
+            .raft
+            .serve_rpc(kind, request.group, &request.body)
+            .await
+            .map_err(|e| raft_wire(&e))?;
+        Ok(Response::new(RaftResponse { body: body.into() }))
     }
-    decode(&request.body).map_err(|e| Status::invalid_argument(format!("bad raft request: {e}")))
-}
-
-fn pack<T: Serialize>(result: &T) -> Result<Response<RaftResponse>, Status> {
-    let body =
-        encode(result).map_err(|e| Status::internal(format!("encoding raft response: {e}")))?;
-    Ok(Response::new(RaftResponse { body: body.into() }))
 }
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftResponse>, Status> {
-        pack(&self.raft.vote(unpack(request)?).await)
+        self.serve(RpcKind::Vote, request).await
     }
 
     async fn append_entries(
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftResponse>, Status> {
-        pack(&self.raft.append_entries(unpack(request)?).await)
+        self.serve(RpcKind::AppendEntries, request).await
     }
 
     async fn install_snapshot(
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftResponse>, Status> {
-        pack(&self.raft.install_snapshot(unpack(request)?).await)
+        self.serve(RpcKind::InstallSnapshot, request).await
     }
 }

@@ -5,6 +5,7 @@ use tonic::{Code, Status};
 
 use crate::broker::ProposeError;
 use crate::machine::Rejection;
+use crate::raft::WireError;
 
 pub fn rejected(rejection: &Rejection) -> Status {
     let code = match rejection {
@@ -60,4 +61,31 @@ pub fn stopping() -> Status {
 
 pub fn invalid(message: impl Into<String>) -> Status {
     Status::invalid_argument(message)
+}
+
+/// A write whose commit did not come in time: it may still commit.
+pub fn commit_timed_out() -> Status {
+    Status::unavailable("timed out waiting for commit; the outcome is unknown")
+}
+
+/// The state machine detached the consumer, or its stream broke.
+pub fn consumer_detached() -> Status {
+    Status::unavailable(
+        "consumer detached (leader change or broken stream); subscribe again to resume",
+    )
+}
+
+/// A peer's Raft RPC this node could not take or answer.
+pub fn raft_wire(error: &WireError) -> Status {
+    match error {
+        WireError::UnknownGroup(_) | WireError::BadRequest(_) => {
+            Status::invalid_argument(error.to_string())
+        }
+        WireError::Reply(_) => Status::internal(error.to_string()),
+    }
+}
+
+/// Something this node got wrong; the client cannot fix it by retrying.
+pub fn internal(message: impl Into<String>) -> Status {
+    Status::internal(message)
 }

@@ -1,8 +1,9 @@
 //! The Raft layer: openraft's type configuration, its log store and state
 //! machine adapters over the `Disk` seam, and its network over gRPC.
 //!
-//! Only this layer names openraft types; it knows the state machine as an
-//! opaque `machine::State` with an apply function, never topics.
+//! Only this layer names openraft types: the layers above see `RaftHandle`
+//! and its plain views. It knows the state machine as an opaque
+//! `machine::State` with an apply function, never topics.
 
 // openraft's traits fix the error type (`StorageError`, ~224 bytes); boxing
 // it in our helpers would only add conversions at every trait boundary.
@@ -10,25 +11,28 @@
 
 mod codec;
 mod elections;
-mod fatal;
 mod format;
+mod handle;
 mod log_store;
 mod network;
 mod runtime;
 mod snapshots;
 mod state_machine;
+mod wire;
 
 use std::io::Cursor;
 
 pub use codec::{decode, encode, CodecError};
-pub use elections::break_election_ties;
-pub use fatal::core_failure;
+use elections::break_election_ties;
 pub use format::{check_format, FormatError, STORAGE_FORMAT};
+pub use handle::{Member, RaftError, RaftHandle, RaftStatus, RaftWatch, Role, WriteError};
 pub use log_store::{LogStats, LogStore};
-pub use network::{Network, RAFT_GROUP, RAFT_MESSAGE_BYTES_MAX};
+use network::Network;
+pub use network::{PeerError, PeerLink, Peers};
 pub use runtime::{seed_thread_rng, SeededRuntime};
-pub use snapshots::snapshot_when_due;
+use snapshots::snapshot_when_due;
 pub use state_machine::{EffectSink, StateMachineStore};
+pub use wire::{RpcKind, WireError, RAFT_GROUP, RAFT_MESSAGE_BYTES_MAX};
 
 use crate::machine::{Outcome, Request};
 

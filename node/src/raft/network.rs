@@ -1,77 +1,90 @@
-//! openraft's network over gRPC: each RPC body is the openraft request,
-//! postcard-encoded, and the answer is the encoded `Result` the remote Raft
-//! returned.
+//! openraft's network over the `Peers` seam: the bodies come from `wire`,
+//! the gRPC layer carries them (`grpc::GrpcPeers`), and the simulation's
+//! RPC faults act here.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{NetworkError, RemoteError, Unreachable};
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
-use raftmq_proto::raft::raft_client::RaftClient;
-use raftmq_proto::raft::RaftRequest;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::Channel;
 
 use super::typ::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotError, InstallSnapshotRequest,
-    InstallSnapshotResponse, Node, NodeId, RaftError, RpcError, VoteRequest, VoteResponse,
+    InstallSnapshotResponse, Node, NodeId, RpcError, VoteRequest, VoteResponse,
 };
-use super::{decode, encode, TypeConfig};
-use crate::transport::{Connector, RpcFate, RpcFaults, TransportError};
+use super::wire::{decode_reply, encode_request, RpcKind};
+use super::TypeConfig;
+use crate::transport::{RpcFate, RpcFaults};
 
-/// Largest Raft RPC body; openraft's `max_payload_entries` keeps append
-/// batches under it.
-pub const RAFT_MESSAGE_BYTES_MAX: usize = 128 * 1024 * 1024;
+/// Why a Raft RPC got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The peer cannot be reached (refused, no route, bad address): openraft
+    /// backs off before trying it again.
+    #[error("peer unreachable: {0}")]
+    Unreachable(String),
+    /// The peer is there but did not answer in time, or the call failed in
+    /// a way worth retrying at once. A peer past the deadline is slow, not
+    /// gone: backing off from it (openraft's 500 ms with nothing
+    /// replicated) turned a follower busy writing a snapshot into a commit
+    /// stall.
+    #[error("raft rpc failed: {0}")]
+    Failed(String),
+}
 
-/// The Raft group every RPC addresses; one group per cluster today.
-pub const RAFT_GROUP: u64 = 0;
+/// How the Raft layer reaches its peers; the gRPC layer implements it.
+pub trait Peers: Send + Sync + 'static {
+    type Link: PeerLink;
+    /// A link to the peer at `addr` that connects on first use.
+    fn link(&self, addr: &str) -> Result<Self::Link, PeerError>;
+}
 
-pub struct Network {
-    connector: Arc<dyn Connector>,
+/// One peer: sends a request body of `kind`, answers the reply body.
+pub trait PeerLink: Clone + Send + Sync + 'static {
+    fn call(
+        &self,
+        kind: RpcKind,
+        body: Vec<u8>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Vec<u8>, PeerError>> + Send;
+}
+
+pub struct Network<P> {
+    peers: Arc<P>,
     faults: Option<Arc<dyn RpcFaults>>,
 }
 
-impl Network {
-    pub fn new(connector: Arc<dyn Connector>, faults: Option<Arc<dyn RpcFaults>>) -> Self {
-        Network { connector, faults }
+impl<P: Peers> Network<P> {
+    pub fn new(peers: Arc<P>, faults: Option<Arc<dyn RpcFaults>>) -> Self {
+        Network { peers, faults }
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = PeerClient;
+impl<P: Peers> RaftNetworkFactory<TypeConfig> for Network<P> {
+    type Network = PeerClient<P::Link>;
 
-    async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
-        let client = self.connector.channel(&node.addr).map(|channel| {
-            RaftClient::new(channel)
-                .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX)
-        });
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
         PeerClient {
             target,
-            client,
+            link: self.peers.link(&node.addr).map_err(|e| e.to_string()),
             faults: self.faults.clone(),
         }
     }
 }
 
-pub struct PeerClient {
+pub struct PeerClient<L> {
     target: NodeId,
-    client: Result<RaftClient<Channel>, TransportError>,
+    link: Result<L, String>,
     faults: Option<Arc<dyn RpcFaults>>,
 }
 
-#[derive(Clone, Copy)]
-enum Rpc {
-    Vote,
-    AppendEntries,
-    InstallSnapshot,
-}
-
-impl PeerClient {
+impl<L: PeerLink> PeerClient<L> {
     async fn call<Req, Resp, E>(
         &mut self,
-        rpc: Rpc,
+        kind: RpcKind,
         request: &Req,
         ttl: Duration,
     ) -> Result<Resp, RpcError<E>>
@@ -80,15 +93,12 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let client = self
-            .client
-            .as_mut()
-            .map_err(|e| Unreachable::new(e))?
+        let link = self
+            .link
+            .as_ref()
+            .map_err(|e| Unreachable::new(&PeerError::Unreachable(e.clone())))?
             .clone();
-        let body = RaftRequest {
-            group: RAFT_GROUP,
-            body: encode(request).map_err(|e| NetworkError::new(&e))?.into(),
-        };
+        let body = encode_request(request).map_err(|e| NetworkError::new(&e))?;
         let fate = self
             .faults
             .as_ref()
@@ -97,52 +107,26 @@ impl PeerClient {
             RpcFate::Send => {}
             RpcFate::Delay(delay) => tokio::time::sleep(delay).await,
             RpcFate::Duplicate => {
-                let _ = send(client.clone(), rpc, body.clone(), ttl).await;
+                let _ = link.call(kind, body.clone(), ttl).await;
             }
             RpcFate::StaleCopy(delay) => {
-                let (client, body) = (client.clone(), body.clone());
+                let (link, body) = (link.clone(), body.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    let _ = send(client, rpc, body, ttl).await;
+                    let _ = link.call(kind, body, ttl).await;
                 });
             }
         }
-        let reply = send(client, rpc, body, ttl)
-            .await
-            .map_err(|status| match status.code() {
-                // A peer past the deadline is slow, not gone: openraft
-                // backs off only from an unreachable one (500 ms with
-                // nothing replicated, which a busy follower, e.g. one
-                // writing a snapshot, turned into a commit stall).
-                tonic::Code::InvalidArgument
-                | tonic::Code::Internal
-                | tonic::Code::Cancelled
-                | tonic::Code::DeadlineExceeded => RpcError::Network(NetworkError::new(&status)),
-                _ => RpcError::Unreachable(Unreachable::new(&status)),
-            })?;
-        let result: Result<Resp, RaftError<E>> =
-            decode(&reply.into_inner().body).map_err(|e| NetworkError::new(&e))?;
+        let reply = link.call(kind, body, ttl).await.map_err(|e| match e {
+            PeerError::Unreachable(_) => RpcError::Unreachable(Unreachable::new(&e)),
+            PeerError::Failed(_) => RpcError::Network(NetworkError::new(&e)),
+        })?;
+        let result = decode_reply::<Resp, E>(&reply).map_err(|e| NetworkError::new(&e))?;
         result.map_err(|e| RpcError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
 
-/// One RPC on the wire, with its deadline.
-async fn send(
-    mut client: RaftClient<Channel>,
-    rpc: Rpc,
-    body: RaftRequest,
-    ttl: Duration,
-) -> Result<tonic::Response<raftmq_proto::raft::RaftResponse>, tonic::Status> {
-    let mut request = tonic::Request::new(body);
-    request.set_timeout(ttl);
-    match rpc {
-        Rpc::Vote => client.vote(request).await,
-        Rpc::AppendEntries => client.append_entries(request).await,
-        Rpc::InstallSnapshot => client.install_snapshot(request).await,
-    }
-}
-
-impl RaftNetwork<TypeConfig> for PeerClient {
+impl<L: PeerLink> RaftNetwork<TypeConfig> for PeerClient<L> {
     /// After a failure to reach the peer: 50 ms, doubling up to 400 ms,
     /// instead of openraft's flat 500 ms, so a restarted peer is caught up
     /// soon.
@@ -155,7 +139,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RpcError> {
-        self.call(Rpc::AppendEntries, &rpc, option.hard_ttl()).await
+        self.call(RpcKind::AppendEntries, &rpc, option.hard_ttl())
+            .await
     }
 
     async fn install_snapshot(
@@ -163,7 +148,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse, RpcError<InstallSnapshotError>> {
-        self.call(Rpc::InstallSnapshot, &rpc, option.hard_ttl())
+        self.call(RpcKind::InstallSnapshot, &rpc, option.hard_ttl())
             .await
     }
 
@@ -172,6 +157,6 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest,
         option: RPCOption,
     ) -> Result<VoteResponse, RpcError> {
-        self.call(Rpc::Vote, &rpc, option.hard_ttl()).await
+        self.call(RpcKind::Vote, &rpc, option.hard_ttl()).await
     }
 }

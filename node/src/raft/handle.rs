@@ -1,0 +1,337 @@
+//! The Raft node as the layers above see it: start it, write to it, ask who
+//! leads and how far the log is, serve peers' RPCs, stop it. No openraft
+//! type crosses this boundary, so the broker, the gRPC services and the
+//! simulation's checkers never follow openraft's API.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError as OpenRaftError};
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use tokio::sync::watch;
+
+use super::typ::{Raft, RaftMetrics};
+use super::wire::{self, RpcKind, WireError};
+use super::{
+    break_election_ties, snapshot_when_due, LogStore, Network, Peers, Response, StateMachineStore,
+};
+use crate::config::NodeConfig;
+use crate::machine::{NodeId, Request};
+use crate::planted::{self, Bug};
+use crate::transport::RpcFaults;
+
+/// Most log entries in one AppendEntries: with entries of at most 4 MiB
+/// (the proposer's bound) plus one request, this keeps an RPC under
+/// `RAFT_MESSAGE_BYTES_MAX`.
+const ENTRIES_PER_APPEND_MAX: u64 = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RaftError {
+    #[error("raft configuration: {0}")]
+    Config(String),
+    #[error("raft: {0}")]
+    Start(String),
+    #[error("initializing the cluster: {0}")]
+    Initialize(String),
+}
+
+/// Why a write did not commit.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    #[error("this node is not the leader")]
+    NotLeader { leader: Option<String> },
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+    #[error("raft has stopped")]
+    Stopped,
+}
+
+/// A node's role in its Raft group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    /// The Raft core has stopped, asked to or not.
+    Shutdown,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+            Role::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// A member of the cluster as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: NodeId,
+    pub addr: String,
+    pub voter: bool,
+    /// The last entry known replicated to it: known only on the leader.
+    pub matched: Option<u64>,
+}
+
+/// What this node's Raft knows now. Cheap to take: the simulation's
+/// checkers read it after every step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub id: NodeId,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub role: Role,
+    pub last_log_index: Option<u64>,
+    pub applied: Option<u64>,
+    pub snapshot: Option<u64>,
+}
+
+/// The node's Raft; clones share it.
+#[derive(Clone)]
+pub struct RaftHandle {
+    raft: Raft,
+    id: NodeId,
+}
+
+impl RaftHandle {
+    /// Starts Raft over `log` and `machine`, its own background tasks (the
+    /// snapshot rule, the split-vote breaker) with it, and on an empty log
+    /// initializes the cluster with every configured peer as a voter (every
+    /// node may do so with the same membership).
+    pub async fn start<P: Peers>(
+        config: &NodeConfig,
+        log: LogStore,
+        machine: StateMachineStore,
+        peers: Arc<P>,
+        faults: Option<Arc<dyn RpcFaults>>,
+    ) -> Result<RaftHandle, RaftError> {
+        // The planted bug squeezes every election timeout into one tick
+        // window and leaves split votes unbroken.
+        let lockstep = planted::active(Bug::ElectionLockstep);
+        let timings = &config.raft;
+        let raft_config = openraft::Config {
+            cluster_name: "raftmq".into(),
+            heartbeat_interval: timings.heartbeat.as_millis() as u64,
+            election_timeout_min: if lockstep {
+                timings.election_max.as_millis() as u64 - 1
+            } else {
+                timings.election_min.as_millis() as u64
+            },
+            election_timeout_max: timings.election_max.as_millis() as u64,
+            max_payload_entries: ENTRIES_PER_APPEND_MAX,
+            // Taken by `snapshot_when_due`, which also weighs the log.
+            snapshot_policy: SnapshotPolicy::Never,
+            // A quarter of the interval stays behind each snapshot, so a
+            // briefly lagging follower catches up from the log rather than
+            // from a snapshot.
+            max_in_snapshot_log_to_keep: config.snapshot_every / 4,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| RaftError::Config(e.to_string()))?;
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            Network::new(peers, faults),
+            log.clone(),
+            machine.clone(),
+        )
+        .await
+        .map_err(|e| RaftError::Start(e.to_string()))?;
+        let handle = RaftHandle {
+            raft: raft.clone(),
+            id: config.id,
+        };
+        handle.initialize(&config.peers).await?;
+        tokio::spawn(snapshot_when_due(
+            raft.clone(),
+            log,
+            machine,
+            config.snapshot_every,
+        ));
+        if !lockstep {
+            tokio::spawn(break_election_ties(raft, timings.election_max));
+        }
+        Ok(handle)
+    }
+
+    async fn initialize(&self, peers: &BTreeMap<NodeId, String>) -> Result<(), RaftError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| RaftError::Initialize(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        let members: BTreeMap<NodeId, BasicNode> = peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            // Another node initialized first and its membership already
+            // reached us: that is the same cluster.
+            Err(OpenRaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(RaftError::Initialize(e.to_string())),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Hands `request` to Raft as the next log entry and returns the future
+    /// of its commit: the entry's index and its outcomes. Entries handed
+    /// over one after another are logged in that order.
+    pub async fn write(
+        &self,
+        request: Request,
+    ) -> Result<impl Future<Output = Result<(u64, Response), WriteError>>, WriteError> {
+        let answer = self
+            .raft
+            .client_write_ff(request)
+            .await
+            .map_err(|_fatal| WriteError::Stopped)?;
+        Ok(async move {
+            match answer.await {
+                Ok(Ok(response)) => Ok((response.log_id.index, response.data)),
+                Ok(Err(ClientWriteError::ForwardToLeader(forward))) => Err(WriteError::NotLeader {
+                    leader: forward.leader_node.map(|node| node.addr),
+                }),
+                Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
+                    Err(WriteError::Unknown(e.to_string()))
+                }
+                Err(_) => Err(WriteError::Unknown("raft dropped the request".into())),
+            }
+        })
+    }
+
+    /// `Ok` when this node leads; otherwise the leader's address, if known.
+    /// Cheap: every request handler asks.
+    pub fn leadership(&self) -> Result<(), Option<String>> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        match m.current_leader {
+            Some(leader) if leader == self.id => Ok(()),
+            Some(leader) => Err(m
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .map(|node| node.addr.clone())),
+            None => Err(None),
+        }
+    }
+
+    pub fn status(&self) -> RaftStatus {
+        status(&self.raft.metrics().borrow())
+    }
+
+    /// The members of the cluster, with their replication progress when
+    /// this node leads.
+    pub fn members(&self) -> Vec<Member> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| Member {
+                id: *id,
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+                matched: m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).copied().flatten())
+                    .map(|log_id| log_id.index),
+            })
+            .collect()
+    }
+
+    /// Follows leader and term changes.
+    pub fn watch(&self) -> RaftWatch {
+        RaftWatch(self.raft.metrics())
+    }
+
+    /// Resolves with the reason when the Raft core stops for any reason but
+    /// a requested shutdown; never resolves otherwise.
+    pub async fn failure(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let failure = match &metrics.borrow_and_update().running_state {
+                Ok(()) | Err(Fatal::Stopped) => None,
+                Err(fatal) => Some(fatal.to_string()),
+            };
+            if let Some(reason) = failure {
+                return reason;
+            }
+            if metrics.changed().await.is_err() {
+                // The core is gone and said nothing more: it was shut down.
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Answers a peer's RPC: `body` as `wire` encodes it.
+    pub async fn serve_rpc(
+        &self,
+        kind: RpcKind,
+        group: u64,
+        body: &[u8],
+    ) -> Result<Vec<u8>, WireError> {
+        wire::serve(&self.raft, kind, group, body).await
+    }
+
+    /// Stops the Raft core.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// Changes of one node's Raft status.
+pub struct RaftWatch(watch::Receiver<RaftMetrics>);
+
+impl RaftWatch {
+    /// What Raft knows now.
+    pub fn status(&self) -> RaftStatus {
+        status(&self.0.borrow())
+    }
+
+    /// Waits for a change since the last call; false once Raft has
+    /// stopped.
+    pub async fn changed(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
+}
+
+fn role(state: ServerState) -> Role {
+    match state {
+        ServerState::Leader => Role::Leader,
+        ServerState::Follower => Role::Follower,
+        ServerState::Candidate => Role::Candidate,
+        ServerState::Learner => Role::Learner,
+        ServerState::Shutdown => Role::Shutdown,
+    }
+}
+
+fn status(m: &RaftMetrics) -> RaftStatus {
+    RaftStatus {
+        id: m.id,
+        term: m.current_term,
+        leader: m.current_leader,
+        role: role(m.state),
+        last_log_index: m.last_log_index,
+        applied: m.last_applied.map(|id| id.index),
+        snapshot: m.snapshot.map(|id| id.index),
+    }
+}
