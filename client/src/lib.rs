@@ -28,8 +28,9 @@
 //! ```
 //!
 //! Delivery guarantees: a confirmed message is stored; a write whose answer
-//! was lost (leader crash, timeout) may have been stored, and retries may
-//! store it twice. Consumers see every message at least once.
+//! was lost (leader crash, timeout) may have been stored, and its retries
+//! are idempotent (a producer id and sequence per message), so it is stored
+//! once. Consumers see every message at least once.
 
 mod backoff;
 mod batch;

@@ -19,8 +19,9 @@ use crate::{Client, ClientError, Message, Position, ProducerOptions};
 /// batches) and keeps up to `window` of them unanswered. When the stream
 /// breaks it finds the leader again and re-sends every unanswered request in
 /// the original order, so the first occurrences of messages keep their
-/// per-key order. A re-sent request may already have been stored:
-/// duplicates are possible, losses of confirmed messages are not. A batch
+/// per-key order. A re-sent request that was already stored is answered
+/// with its first positions (the producer id and sequence make re-sends
+/// idempotent), so each message is stored once. A batch
 /// the leader refuses fails its confirms (nothing was stored) and is not
 /// retried, since retrying it behind later batches would break their order.
 ///
