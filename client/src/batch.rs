@@ -1,6 +1,6 @@
 //! Size accounting for publish requests: how many queued messages fit in one.
 
-use prost::Message as _;
+use prost::encoding::encoded_len_varint;
 use raftmq_proto::v1 as proto;
 
 /// Bytes of a request besides its messages, for topic names within the
@@ -8,10 +8,37 @@ use raftmq_proto::v1 as proto;
 pub(crate) const REQUEST_OVERHEAD_BYTES_MAX: usize = 512;
 /// A message's framing inside a request: field tag and length varint.
 const MESSAGE_FRAMING_BYTES_MAX: usize = 11;
+/// A field's tag: field numbers 1 to 15 take one byte.
+const TAG_BYTES: usize = 1;
 
-/// The bytes a message adds to a publish request.
+/// The bytes a message adds to a publish request: its size by the rule the
+/// node's limits count (`raftmq_proto::message_bytes`: payload, key, header
+/// names and values) plus its protobuf framing. Not that size alone: the
+/// budget it is checked against, `request_bytes_max`, bounds the encoded
+/// request the node decodes, so the framing must be counted too; the sum is
+/// the message's exact encoded length plus its framing inside the request.
 pub(crate) fn message_bytes(message: &proto::Message) -> usize {
-    message.encoded_len() + MESSAGE_FRAMING_BYTES_MAX
+    raftmq_proto::message_bytes(message) + field_framing_bytes(message) + MESSAGE_FRAMING_BYTES_MAX
+}
+
+/// What protobuf adds around a message's fields: a tag and a length before
+/// each field it encodes. An empty payload, header name or header value is
+/// not encoded; a key is whenever it is present, even empty. Each header is
+/// a map entry: framed itself, around its framed name and value.
+fn field_framing_bytes(message: &proto::Message) -> usize {
+    let framing = |len: usize| TAG_BYTES + encoded_len_varint(len as u64);
+    let framing_unless_empty = |len: usize| if len == 0 { 0 } else { framing(len) };
+    let key = message.key.as_ref().map_or(0, |key| framing(key.len()));
+    let payload = framing_unless_empty(message.payload.len());
+    let headers: usize = message
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let inner = framing_unless_empty(name.len()) + framing_unless_empty(value.len());
+            framing(name.len() + value.len() + inner) + inner
+        })
+        .sum();
+    key + payload + headers
 }
 
 /// The bytes of a request before any message is added.
@@ -89,5 +116,43 @@ mod tests {
     #[test]
     fn a_message_alone_always_fits() {
         check(100, 0, &[5000, 5000], &[1, 1]);
+    }
+
+    /// A message's request bytes are its encoded length plus its framing in
+    /// the request, whatever its fields: empty, absent, or long enough that
+    /// a length takes more varint bytes.
+    #[test]
+    fn message_bytes_are_the_encoding_plus_framing() {
+        use prost::Message as _;
+        let lengths = [0, 1, 127, 128, 16_383, 16_384];
+        let text = |len: usize| "x".repeat(len);
+        let blob = |len: usize| bytes::Bytes::from(vec![7u8; len]);
+        let mut messages = vec![proto::Message::default()];
+        for len in lengths {
+            messages.push(proto::Message {
+                key: Some(blob(len)),
+                payload: blob(len),
+                headers: Default::default(),
+            });
+            messages.push(proto::Message {
+                key: None,
+                payload: blob(len),
+                headers: [
+                    (text(len), text(1)),
+                    (text(1) + "n", text(len)),
+                    (String::new(), text(len)),
+                ]
+                .into(),
+            });
+        }
+        for message in messages {
+            assert_eq!(
+                message_bytes(&message),
+                message.encoded_len() + MESSAGE_FRAMING_BYTES_MAX,
+                "{:?} {:?}",
+                message.key.as_ref().map(|k| k.len()),
+                message.payload.len()
+            );
+        }
     }
 }

@@ -3,7 +3,9 @@
 //! Compiled in only with the `planted-bugs` feature, and even then off
 //! until `plant` switches one on (the simulation does so in its own
 //! process). Without the feature, `active` is a constant `false` and every
-//! planted branch compiles away.
+//! planted branch compiles away. Bugs inside the state machine are its own
+//! quirks (`machine::quirks`), which `plant` switches: the machine never
+//! looks here.
 
 /// One deliberate bug, named for what it breaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,8 +21,9 @@ pub enum Bug {
     /// Dispatch lets a consumer hold one more than its prefetch (checker:
     /// credit).
     PrefetchPlusOne = 3,
-    /// Apply stamps messages with the replica's own clock instead of the
-    /// leader's (checker: replicas agree).
+    /// Each replica applies entries stamped with its own clock instead of
+    /// the leader's (checker: replicas agree). Planted in the Raft layer's
+    /// state machine adapter: the state machine itself reads no clock.
     LocalClockInApply = 4,
     /// Dispatch silently acks keyless messages at offsets divisible by 8
     /// instead of delivering them (checker: no lost confirmed message).
@@ -74,12 +77,30 @@ impl Bug {
 }
 
 #[cfg(feature = "planted-bugs")]
+impl Bug {
+    /// The state machine's quirk this bug is, if it lives there.
+    fn quirk(self) -> Option<crate::machine::quirks::Quirk> {
+        use crate::machine::quirks::Quirk;
+        match self {
+            Bug::AckDropsLast => Some(Quirk::AckDropsLast),
+            Bug::ReturnedLast => Some(Quirk::ReturnedLast),
+            Bug::PrefetchPlusOne => Some(Quirk::PrefetchPlusOne),
+            Bug::SkipMessage => Some(Quirk::SkipMessage),
+            Bug::CorruptPayload => Some(Quirk::CorruptPayload),
+            Bug::StoreRepeats => Some(Quirk::StoreRepeats),
+            Bug::LocalClockInApply | Bug::ElectionLockstep | Bug::ReadCap => None,
+        }
+    }
+}
+
+#[cfg(feature = "planted-bugs")]
 static PLANTED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// Switches `bug` on for this process.
 #[cfg(feature = "planted-bugs")]
 pub fn plant(bug: Bug) {
     PLANTED.store(bug as u8, std::sync::atomic::Ordering::Relaxed);
+    crate::machine::quirks::switch_on(bug.quirk());
 }
 
 /// Whether `bug` is switched on.

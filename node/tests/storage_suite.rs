@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use openraft::testing::{StoreBuilder, Suite};
+use raftmq_node::clock::SystemClock;
 use raftmq_node::machine::Effect;
 use raftmq_node::raft::typ::StorageError;
 use raftmq_node::raft::{EffectSink, LogStore, StateMachineStore, TypeConfig};
@@ -25,7 +26,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for DiskBuil
         let dir = TempDir::new().expect("temp dir");
         let disk = Arc::new(LocalDisk::open(dir.path(), 16 * 1024 * 1024).expect("open disk"));
         let log = LogStore::new(disk.clone());
-        let machine = StateMachineStore::open(disk, Arc::new(NoSessions))?;
+        let machine = StateMachineStore::open(disk, Arc::new(NoSessions), Arc::new(SystemClock))?;
         Ok((dir, log, machine))
     }
 }

@@ -1,5 +1,6 @@
 //! The raftmq wire contract: generated protobuf types and services, and the
-//! key hash that decides a keyed message's partition.
+//! rules both sides share (`raftmq-rules`): the key hash that decides a
+//! keyed message's partition and the size of a message.
 
 /// The public broker API (`raftmq.v1`).
 pub mod v1 {
@@ -14,19 +15,28 @@ pub mod raft {
 /// Response metadata key naming the leader's address on a redirect.
 pub const LEADER_METADATA_KEY: &str = "x-raftmq-leader";
 
-/// The partition of a keyed message: FNV-1a (64-bit) of the key bytes, modulo
-/// the partition count. Part of the wire contract, so that clients can
-/// compute it; never change it.
-pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
-    use std::hash::Hasher;
-    let mut hasher = fnv::FnvHasher::default();
-    hasher.write(key);
-    (hasher.finish() % u64::from(partitions.max(1))) as u32
+/// The key hash and the message size rule, shared with the broker's state
+/// machine (`raftmq-rules`): re-exported so that a client needs only this
+/// crate.
+pub use raftmq_rules::{message_bytes, partition_for_key, MessageParts};
+
+impl MessageParts for v1::Message {
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+    fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::partition_for_key;
+    use super::{message_bytes, partition_for_key, v1};
 
     /// The published FNV-1a test vectors pin the function: clients in other
     /// languages rely on these exact values.
@@ -41,5 +51,17 @@ mod tests {
             partition_for_key(b"a", 7),
             (0xaf63dc4c8601ec8cu64 % 7) as u32
         );
+    }
+
+    /// The protobuf message is counted by the shared rule: payload, key and
+    /// each header's name and value.
+    #[test]
+    fn a_protobuf_message_counts_payload_key_and_headers() {
+        let message = v1::Message {
+            key: Some(b"k1".to_vec().into()),
+            payload: b"hello".to_vec().into(),
+            headers: [("trace".to_string(), "abc".to_string())].into(),
+        };
+        assert_eq!(message_bytes(&message), 5 + 2 + 5 + 3);
     }
 }

@@ -147,13 +147,15 @@ fn answer_all(replies: Vec<Reply>, result: Result<(u64, Vec<Outcome>), ProposeEr
     }
 }
 
-/// Roughly how many bytes a command adds to an entry.
+/// Roughly how many bytes a command adds to an entry: each message's size
+/// by the rule every limit on a message shares, plus an allowance for its
+/// encoding in the entry, so that many tiny messages still close one.
 fn weight(command: &Command) -> usize {
     const OVERHEAD_BYTES: usize = 64;
     match command {
         Command::Publish { messages, .. } => messages
             .iter()
-            .map(|m| OVERHEAD_BYTES + m.payload.len() + m.key.as_ref().map_or(0, |k| k.len()))
+            .map(|m| OVERHEAD_BYTES + raftmq_rules::message_bytes(m))
             .sum(),
         _ => OVERHEAD_BYTES,
     }

@@ -67,7 +67,7 @@ impl BrokerService {
         if let Some((index, bytes)) = request
             .messages
             .iter()
-            .map(convert::message_bytes)
+            .map(raftmq_proto::message_bytes)
             .enumerate()
             .find(|(_, bytes)| *bytes > limits.message_bytes_max)
         {
@@ -323,9 +323,11 @@ impl BrokerRpc for BrokerService {
         &self,
         _request: Request<v1::ClusterStatusRequest>,
     ) -> Result<Response<v1::ClusterStatusResponse>, Status> {
-        let commit_index = self.broker.log.committed_index().map_err(|e| {
-            internal(format!("reading commit index: {e}"))
-        })?;
+        let commit_index = self
+            .broker
+            .log
+            .committed_index()
+            .map_err(|e| internal(format!("reading commit index: {e}")))?;
         Ok(Response::new(convert::cluster_status(
             self.broker.raft.status(),
             self.broker.raft.members(),

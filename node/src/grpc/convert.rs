@@ -15,17 +15,6 @@ pub fn new_message(message: v1::Message) -> NewMessage {
     }
 }
 
-/// Bytes a message occupies, as the size limit counts them.
-pub fn message_bytes(message: &v1::Message) -> usize {
-    message.payload.len()
-        + message.key.as_ref().map_or(0, |k| k.len())
-        + message
-            .headers
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>()
-}
-
 pub fn delivery(delivery: Delivery) -> v1::Delivery {
     v1::Delivery {
         consumer_id: delivery.consumer,

@@ -43,7 +43,12 @@ impl Peers for GrpcPeers {
 pub struct GrpcPeer(RaftClient<Channel>);
 
 impl PeerLink for GrpcPeer {
-    async fn call(&self, kind: RpcKind, body: Vec<u8>, ttl: Duration) -> Result<Vec<u8>, PeerError> {
+    async fn call(
+        &self,
+        kind: RpcKind,
+        body: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Vec<u8>, PeerError> {
         let mut client = self.0.clone();
         let mut request = tonic::Request::new(RaftRequest {
             group: RAFT_GROUP,
@@ -61,7 +66,10 @@ impl PeerLink for GrpcPeer {
             Err(status)
                 if matches!(
                     status.code(),
-                    Code::InvalidArgument | Code::Internal | Code::Cancelled | Code::DeadlineExceeded
+                    Code::InvalidArgument
+                        | Code::Internal
+                        | Code::Cancelled
+                        | Code::DeadlineExceeded
                 ) =>
             {
                 Err(PeerError::Failed(status.to_string()))

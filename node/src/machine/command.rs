@@ -1,13 +1,14 @@
-//! What goes through the Raft log (commands), what applying them answers
-//! (outcomes) and what they cause outside the state machine (effects).
+//! What goes through the Raft log (commands) and what applying them answers
+//! (outcomes).
 
 use serde::{Deserialize, Serialize};
 
+use super::consumer::SessionAddr;
+use super::ids::{ConsumerId, NodeId};
 use super::producers::ProducerTag;
-use super::state::Delivery;
+use super::rejection::Rejection;
 use super::subscription::SubscriptionConfig;
 use super::topic::{NewMessage, TopicLimits};
-use super::{ConsumerId, NodeId};
 
 /// One Raft log entry's payload: commands batched by the leader, stamped
 /// with the leader's clock. The state machine's time is
@@ -16,16 +17,6 @@ use super::{ConsumerId, NodeId};
 pub struct Request {
     pub stamp_ms: u64,
     pub commands: Vec<Command>,
-}
-
-/// Where a consumer's stream lives: the node, that node's boot id (so that a
-/// restarted node never mistakes an old session for a new one) and the
-/// session number within that boot.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SessionAddr {
-    pub node: NodeId,
-    pub boot: u64,
-    pub session: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -85,80 +76,4 @@ pub enum Outcome {
     Published(Vec<(u32, u64)>),
     Attached(ConsumerId),
     Rejected(Rejection),
-}
-
-/// Why the state machine refused a command. Data, not an error: every
-/// replica refuses the same command the same way.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Rejection {
-    #[error("invalid {what} name {name:?}: use 1 to 255 characters of A-Z a-z 0-9 . _ -")]
-    InvalidName { what: String, name: String },
-    #[error("partitions must be between 1 and {max}, got {got}")]
-    InvalidPartitions { got: u32, max: u32 },
-    #[error("prefetch must be between 1 and {max}, got {got}")]
-    InvalidPrefetch { got: u32, max: u32 },
-    #[error("topic {0:?} already exists")]
-    TopicExists(String),
-    #[error("topic {0:?} does not exist")]
-    UnknownTopic(String),
-    #[error("subscription {subscription:?} does not exist on topic {topic:?}")]
-    UnknownSubscription { topic: String, subscription: String },
-    #[error("partition {partition} does not exist (the topic has {partitions})")]
-    UnknownPartition { partition: u32, partitions: u32 },
-    #[error("no message at partition {partition} offset {offset}")]
-    NoSuchMessage { partition: u32, offset: u64 },
-    #[error(
-        "message at partition {partition} offset {offset} was never delivered to this subscription"
-    )]
-    NotDelivered { partition: u32, offset: u64 },
-    #[error("message at partition {partition} offset {offset} is not in flight")]
-    NotInFlight { partition: u32, offset: u64 },
-    #[error("{what} limit reached ({max})")]
-    LimitReached { what: String, max: usize },
-    #[error("empty {0}")]
-    Empty(String),
-    #[error("subscription {subscription:?} is {existing}, not {asked}")]
-    ModeMismatch {
-        subscription: String,
-        existing: String,
-        asked: String,
-    },
-    #[error("subscription {0:?} is exclusive and already has a consumer")]
-    ConsumerBusy(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("topic {topic:?} is full: {limit}; consumers must ack before more is accepted")]
-    TopicFull { topic: String, limit: String },
-    #[error("producer {producer}: sequence {got} out of order, expected {expected}; resend from {expected}")]
-    OutOfOrder {
-        producer: u64,
-        expected: u64,
-        got: u64,
-    },
-    #[error("producer {producer}: sequence {sequence} was stored, but its position is no longer remembered")]
-    RepeatForgotten { producer: u64, sequence: u64 },
-}
-
-/// Something applying a command causes outside the state machine. Every
-/// replica computes the same effects; only the node holding the addressed
-/// session acts on them, the others drop them.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Effect {
-    Deliver {
-        to: SessionAddr,
-        delivery: Delivery,
-    },
-    /// The consumer is detached: its stream should end.
-    Closed {
-        to: SessionAddr,
-        consumer: ConsumerId,
-    },
-}
-
-impl Effect {
-    pub fn session(&self) -> SessionAddr {
-        match self {
-            Effect::Deliver { to, .. } | Effect::Closed { to, .. } => *to,
-        }
-    }
 }

@@ -1,9 +1,19 @@
-//! A consumer as the replicated state knows it.
+//! A consumer as the replicated state knows it, and where its stream lives.
 
 use serde::{Deserialize, Serialize};
 
-use super::command::SessionAddr;
-use crate::planted::{self, Bug};
+use super::ids::NodeId;
+use super::quirks::{self, Quirk};
+
+/// Where a consumer's stream lives: the node, that node's boot id (so that a
+/// restarted node never mistakes an old session for a new one) and the
+/// session number within that boot.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionAddr {
+    pub node: NodeId,
+    pub boot: u64,
+    pub session: u64,
+}
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub(super) struct Consumer {
@@ -21,6 +31,6 @@ pub(super) struct Consumer {
 impl Consumer {
     /// Whether it may take one more message.
     pub fn has_credit(&self) -> bool {
-        self.in_flight < self.prefetch + u32::from(planted::active(Bug::PrefetchPlusOne))
+        self.in_flight < self.prefetch + u32::from(quirks::on(Quirk::PrefetchPlusOne))
     }
 }

@@ -11,14 +11,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
-use super::command::Effect;
 use super::consumer::Consumer;
+use super::effect::{Delivery, Effect};
+use super::ids::ConsumerId;
 use super::limits::{DISPATCH_LOOKAHEAD_MAX, DISPATCH_WINDOW_MAX};
-use super::state::Delivery;
+use super::quirks::{self, Quirk};
 use super::subscription::{Counts, Cursor, InFlight, Mode, Standing, Subscription};
 use super::topic::{Partition, Topic};
-use super::ConsumerId;
-use crate::planted::{self, Bug};
 
 /// When a dispatch happens: the state machine's time and the log index
 /// being applied.
@@ -124,8 +123,8 @@ fn pick(
     let fresh = (cursor.next..horizon)
         .filter(|offset| cursor.standing(*offset) == Standing::NeverDelivered)
         .map(|offset| (offset, Counts::default()));
-    // Returned messages first; the planted bug puts them last.
-    let late = planted::active(Bug::ReturnedLast);
+    // Returned messages first; the `ReturnedLast` quirk puts them last.
+    let late = quirks::on(Quirk::ReturnedLast);
     let candidates = returned()
         .filter(move |_| !late)
         .chain(fresh)
@@ -183,7 +182,7 @@ impl Picker<'_> {
                     Some(holder) => holder.consumer,
                     None => {
                         let slots = self.members.len() as u32;
-                        self.members[raftmq_proto::partition_for_key(key, slots) as usize]
+                        self.members[raftmq_rules::partition_for_key(key, slots) as usize]
                     }
                 };
                 Some(target).filter(has_credit)
@@ -218,12 +217,12 @@ fn hand_out(
         .get(offset)
         .expect("offsets at or above the ack floor are retained")
         .clone();
-    if planted::active(Bug::CorruptPayload) && message.key.is_none() && offset.is_multiple_of(16) {
+    if quirks::on(Quirk::CorruptPayload) && message.key.is_none() && offset.is_multiple_of(16) {
         message.payload = bytes::Bytes::from_static(b"corrupted");
     }
     let mode = subscription.config.mode;
     let cursor = &mut subscription.cursors[index];
-    if planted::active(Bug::SkipMessage) && message.key.is_none() && offset.is_multiple_of(8) {
+    if quirks::on(Quirk::SkipMessage) && message.key.is_none() && offset.is_multiple_of(8) {
         cursor.ack(offset);
         return;
     }

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use super::ids::ConsumerId;
 use super::state::State;
 use super::subscription::{Cursor, Holder, Standing};
 use super::topic::Partition;
-use super::ConsumerId;
 
 impl State {
     /// Checks that every consumer's in-flight count matches the cursors and

@@ -29,5 +29,6 @@ pub const PRODUCER_POSITIONS_MAX: usize = 16_384;
 /// Most positions in one ack or nack command.
 pub const POSITIONS_PER_COMMAND_MAX: usize = 10_000;
 
-/// The rules version this build applies; snapshots carry it.
-pub const MACHINE_VERSION: u32 = 1;
+/// The rules version this build applies; snapshots carry it. 2: a topic's
+/// retained bytes count headers too (`raftmq_rules::message_bytes`).
+pub const MACHINE_VERSION: u32 = 2;

@@ -7,30 +7,44 @@
 //! the same state and computes the same deliveries (DESIGN.md, "What goes
 //! through the log"). Rejections are data in the outcome, not errors.
 
+// Each module uses only those on the lines above its own, so the imports
+// run one way (bottom up):
+//   ids, limits, quirks, rejection
+//   consumer, producers, subscription
+//   topic
+//   command, effect
+//   dispatch
+//   ledger: the moves commands share (append, dispatch, refill)
+//   settle
+//   state: apply
+//   invariants
 mod command;
 mod consumer;
 mod dispatch;
+mod effect;
+mod ids;
 mod invariants;
+mod ledger;
 mod limits;
 mod producers;
+pub(crate) mod quirks;
+mod rejection;
 mod settle;
 mod state;
 mod subscription;
 mod topic;
 
-pub use command::{Command, Effect, Outcome, Rejection, Request, SessionAddr};
+pub use command::{Command, Outcome, Request};
+pub use consumer::SessionAddr;
+pub use effect::{Delivery, Effect};
+pub use ids::{ConsumerId, NodeId};
 pub use limits::*;
 pub use producers::ProducerTag;
+pub use rejection::Rejection;
 pub use settle::{REASON_MAX_DELIVERIES, REASON_REJECTED};
-pub use state::{Delivery, State, TopicSummary};
+pub use state::{State, TopicSummary};
 pub use subscription::{Mode, Start, SubscriptionConfig};
 pub use topic::{Message, NewMessage, Partition, TopicLimits};
-
-/// Identifies a consumer: assigned in log order when it attaches.
-pub type ConsumerId = u64;
-
-/// A Raft node id.
-pub type NodeId = u64;
 
 #[cfg(test)]
 mod tests;

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::command::Rejection;
 use super::limits::{PRODUCERS_PER_TOPIC_MAX, PRODUCER_POSITIONS_MAX};
-use crate::planted::{self, Bug};
+use super::quirks::{self, Quirk};
+use super::rejection::Rejection;
 
 /// Who published: a producer id (never 0) and the sequence number of the
 /// batch's first message; message i has `sequence + i`.
@@ -57,7 +57,7 @@ impl Producers {
             return Ok(Verdict::Store); // a new (or forgotten) producer starts anywhere
         };
         let end = tag.sequence.saturating_add(count as u64);
-        if tag.sequence == producer.next || planted::active(Bug::StoreRepeats) {
+        if tag.sequence == producer.next || quirks::on(Quirk::StoreRepeats) {
             return Ok(Verdict::Store);
         }
         if tag.sequence > producer.next || end > producer.next {

@@ -4,31 +4,18 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::command::{Command, Effect, Outcome, Rejection, Request, SessionAddr};
-use super::consumer::Consumer;
-use super::dispatch;
+use super::command::{Command, Outcome, Request};
+use super::consumer::{Consumer, SessionAddr};
+use super::dispatch::Moment;
+use super::effect::Effect;
+use super::ids::{ConsumerId, NodeId};
+use super::ledger::Ledger;
 use super::limits::*;
 use super::producers::{ProducerTag, Verdict};
-use super::settle::Settle;
+use super::rejection::Rejection;
+use super::settle::{self, Settle};
 use super::subscription::{Mode, Start, Subscription, SubscriptionConfig};
-use super::topic::{Message, NewMessage, Partition, Topic, TopicLimits};
-use super::{ConsumerId, NodeId};
-use crate::planted::{self, Bug};
-
-/// A message handed to a consumer.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Delivery {
-    pub consumer: ConsumerId,
-    /// Dense per consumer, from 1.
-    pub sequence: u64,
-    pub partition: u32,
-    pub offset: u64,
-    pub message: Message,
-    /// Handouts so far, this one included.
-    pub attempts: u32,
-    /// The log index whose apply handed it out.
-    pub decided_at: u64,
-}
+use super::topic::{NewMessage, Partition, Topic, TopicLimits};
 
 /// What `ListTopics` shows of a topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,7 +53,7 @@ impl Default for State {
     }
 }
 
-pub(super) type Applied = Result<Outcome, Rejection>;
+type Applied = Result<Outcome, Rejection>;
 
 impl State {
     /// Applies one log entry's commands in order, appending their effects.
@@ -129,11 +116,11 @@ impl State {
                 requeue,
                 delay_ms,
             } => {
-                let settle = Settle::Nack { requeue, delay_ms };
-                self.settle(&topic, &subscription, &positions, settle, effects)
+                let how = Settle::Nack { requeue, delay_ms };
+                self.settle(&topic, &subscription, &positions, how, effects)
             }
             Command::Tick => {
-                self.tick(effects);
+                settle::tick(&mut self.ledger(), effects);
                 Ok(Outcome::Done)
             }
             Command::LeaderStarted { node } => {
@@ -169,62 +156,45 @@ impl State {
         if messages.is_empty() {
             return Err(Rejection::Empty("publish batch".into()));
         }
+        let mut ledger = self.ledger();
         if let Some(tag) = producer {
-            let verdict = self.topic_mut(name)?.producers.judge(tag, messages.len())?;
+            let verdict = ledger
+                .topic_mut(name)?
+                .producers
+                .judge(tag, messages.len())?;
             if let Verdict::Repeat(positions) = verdict {
                 return Ok(Outcome::Published(positions));
             }
         }
-        let positions = self.append(name, messages)?;
+        let positions = ledger.append(name, messages)?;
         if let Some(tag) = producer {
-            let now_ms = self.now_ms;
-            self.topic_mut(name)?
+            let now_ms = ledger.moment.now_ms;
+            ledger
+                .topic_mut(name)?
                 .producers
                 .record(tag, positions.clone(), now_ms);
         }
-        self.dispatch_topic(name, effects);
+        ledger.dispatch_topic(name, effects);
         Ok(Outcome::Published(positions))
     }
 
-    /// Appends messages to a topic, stamped with the state machine's time.
-    pub(super) fn append(
+    fn settle(
         &mut self,
-        name: &str,
-        messages: Vec<NewMessage>,
-    ) -> Result<Vec<(u32, u64)>, Rejection> {
-        let now_ms = if planted::active(Bug::LocalClockInApply) {
-            crate::clock::Clock::now_ms(&crate::clock::SystemClock)
-        } else {
-            self.now_ms
-        };
-        let topic = self.topic_mut(name)?;
-        topic.admit(name, &messages)?;
-        let positions = messages
-            .into_iter()
-            .map(|m| {
-                let partition = topic.route(m.key.as_deref());
-                let offset = topic.partitions[partition as usize].append(Message {
-                    key: m.key,
-                    payload: m.payload,
-                    headers: m.headers,
-                    publish_ms: now_ms,
-                });
-                (partition, offset)
-            })
-            .collect();
-        Ok(positions)
-    }
-
-    /// Dispatches every subscription of a topic.
-    pub(super) fn dispatch_topic(&mut self, name: &str, effects: &mut Vec<Effect>) {
-        let subscriptions: Vec<String> = self
-            .topics
-            .get(name)
-            .map(|t| t.subscriptions.keys().cloned().collect())
-            .unwrap_or_default();
-        for subscription in subscriptions {
-            self.dispatch(name, &subscription, effects);
-        }
+        topic: &str,
+        subscription: &str,
+        positions: &[(u32, u64)],
+        how: Settle,
+        effects: &mut Vec<Effect>,
+    ) -> Applied {
+        settle::settle(
+            &mut self.ledger(),
+            topic,
+            subscription,
+            positions,
+            how,
+            effects,
+        )?;
+        Ok(Outcome::Done)
     }
 
     fn attach(
@@ -326,32 +296,28 @@ impl State {
         }
     }
 
-    /// Hands out what the subscription's consumers have credit for.
-    pub(super) fn dispatch(
-        &mut self,
-        topic_name: &str,
-        subscription_name: &str,
-        effects: &mut Vec<Effect>,
-    ) {
-        if let Some(topic) = self.topics.get_mut(topic_name) {
-            let moment = dispatch::Moment {
+    /// The topics and consumers at this moment, for the moves commands
+    /// share.
+    fn ledger(&mut self) -> Ledger<'_> {
+        Ledger {
+            topics: &mut self.topics,
+            consumers: &mut self.consumers,
+            moment: Moment {
                 now_ms: self.now_ms,
                 index: self.applying,
-            };
-            dispatch::dispatch(
-                topic,
-                subscription_name,
-                &mut self.consumers,
-                moment,
-                effects,
-            );
+            },
         }
     }
 
-    pub(super) fn topic_mut(&mut self, name: &str) -> Result<&mut Topic, Rejection> {
-        self.topics
-            .get_mut(name)
-            .ok_or_else(|| Rejection::UnknownTopic(name.into()))
+    /// Hands out what the subscription's consumers have credit for.
+    fn dispatch(&mut self, topic: &str, subscription: &str, effects: &mut Vec<Effect>) {
+        self.ledger().dispatch(topic, subscription, effects);
+    }
+
+    /// The earliest time a tick has work: an ack deadline or a delayed
+    /// redelivery. The leader appends a tick only then, never periodically.
+    pub fn next_deadline(&self) -> Option<u64> {
+        settle::next_deadline(&self.topics, self.now_ms)
     }
 
     pub fn topics(&self) -> Vec<TopicSummary> {

@@ -176,7 +176,7 @@ fn keyed_messages_follow_the_key_hash_and_offsets_are_dense() {
         "t",
         &[Some("k1"), Some("k2"), Some("k1"), None, None, None, None],
     );
-    let hash = |key: &str| raftmq_proto::partition_for_key(key.as_bytes(), 4);
+    let hash = |key: &str| raftmq_rules::partition_for_key(key.as_bytes(), 4);
     assert_eq!(positions[0].0, hash("k1"));
     assert_eq!(positions[1].0, hash("k2"));
     assert_eq!(positions[2], (hash("k1"), positions[0].1 + 1));
@@ -810,6 +810,51 @@ fn a_full_topic_refuses_publishes_until_consumers_ack() {
     h.attach("t", "s", 10, SESSION);
     h.ack("t", "s", vec![(0, 0), (0, 1)]);
     assert_eq!(h.publish("t", &[None; 2]).len(), 2, "room again after acks");
+}
+
+/// A topic's byte limit counts a message as every limit on a message does:
+/// payload, key and headers (it once left the headers out).
+#[test]
+fn a_topic_byte_limit_counts_headers() {
+    let mut h = Harness::new();
+    let limits = TopicLimits {
+        max_messages: 0,
+        max_bytes: 10,
+    };
+    h.apply(Command::CreateTopic {
+        name: "t".into(),
+        partitions: 1,
+        limits,
+    });
+    let publish = |h: &mut Harness, payload: &'static [u8], header: (&str, &str)| {
+        h.apply(Command::Publish {
+            topic: "t".into(),
+            producer: None,
+            messages: vec![NewMessage {
+                key: None,
+                payload: Bytes::from_static(payload),
+                headers: [(header.0.into(), header.1.into())].into(),
+            }],
+        })
+    };
+    let bytes = |h: &Harness| h.state.partition("t", 0).map(|p| p.bytes);
+    // 4 payload bytes and 4 header bytes.
+    assert!(matches!(
+        publish(&mut h, b"abcd", ("ab", "cd")),
+        Outcome::Published(_)
+    ));
+    assert_eq!(bytes(&h), Some(8));
+    // Its payload alone would fit; with its header it does not.
+    let full = publish(&mut h, b"ab", ("h", "v"));
+    assert!(matches!(rejected(full), Rejection::TopicFull { .. }));
+    // Trimmed once acked, a message gives back what it counted.
+    h.attach("t", "s", 10, SESSION);
+    h.ack("t", "s", vec![(0, 0)]);
+    assert_eq!(bytes(&h), Some(0));
+    assert!(matches!(
+        publish(&mut h, b"ab", ("h", "v")),
+        Outcome::Published(_)
+    ));
 }
 
 #[test]

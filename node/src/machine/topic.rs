@@ -4,10 +4,11 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
+use raftmq_rules::MessageParts;
 use serde::{Deserialize, Serialize};
 
-use super::command::Rejection;
 use super::producers::Producers;
+use super::rejection::Rejection;
 use super::subscription::Subscription;
 
 /// A message as a producer sends it.
@@ -32,7 +33,7 @@ pub struct Partition {
     /// Offset of the first retained message.
     pub base: u64,
     pub messages: VecDeque<Message>,
-    /// Payload and key bytes retained.
+    /// Bytes retained, as `raftmq_rules::message_bytes` counts them.
     pub bytes: u64,
 }
 
@@ -44,21 +45,31 @@ pub struct TopicLimits {
     pub max_bytes: u64,
 }
 
-impl Message {
-    pub fn bytes(&self) -> u64 {
-        counted_bytes(self.key.as_ref(), &self.payload)
-    }
+/// A message as it arrives and as it is stored are counted alike, by the
+/// rule every limit on a message shares (`raftmq_rules::message_bytes`).
+macro_rules! message_parts {
+    ($message:ty) => {
+        impl MessageParts for $message {
+            fn payload(&self) -> &[u8] {
+                &self.payload
+            }
+            fn key(&self) -> Option<&[u8]> {
+                self.key.as_deref()
+            }
+            fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+                self.headers
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_str()))
+            }
+        }
+    };
 }
+message_parts!(NewMessage);
+message_parts!(Message);
 
-impl NewMessage {
-    pub fn bytes(&self) -> u64 {
-        counted_bytes(self.key.as_ref(), &self.payload)
-    }
-}
-
-/// What counts against a topic's byte limit: payload and key.
-fn counted_bytes(key: Option<&Bytes>, payload: &Bytes) -> u64 {
-    (payload.len() + key.map_or(0, |k| k.len())) as u64
+/// What a message counts against its topic's byte limit.
+fn counted_bytes(message: &impl MessageParts) -> u64 {
+    raftmq_rules::message_bytes(message) as u64
 }
 
 impl Partition {
@@ -73,7 +84,7 @@ impl Partition {
     }
 
     pub fn append(&mut self, message: Message) -> u64 {
-        self.bytes += message.bytes();
+        self.bytes += counted_bytes(&message);
         self.messages.push_back(message);
         self.end() - 1
     }
@@ -84,7 +95,7 @@ impl Partition {
             let Some(message) = self.messages.pop_front() else {
                 break;
             };
-            self.bytes -= message.bytes();
+            self.bytes -= counted_bytes(&message);
             self.base += 1;
         }
     }
@@ -123,7 +134,7 @@ impl Topic {
             .map(|p| p.messages.len() as u64)
             .sum();
         let bytes: u64 = self.partitions.iter().map(|p| p.bytes).sum();
-        let new_bytes: u64 = messages.iter().map(NewMessage::bytes).sum();
+        let new_bytes: u64 = messages.iter().map(counted_bytes).sum();
         let over = |max: u64, total: u64| max > 0 && total > max;
         let limit = if over(self.limits.max_messages, count + messages.len() as u64) {
             format!(
@@ -153,7 +164,7 @@ impl Topic {
     pub fn route(&mut self, key: Option<&[u8]>) -> u32 {
         let count = self.partition_count();
         match key {
-            Some(key) => raftmq_proto::partition_for_key(key, count),
+            Some(key) => raftmq_rules::partition_for_key(key, count),
             None => {
                 let partition = (self.next_keyless % u64::from(count)) as u32;
                 self.next_keyless += 1;

@@ -7,8 +7,9 @@ use crate::storage::{Disk, StorageError};
 
 /// Bump whenever `machine::Command`, `machine::State`, the stored
 /// snapshot or their layout on disk change. 3: the log and the snapshot
-/// moved from sled trees to files.
-pub const STORAGE_FORMAT: u32 = 3;
+/// moved from sled trees to files. 4: a topic's retained bytes count
+/// headers (`raftmq_rules::message_bytes`).
+pub const STORAGE_FORMAT: u32 = 4;
 
 const FORMAT_KEY: &[u8] = b"storage_format";
 

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use super::runtime::run_blocking;
 use super::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
 use super::{decode, encode, Response, TypeConfig};
+use crate::clock::Clock;
 use crate::machine::{Effect, State};
+use crate::planted::{self, Bug};
 use crate::storage::Disk;
 
 /// Receives the effects of applied entries. Called on the apply path: it
@@ -45,6 +47,9 @@ pub struct StateMachineStore {
     applied: Arc<Mutex<Applied>>,
     disk: Arc<dyn Disk>,
     sink: Arc<dyn EffectSink>,
+    /// Read only by the planted bug that stamps entries with this replica's
+    /// own clock.
+    clock: Arc<dyn Clock>,
     /// The size of the latest snapshot's data: when to take the next one
     /// depends on it (`snapshots.rs`).
     snapshot_bytes: Arc<AtomicU64>,
@@ -52,7 +57,11 @@ pub struct StateMachineStore {
 
 impl StateMachineStore {
     /// Restores the last snapshot on `disk`, if any.
-    pub fn open(disk: Arc<dyn Disk>, sink: Arc<dyn EffectSink>) -> Result<Self, StorageError> {
+    pub fn open(
+        disk: Arc<dyn Disk>,
+        sink: Arc<dyn EffectSink>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StorageError> {
         let stored = load_snapshot(disk.as_ref())?;
         let applied = match &stored {
             Some(stored) => {
@@ -65,6 +74,7 @@ impl StateMachineStore {
             applied: Arc::new(Mutex::new(applied)),
             disk,
             sink,
+            clock,
             snapshot_bytes: Arc::new(AtomicU64::new(snapshot_bytes)),
         })
     }
@@ -161,7 +171,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     applied.last_applied = Some(entry.log_id);
                     match entry.payload {
                         EntryPayload::Blank => Vec::new(),
-                        EntryPayload::Normal(request) => {
+                        EntryPayload::Normal(mut request) => {
+                            if planted::active(Bug::LocalClockInApply) {
+                                request.stamp_ms = self.clock.now_ms();
+                            }
                             applied
                                 .state
                                 .apply(entry.log_id.index, request, &mut effects)

@@ -1,0 +1,130 @@
+//! What the leader's ticker costs per tick as subscriptions grow: every
+//! 20 ms it asks the state machine for its next deadline, and when one is
+//! due it appends a `Tick`. Both should cost what is due, not what exists.
+//!
+//! `cargo bench -p raftmq-node --bench ticks` prints, for 10 and 10,000
+//! subscriptions (each with one message in flight under its own ack
+//! timeout), the median time of `next_deadline` and of applying a `Tick`
+//! that returns one message. A topic holds at most 1,000 subscriptions
+//! (`SUBSCRIPTIONS_PER_TOPIC_MAX`), so 10,000 are spread over 10 topics.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use raftmq_node::machine::{
+    Command, Mode, NewMessage, Request, SessionAddr, Start, State, SubscriptionConfig, TopicLimits,
+    SUBSCRIPTIONS_PER_TOPIC_MAX,
+};
+
+/// Rounds per measurement; the median is printed.
+const ROUNDS: usize = 9;
+/// Calls per round.
+const CALLS: usize = 1_000;
+/// Every ack timeout is at least this long, so none is due while the state
+/// is built.
+const TIMEOUT_BASE_MS: u64 = 3_600_000;
+
+fn apply(state: &mut State, index: &mut u64, now_ms: u64, commands: Vec<Command>) {
+    *index += 1;
+    let request = Request {
+        stamp_ms: now_ms,
+        commands,
+    };
+    state.apply(*index, request, &mut Vec::new());
+}
+
+/// `subscriptions` subscriptions, each with one consumer holding its one
+/// message; their ack deadlines 1 ms apart.
+fn state_with(subscriptions: usize) -> (State, u64) {
+    let mut state = State::default();
+    let mut index = 0;
+    let topics = subscriptions.div_ceil(SUBSCRIPTIONS_PER_TOPIC_MAX);
+    for t in 0..topics {
+        let topic = format!("t{t}");
+        let create = Command::CreateTopic {
+            name: topic.clone(),
+            partitions: 1,
+            limits: TopicLimits::default(),
+        };
+        let publish = Command::Publish {
+            topic,
+            messages: vec![NewMessage {
+                key: None,
+                payload: Bytes::from_static(b"job"),
+                headers: Default::default(),
+            }],
+            producer: None,
+        };
+        apply(&mut state, &mut index, 0, vec![create, publish]);
+    }
+    for s in 0..subscriptions {
+        let attach = Command::Attach {
+            topic: format!("t{}", s / SUBSCRIPTIONS_PER_TOPIC_MAX),
+            subscription: format!("s{s}"),
+            prefetch: 1,
+            session: SessionAddr {
+                node: 1,
+                boot: 1,
+                session: s as u64,
+            },
+            config: Some(SubscriptionConfig {
+                mode: Mode::Failover,
+                ack_timeout_ms: TIMEOUT_BASE_MS + s as u64,
+                max_deliveries: 0,
+                dead_letter_topic: None,
+                start: Start::Earliest,
+            }),
+        };
+        apply(&mut state, &mut index, 0, vec![attach]);
+    }
+    (state, index)
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Median time per `next_deadline` call.
+fn time_next_deadline(state: &State) -> Duration {
+    let rounds = (0..ROUNDS).map(|_| {
+        let started = Instant::now();
+        for _ in 0..CALLS {
+            std::hint::black_box(state.next_deadline());
+        }
+        started.elapsed() / CALLS as u32
+    });
+    median(rounds.collect())
+}
+
+/// Median time per applied `Tick`, each 1 ms after the last, so that each
+/// returns about one message (which goes straight back out).
+fn time_ticks(state: &mut State, index: &mut u64) -> Duration {
+    let mut now = TIMEOUT_BASE_MS;
+    let rounds = (0..ROUNDS).map(|_| {
+        let started = Instant::now();
+        for _ in 0..CALLS {
+            now += 1;
+            apply(state, index, now, vec![Command::Tick]);
+        }
+        started.elapsed() / CALLS as u32
+    });
+    median(rounds.collect())
+}
+
+fn main() {
+    println!(
+        "{:>13}  {:>18}  {:>12}",
+        "subscriptions", "next_deadline (us)", "tick (us)"
+    );
+    for subscriptions in [10, 10_000] {
+        let (mut state, mut index) = state_with(subscriptions);
+        let next = time_next_deadline(&state);
+        let tick = time_ticks(&mut state, &mut index);
+        println!(
+            "{subscriptions:>13}  {:>18.2}  {:>12.2}",
+            next.as_secs_f64() * 1e6,
+            tick.as_secs_f64() * 1e6
+        );
+    }
+}
