@@ -3,16 +3,18 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use raftmq_proto::v1 as proto;
 use raftmq_proto::v1::broker_client::BrokerClient;
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use crate::backoff::Backoff;
+use crate::connector::{Connector, TcpConnector};
 use crate::error::describe;
 use crate::routing::{Decision, Failure, Router};
 use crate::{
@@ -51,6 +53,8 @@ pub struct Client {
 struct Inner {
     seeds: Vec<String>,
     options: ClientOptions,
+    connector: Arc<dyn Connector>,
+    producer_ids: ProducerIds,
     channels: Mutex<BTreeMap<String, Channel>>,
     leader: Mutex<Option<String>>,
     /// Where the next operation starts rotating, so that consecutive
@@ -82,6 +86,18 @@ impl Client {
     }
 
     pub fn connect_with(seeds: Vec<String>, options: ClientOptions) -> Result<Client, ClientError> {
+        Client::connect_via(seeds, options, Arc::new(TcpConnector), rand::random())
+    }
+
+    /// A client that reaches nodes through `connector` (the simulation's
+    /// network, say) instead of TCP, and draws its producer ids from `seed`
+    /// (which must differ between clients).
+    pub fn connect_via(
+        seeds: Vec<String>,
+        options: ClientOptions,
+        connector: Arc<dyn Connector>,
+        seed: u64,
+    ) -> Result<Client, ClientError> {
         options.validate()?;
         let seeds: Vec<String> = seeds
             .iter()
@@ -98,11 +114,21 @@ impl Client {
             inner: Arc::new(Inner {
                 seeds,
                 options,
+                connector,
+                producer_ids: ProducerIds {
+                    base: splitmix64(seed),
+                    next: AtomicU64::new(0),
+                },
                 channels: Mutex::new(BTreeMap::new()),
                 leader: Mutex::new(None),
                 rotation: AtomicUsize::new(0),
             }),
         })
+    }
+
+    /// A fresh idempotent-producer id.
+    pub(crate) fn producer_id(&self) -> u64 {
+        self.inner.producer_ids.next()
     }
 
     pub fn options(&self) -> &ClientOptions {
@@ -213,7 +239,7 @@ impl Client {
             topic: topic.to_string(),
             messages: messages.into_iter().map(proto::Message::from).collect(),
             request_id: 0,
-            producer_id: producer_id(),
+            producer_id: self.producer_id(),
             sequence: 0,
         };
         let timeout = self.inner.options.rpc_timeout;
@@ -462,7 +488,8 @@ impl Client {
         let channel = match channels.get(address) {
             Some(channel) => channel.clone(),
             None => {
-                let channel = endpoint(address, &self.inner.options)?.connect_lazy();
+                let endpoint = endpoint(address, &self.inner.options)?;
+                let channel = self.inner.connector.channel(endpoint);
                 if channels.len() >= CHANNELS_MAX {
                     channels.clear();
                 }
@@ -537,15 +564,58 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A fresh idempotent-producer id: random, never 0 (0 means "not
-/// idempotent" on the wire).
-pub(crate) fn producer_id() -> u64 {
-    rand::random::<u64>().max(1)
+/// Idempotent-producer ids: a random seed per client, then a counter
+/// through splitmix64, so ids do not repeat across clients (as random ids
+/// would not) and a simulation that seeds the client gets the same ids
+/// every run.
+#[derive(Debug)]
+struct ProducerIds {
+    /// The client's seed, mixed, so that neighbouring seeds (a simulation's
+    /// clients 1, 2, 3) start far apart.
+    base: u64,
+    next: AtomicU64,
+}
+
+impl ProducerIds {
+    /// A fresh id, never 0 (0 means "not idempotent" on the wire).
+    fn next(&self) -> u64 {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        splitmix64(self.base.wrapping_add(n)).max(1)
+    }
+}
+
+/// Steele, Lea and Flood's 64-bit mixer: distinct inputs give distinct,
+/// well spread outputs.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn producer_ids_follow_the_seed_and_are_never_zero() {
+        let ids = |seed: u64| {
+            let client = Client::connect_via(
+                vec!["127.0.0.1:1".to_string()],
+                ClientOptions::default(),
+                Arc::new(TcpConnector),
+                seed,
+            )
+            .expect("client");
+            (0..1000).map(|_| client.producer_id()).collect::<Vec<_>>()
+        };
+        let (a, again, other) = (ids(7), ids(7), ids(8));
+        assert_eq!(a, again, "the same seed gives the same ids");
+        assert_ne!(a, other);
+        let distinct: std::collections::BTreeSet<_> = a.iter().chain(&other).collect();
+        assert_eq!(distinct.len(), 2000);
+        assert!(a.iter().all(|id| *id != 0));
+    }
 
     #[test]
     fn addresses_are_normalized_and_validated() {

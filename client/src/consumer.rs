@@ -1,7 +1,9 @@
 //! `Consumer`: a subscription's deliveries as one stream that survives
 //! leader changes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use raftmq_proto::v1 as proto;
 use tonic::{Response, Status, Streaming};
@@ -169,7 +171,7 @@ impl Consumer {
             Some(planned) => planned,
             None => *self.restart.insert(self.recovery.on_break(Instant::now())?),
         };
-        tokio::time::sleep_until(restart.not_before.into()).await;
+        tokio::time::sleep_until(restart.not_before).await;
         let opened = self.open(restart.deadline).await;
         self.restart = None;
         match opened {

@@ -36,6 +36,7 @@ mod backoff;
 mod batch;
 mod client;
 mod cluster;
+mod connector;
 mod consumer;
 mod delivery;
 mod error;
@@ -51,6 +52,7 @@ mod topic;
 
 pub use client::Client;
 pub use cluster::{ClusterStatus, Member, NodeStatus};
+pub use connector::{Connector, TcpConnector};
 pub use consumer::Consumer;
 pub use delivery::Delivery;
 pub use error::ClientError;

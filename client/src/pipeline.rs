@@ -3,7 +3,7 @@
 //! old one breaks.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use raftmq_proto::v1 as proto;
 use tokio::sync::mpsc::error::TryRecvError;
@@ -98,6 +98,7 @@ impl Pipeline {
             client_options.retry_deadline,
             Backoff::new(client_options.backoff_initial, client_options.backoff_max),
         );
+        let producer_id = client.producer_id();
         Pipeline {
             client,
             topic: topic.to_string(),
@@ -107,7 +108,7 @@ impl Pipeline {
             held: None,
             in_flight: BTreeMap::new(),
             request_id_next: 1,
-            producer_id: crate::client::producer_id(),
+            producer_id,
             sequence_next: 0,
             flushes: Vec::new(),
             session: None,
@@ -156,8 +157,7 @@ impl Pipeline {
             return Event::Command(self.commands.recv().await);
         };
         let waiting = !self.in_flight.is_empty();
-        let stall_at =
-            tokio::time::Instant::from_std(self.last_progress + self.options.confirm_timeout);
+        let stall_at = self.last_progress + self.options.confirm_timeout;
         tokio::select! {
             biased;
             response = session.inbound.message() => Event::Response(response),
@@ -301,7 +301,7 @@ impl Pipeline {
             Ok(restart) => restart,
             Err(error) => return self.fail_in_flight(error),
         };
-        tokio::time::sleep_until(restart.not_before.into()).await;
+        tokio::time::sleep_until(restart.not_before).await;
         match self.open(restart.deadline).await {
             Ok(session) => {
                 self.session = Some(session);

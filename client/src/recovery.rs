@@ -1,7 +1,9 @@
 //! The budget of a stream's recovery: how long a producer or consumer may
 //! spend re-attaching before it gives up, and when each attempt starts.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::ClientError;
