@@ -3,10 +3,11 @@
 //! due it appends a `Tick`. Both should cost what is due, not what exists.
 //!
 //! `cargo bench -p raftmq-node --bench ticks` prints, for 10 and 10,000
-//! subscriptions (each with one message in flight under its own ack
-//! timeout), the median time of `next_deadline` and of applying a `Tick`
-//! that returns one message. A topic holds at most 1,000 subscriptions
-//! (`SUBSCRIPTIONS_PER_TOPIC_MAX`), so 10,000 are spread over 10 topics.
+//! subscriptions (each with one message in flight under an ack timeout),
+//! the median time of `next_deadline` and of applying a `Tick` that
+//! returns one message, at either size. A topic holds at most 1,000
+//! subscriptions (`SUBSCRIPTIONS_PER_TOPIC_MAX`), so 10,000 are spread over
+//! 10 topics.
 
 use std::time::{Duration, Instant};
 
@@ -20,21 +21,24 @@ use raftmq_node::machine::{
 const ROUNDS: usize = 9;
 /// Calls per round.
 const CALLS: usize = 1_000;
-/// Every ack timeout is at least this long, so none is due while the state
-/// is built.
-const TIMEOUT_BASE_MS: u64 = 3_600_000;
 
-fn apply(state: &mut State, index: &mut u64, now_ms: u64, commands: Vec<Command>) {
+/// Applies one entry; answers how many effects it had.
+fn apply(state: &mut State, index: &mut u64, now_ms: u64, commands: Vec<Command>) -> usize {
     *index += 1;
     let request = Request {
         stamp_ms: now_ms,
         commands,
     };
-    state.apply(*index, request, &mut Vec::new());
+    let mut effects = Vec::new();
+    state.apply(*index, request, &mut effects);
+    effects.len()
 }
 
 /// `subscriptions` subscriptions, each with one consumer holding its one
-/// message; their ack deadlines 1 ms apart.
+/// message. Subscription s is attached at s ms and every ack timeout is
+/// `subscriptions` ms, so the deadlines are 1 ms apart, the first at
+/// `subscriptions` ms, and a message returned at t is due again at
+/// t + `subscriptions`: a tick every ms returns exactly one message.
 fn state_with(subscriptions: usize) -> (State, u64) {
     let mut state = State::default();
     let mut index = 0;
@@ -69,13 +73,13 @@ fn state_with(subscriptions: usize) -> (State, u64) {
             },
             config: Some(SubscriptionConfig {
                 mode: Mode::Failover,
-                ack_timeout_ms: TIMEOUT_BASE_MS + s as u64,
+                ack_timeout_ms: subscriptions as u64,
                 max_deliveries: 0,
                 dead_letter_topic: None,
                 start: Start::Earliest,
             }),
         };
-        apply(&mut state, &mut index, 0, vec![attach]);
+        apply(&mut state, &mut index, s as u64, vec![attach]);
     }
     (state, index)
 }
@@ -97,15 +101,17 @@ fn time_next_deadline(state: &State) -> Duration {
     median(rounds.collect())
 }
 
-/// Median time per applied `Tick`, each 1 ms after the last, so that each
-/// returns about one message (which goes straight back out).
-fn time_ticks(state: &mut State, index: &mut u64) -> Duration {
-    let mut now = TIMEOUT_BASE_MS;
+/// Median time per applied `Tick`, each 1 ms after the last, from the
+/// first deadline on: each returns one message (which goes straight back
+/// out).
+fn time_ticks(state: &mut State, index: &mut u64, subscriptions: usize) -> Duration {
+    let mut now = subscriptions as u64 - 1;
     let rounds = (0..ROUNDS).map(|_| {
         let started = Instant::now();
         for _ in 0..CALLS {
             now += 1;
-            apply(state, index, now, vec![Command::Tick]);
+            let handed = apply(state, index, now, vec![Command::Tick]);
+            assert_eq!(handed, 1, "each tick hands one message back out");
         }
         started.elapsed() / CALLS as u32
     });
@@ -120,7 +126,7 @@ fn main() {
     for subscriptions in [10, 10_000] {
         let (mut state, mut index) = state_with(subscriptions);
         let next = time_next_deadline(&state);
-        let tick = time_ticks(&mut state, &mut index);
+        let tick = time_ticks(&mut state, &mut index, subscriptions);
         println!(
             "{subscriptions:>13}  {:>18.2}  {:>12.2}",
             next.as_secs_f64() * 1e6,

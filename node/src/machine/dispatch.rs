@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 
 use super::consumer::Consumer;
+use super::deadlines::{CursorDeadlines, Deadlines};
 use super::effect::{Delivery, Effect};
 use super::ids::ConsumerId;
 use super::limits::{DISPATCH_LOOKAHEAD_MAX, DISPATCH_WINDOW_MAX};
@@ -27,11 +28,14 @@ pub(super) struct Moment {
     pub index: u64,
 }
 
-/// Hands out messages of `subscription_name` while its consumers have credit.
+/// Hands out messages of `subscription_name` while its consumers have
+/// credit, setting their ack deadlines in `deadlines`.
 pub(super) fn dispatch(
+    topic_name: &str,
     topic: &mut Topic,
     subscription_name: &str,
     consumers: &mut BTreeMap<ConsumerId, Consumer>,
+    deadlines: &mut Deadlines,
     moment: Moment,
     effects: &mut Vec<Effect>,
 ) {
@@ -80,6 +84,7 @@ pub(super) fn dispatch(
                     consumer,
                     counts,
                     consumers,
+                    &mut deadlines.of(topic_name, subscription_name, index as u32),
                     moment,
                     effects,
                 );
@@ -210,6 +215,7 @@ fn hand_out(
     id: ConsumerId,
     mut counts: Counts,
     consumers: &mut BTreeMap<ConsumerId, Consumer>,
+    deadlines: &mut CursorDeadlines<'_>,
     moment: Moment,
     effects: &mut Vec<Effect>,
 ) {
@@ -223,7 +229,7 @@ fn hand_out(
     let mode = subscription.config.mode;
     let cursor = &mut subscription.cursors[index];
     if quirks::on(Quirk::SkipMessage) && message.key.is_none() && offset.is_multiple_of(8) {
-        cursor.ack(offset);
+        cursor.ack(offset, deadlines);
         return;
     }
     let Some(consumer) = consumers.get_mut(&id) else {
@@ -240,6 +246,7 @@ fn hand_out(
             key: message.key.clone().filter(|_| mode == Mode::KeyShared),
             deadline_ms: (timeout > 0).then(|| moment.now_ms.saturating_add(timeout)),
         },
+        deadlines,
     );
     consumer.in_flight += 1;
     consumer.sequence += 1;

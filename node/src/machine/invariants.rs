@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use super::deadlines::Deadlines;
 use super::ids::ConsumerId;
 use super::state::State;
 use super::subscription::{Cursor, Holder, Standing};
@@ -13,8 +14,10 @@ use super::topic::Partition;
 impl State {
     /// Checks that every consumer's in-flight count matches the cursors and
     /// stays within its prefetch, that each cursor's sets lie where they
-    /// belong, and that the held keys match what is in flight.
+    /// belong, that the held keys match what is in flight, and that the
+    /// deadline index holds exactly the deadlines the cursors imply.
     pub fn check_invariants(&self) -> Result<(), String> {
+        check_deadlines(&self.deadlines, &self.implied_deadlines())?;
         let mut held: BTreeMap<ConsumerId, u32> = BTreeMap::new();
         for (name, topic) in &self.topics {
             for (sub_name, subscription) in &topic.subscriptions {
@@ -91,6 +94,19 @@ fn check_cursor(cursor: &Cursor, partition: &Partition) -> Result<(), String> {
     }
     if keys != cursor.held_keys {
         return Err("held keys differ from what is in flight".into());
+    }
+    Ok(())
+}
+
+/// The index holds every deadline the cursors imply, and nothing else.
+fn check_deadlines(index: &Deadlines, implied: &Deadlines) -> Result<(), String> {
+    if let Some((at_ms, key)) = implied.first_not_in(index) {
+        return Err(format!("deadline index lacks {key:?} at {at_ms}"));
+    }
+    if let Some((at_ms, key)) = index.first_not_in(implied) {
+        return Err(format!(
+            "deadline index holds {key:?} at {at_ms}, which no cursor implies"
+        ));
     }
     Ok(())
 }

@@ -6,25 +6,39 @@
 use std::collections::BTreeMap;
 
 use super::consumer::Consumer;
+use super::deadlines::Deadlines;
 use super::dispatch::{self, Moment};
 use super::effect::Effect;
 use super::ids::ConsumerId;
 use super::rejection::Rejection;
 use super::topic::{Message, NewMessage, Topic};
 
-/// A view of the state's topics and consumers during one command.
+/// A view of the state's topics, consumers and deadlines during one
+/// command.
 pub(super) struct Ledger<'a> {
     pub topics: &'a mut BTreeMap<String, Topic>,
     pub consumers: &'a mut BTreeMap<ConsumerId, Consumer>,
+    /// The topics' deadlines, kept in step by every cursor move.
+    pub deadlines: &'a mut Deadlines,
     /// The state machine's time and the log index being applied.
     pub moment: Moment,
 }
 
 impl Ledger<'_> {
     pub fn topic_mut(&mut self, name: &str) -> Result<&mut Topic, Rejection> {
-        self.topics
+        self.topic_and_deadlines(name).map(|(topic, _)| topic)
+    }
+
+    /// A topic, and the deadlines its cursors' moves keep in step.
+    pub fn topic_and_deadlines(
+        &mut self,
+        name: &str,
+    ) -> Result<(&mut Topic, &mut Deadlines), Rejection> {
+        let topic = self
+            .topics
             .get_mut(name)
-            .ok_or_else(|| Rejection::UnknownTopic(name.into()))
+            .ok_or_else(|| Rejection::UnknownTopic(name.into()))?;
+        Ok((topic, &mut *self.deadlines))
     }
 
     /// Appends messages to a topic, stamped with the state machine's time.
@@ -61,9 +75,11 @@ impl Ledger<'_> {
     ) {
         if let Some(topic) = self.topics.get_mut(topic_name) {
             dispatch::dispatch(
+                topic_name,
                 topic,
                 subscription_name,
                 self.consumers,
+                self.deadlines,
                 self.moment,
                 effects,
             );

@@ -9,7 +9,7 @@
 
 // Each module uses only those on the lines above its own, so the imports
 // run one way (bottom up):
-//   ids, limits, quirks, rejection
+//   ids, limits, quirks, rejection, deadlines
 //   consumer, producers, subscription
 //   topic
 //   command, effect
@@ -20,6 +20,7 @@
 //   invariants
 mod command;
 mod consumer;
+mod deadlines;
 mod dispatch;
 mod effect;
 mod ids;

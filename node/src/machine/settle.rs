@@ -1,8 +1,9 @@
 //! Acks, nacks, ack timeouts and dead letters: how a message in flight
 //! leaves it.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
+use super::deadlines::Due;
 use super::effect::Effect;
 use super::ids::ConsumerId;
 use super::ledger::Ledger;
@@ -10,7 +11,7 @@ use super::limits::POSITIONS_PER_COMMAND_MAX;
 use super::quirks::{self, Quirk};
 use super::rejection::Rejection;
 use super::subscription::Standing;
-use super::topic::{NewMessage, Topic};
+use super::topic::NewMessage;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Settle {
@@ -52,7 +53,7 @@ pub(super) fn settle(
         });
     }
     let now_ms = ledger.moment.now_ms;
-    let topic = ledger.topic_mut(topic_name)?;
+    let (topic, deadlines) = ledger.topic_and_deadlines(topic_name)?;
     let partitions = topic.partition_count();
     let subscription = topic
         .subscriptions
@@ -90,11 +91,17 @@ pub(super) fn settle(
     let dropped = usize::from(settle == Settle::Ack && quirks::on(Quirk::AckDropsLast));
     for &(partition, offset) in &positions[..positions.len().saturating_sub(dropped)] {
         let cursor = &mut subscription.cursors[partition as usize];
+        let mut deadlines = deadlines.of(topic_name, subscription_name, partition);
         match settle {
-            Settle::Ack => freed.extend(cursor.ack(offset)),
+            Settle::Ack => freed.extend(cursor.ack(offset, &mut deadlines)),
             Settle::Nack { requeue, delay_ms } => {
+                // 0: no delay, so no deadline (`Returned::not_before_ms`).
+                let not_before_ms = match delay_ms {
+                    0 => 0,
+                    _ => now_ms.saturating_add(delay_ms),
+                };
                 let Some((holder, counts)) =
-                    cursor.give_back(offset, true, now_ms.saturating_add(delay_ms))
+                    cursor.give_back(offset, true, not_before_ms, &mut deadlines)
                 else {
                     continue;
                 };
@@ -123,52 +130,57 @@ pub(super) fn settle(
     Ok(())
 }
 
-/// Returns every message whose ack deadline passed, counting a failure,
-/// and hands out what became due (expired or delayed).
+/// Settles what is due, and only that: returns every message whose ack
+/// deadline passed, counting a failure, ends the delays whose time came,
+/// and hands out what became free in those subscriptions. Its cost follows
+/// what is due (`Deadlines::pop_due`), not how much exists.
 pub(super) fn tick(ledger: &mut Ledger<'_>, effects: &mut Vec<Effect>) {
-    let now_ms = ledger.moment.now_ms;
-    let (mut freed, mut dead, mut due) = (Vec::new(), Vec::new(), Vec::new());
-    for (topic_name, topic) in ledger.topics.iter_mut() {
-        for (subscription_name, subscription) in &mut topic.subscriptions {
-            let max_deliveries = subscription.config.max_deliveries;
-            for (partition, cursor) in subscription.cursors.iter_mut().enumerate() {
-                for offset in cursor.expired(now_ms) {
-                    let Some((holder, counts)) = cursor.give_back(offset, true, 0) else {
-                        continue;
-                    };
-                    freed.push(holder);
-                    if max_deliveries > 0 && counts.failures >= max_deliveries {
-                        dead.push(DeadLetter {
-                            topic: topic_name.clone(),
-                            subscription: subscription_name.clone(),
-                            partition: partition as u32,
-                            offset,
-                            reason: REASON_MAX_DELIVERIES,
-                        });
-                    }
+    let (mut freed, mut dead, mut touched) = (Vec::new(), Vec::new(), BTreeSet::new());
+    // In (topic, subscription, partition, offset) order, as a walk over the
+    // topics would meet them: dead letters reach their topics in that order.
+    for key in ledger.deadlines.pop_due(ledger.moment.now_ms) {
+        let Some(subscription) = ledger
+            .topics
+            .get_mut(&key.topic)
+            .and_then(|t| t.subscriptions.get_mut(&key.subscription))
+        else {
+            continue;
+        };
+        let max_deliveries = subscription.config.max_deliveries;
+        let Some(cursor) = subscription.cursors.get_mut(key.partition as usize) else {
+            continue;
+        };
+        let mut deadlines = ledger
+            .deadlines
+            .of(&key.topic, &key.subscription, key.partition);
+        match key.due {
+            Due::AckTimeout => {
+                let Some((holder, counts)) = cursor.give_back(key.offset, true, 0, &mut deadlines)
+                else {
+                    continue;
+                };
+                freed.push(holder);
+                if max_deliveries > 0 && counts.failures >= max_deliveries {
+                    dead.push(DeadLetter {
+                        topic: key.topic.clone(),
+                        subscription: key.subscription.clone(),
+                        partition: key.partition,
+                        offset: key.offset,
+                        reason: REASON_MAX_DELIVERIES,
+                    });
                 }
             }
-            if !subscription.consumers.is_empty() {
-                due.push((topic_name.clone(), subscription_name.clone()));
-            }
+            Due::Redelivery => cursor.end_delay(key.offset, &mut deadlines),
         }
+        touched.insert((key.topic, key.subscription));
     }
     ledger.refill(freed);
     dead_letters(ledger, dead, effects);
-    for (topic, subscription) in due {
+    // Every other subscription handed out all it could when it last
+    // changed; only time (what was due) frees more.
+    for (topic, subscription) in touched {
         ledger.dispatch(&topic, &subscription, effects);
     }
-}
-
-/// The earliest time a tick has work: an ack deadline or a delayed
-/// redelivery. The leader appends a tick only then, never periodically.
-pub(super) fn next_deadline(topics: &BTreeMap<String, Topic>, now_ms: u64) -> Option<u64> {
-    topics
-        .values()
-        .flat_map(|t| t.subscriptions.values())
-        .flat_map(|s| s.cursors.iter())
-        .filter_map(|c| c.next_deadline(now_ms))
-        .min()
 }
 
 /// Moves each message to its subscription's dead-letter topic, with
@@ -223,17 +235,19 @@ fn dead_letters(ledger: &mut Ledger<'_>, dead: Vec<DeadLetter>, effects: &mut Ve
             None => letter.reason == REASON_REJECTED,
         };
         if moved {
-            ack_moved(ledger.topics, &letter);
+            ack_moved(ledger, &letter);
         }
     }
 }
 
 /// Acks a dead letter where it was, now that it moved.
-fn ack_moved(topics: &mut BTreeMap<String, Topic>, letter: &DeadLetter) {
-    if let Some(topic) = topics.get_mut(&letter.topic) {
-        if let Some(subscription) = topic.subscriptions.get_mut(&letter.subscription) {
-            subscription.cursors[letter.partition as usize].ack(letter.offset);
-        }
-        topic.trim();
+fn ack_moved(ledger: &mut Ledger<'_>, letter: &DeadLetter) {
+    let Ok((topic, deadlines)) = ledger.topic_and_deadlines(&letter.topic) else {
+        return;
+    };
+    if let Some(subscription) = topic.subscriptions.get_mut(&letter.subscription) {
+        let mut deadlines = deadlines.of(&letter.topic, &letter.subscription, letter.partition);
+        subscription.cursors[letter.partition as usize].ack(letter.offset, &mut deadlines);
     }
+    topic.trim();
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{Command, Outcome, Request};
 use super::consumer::{Consumer, SessionAddr};
+use super::deadlines::Deadlines;
 use super::dispatch::Moment;
 use super::effect::Effect;
 use super::ids::{ConsumerId, NodeId};
@@ -26,7 +27,9 @@ pub struct TopicSummary {
     pub subscriptions: Vec<String>,
 }
 
+/// Decoded through `Stored`, which rebuilds what is derived.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(from = "Stored")]
 pub struct State {
     version: u32,
     /// The state machine's clock: the highest leader stamp applied so far.
@@ -34,10 +37,41 @@ pub struct State {
     pub(super) topics: BTreeMap<String, Topic>,
     pub(super) consumers: BTreeMap<ConsumerId, Consumer>,
     next_consumer: ConsumerId,
+    /// Every deadline the topics' cursors imply, by time: derived from
+    /// them, so not stored but rebuilt when a snapshot is decoded.
+    #[serde(skip)]
+    pub(super) deadlines: Deadlines,
     /// The log index being applied, 0 outside `apply`; not part of the
     /// state.
     #[serde(skip)]
     applying: u64,
+}
+
+/// What a snapshot holds of `State`: the fields it serializes, in the same
+/// order (postcard encodes fields by position, not by name).
+#[derive(Deserialize)]
+struct Stored {
+    version: u32,
+    now_ms: u64,
+    topics: BTreeMap<String, Topic>,
+    consumers: BTreeMap<ConsumerId, Consumer>,
+    next_consumer: ConsumerId,
+}
+
+impl From<Stored> for State {
+    fn from(stored: Stored) -> Self {
+        let mut state = State {
+            version: stored.version,
+            now_ms: stored.now_ms,
+            topics: stored.topics,
+            consumers: stored.consumers,
+            next_consumer: stored.next_consumer,
+            deadlines: Deadlines::default(),
+            applying: 0,
+        };
+        state.deadlines = state.implied_deadlines();
+        state
+    }
 }
 
 impl Default for State {
@@ -48,6 +82,7 @@ impl Default for State {
             topics: BTreeMap::new(),
             consumers: BTreeMap::new(),
             next_consumer: 1,
+            deadlines: Deadlines::default(),
             applying: 0,
         }
     }
@@ -283,8 +318,11 @@ impl State {
             return;
         };
         subscription.consumers.remove(&id);
-        for cursor in &mut subscription.cursors {
-            cursor.release(id);
+        for (partition, cursor) in subscription.cursors.iter_mut().enumerate() {
+            let mut deadlines =
+                self.deadlines
+                    .of(&consumer.topic, &consumer.subscription, partition as u32);
+            cursor.release(id, &mut deadlines);
         }
         self.dispatch(&consumer.topic, &consumer.subscription, effects);
     }
@@ -302,6 +340,7 @@ impl State {
         Ledger {
             topics: &mut self.topics,
             consumers: &mut self.consumers,
+            deadlines: &mut self.deadlines,
             moment: Moment {
                 now_ms: self.now_ms,
                 index: self.applying,
@@ -316,8 +355,26 @@ impl State {
 
     /// The earliest time a tick has work: an ack deadline or a delayed
     /// redelivery. The leader appends a tick only then, never periodically.
+    /// The first entry of the deadline index: O(log n), whatever exists.
     pub fn next_deadline(&self) -> Option<u64> {
-        settle::next_deadline(&self.topics, self.now_ms)
+        self.deadlines.next()
+    }
+
+    /// The deadlines the topics' cursors imply: what the index must hold.
+    /// Decoding rebuilds the index from it; `check_invariants` compares.
+    pub(super) fn implied_deadlines(&self) -> Deadlines {
+        let mut deadlines = Deadlines::default();
+        for (topic_name, topic) in &self.topics {
+            for (subscription_name, subscription) in &topic.subscriptions {
+                for (partition, cursor) in subscription.cursors.iter().enumerate() {
+                    let mut own = deadlines.of(topic_name, subscription_name, partition as u32);
+                    for (at_ms, due, offset) in cursor.deadlines() {
+                        own.set(at_ms, due, offset);
+                    }
+                }
+            }
+        }
+        deadlines
     }
 
     pub fn topics(&self) -> Vec<TopicSummary> {

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::deadlines::{CursorDeadlines, Due};
 use super::ids::ConsumerId;
 
 /// How a subscription's consumers share its messages.
@@ -72,8 +73,17 @@ pub struct InFlight {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Returned {
     pub counts: Counts,
-    /// Not handed out before this time (a delayed nack).
+    /// Not handed out before this time (a delayed nack); 0 for no delay,
+    /// and once the tick at its time ended the delay, so that a delay still
+    /// to serve is exactly a not-before above 0.
     pub not_before_ms: u64,
+}
+
+impl Returned {
+    /// When its delay ends, if it still has one to serve.
+    fn delay_ends_ms(&self) -> Option<u64> {
+        (self.not_before_ms > 0).then_some(self.not_before_ms)
+    }
 }
 
 /// The consumer holding in-flight messages of a key, and how many.
@@ -133,14 +143,17 @@ impl Cursor {
     }
 
     /// Records `offset` as handed to `flight.consumer`.
-    pub fn hand_out(&mut self, offset: u64, flight: InFlight) {
-        self.returned.remove(&offset);
+    pub fn hand_out(&mut self, offset: u64, flight: InFlight, deadlines: &mut CursorDeadlines<'_>) {
+        self.take_returned(offset, deadlines);
         if let Some(key) = &flight.key {
             let holder = self.held_keys.entry(key.clone()).or_insert(Holder {
                 consumer: flight.consumer,
                 count: 0,
             });
             holder.count += 1;
+        }
+        if let Some(at_ms) = flight.deadline_ms {
+            deadlines.set(at_ms, Due::AckTimeout, offset);
         }
         self.in_flight.insert(offset, flight);
         self.advance_next();
@@ -154,9 +167,12 @@ impl Cursor {
         }
     }
 
-    /// Takes `offset` out of flight, releasing its key.
-    fn land(&mut self, offset: u64) -> Option<InFlight> {
+    /// Takes `offset` out of flight, releasing its key and its deadline.
+    fn land(&mut self, offset: u64, deadlines: &mut CursorDeadlines<'_>) -> Option<InFlight> {
         let flight = self.in_flight.remove(&offset)?;
+        if let Some(at_ms) = flight.deadline_ms {
+            deadlines.clear(at_ms, Due::AckTimeout, offset);
+        }
         if let Some(key) = &flight.key {
             if let Some(holder) = self.held_keys.get_mut(key) {
                 holder.count -= 1;
@@ -168,11 +184,37 @@ impl Cursor {
         Some(flight)
     }
 
+    /// Puts `offset` in the redelivery set, with its delay if it has one.
+    fn put_returned(
+        &mut self,
+        offset: u64,
+        returned: Returned,
+        deadlines: &mut CursorDeadlines<'_>,
+    ) {
+        if let Some(at_ms) = returned.delay_ends_ms() {
+            deadlines.set(at_ms, Due::Redelivery, offset);
+        }
+        self.returned.insert(offset, returned);
+    }
+
+    /// Takes `offset` out of the redelivery set, with its delay.
+    fn take_returned(
+        &mut self,
+        offset: u64,
+        deadlines: &mut CursorDeadlines<'_>,
+    ) -> Option<Returned> {
+        let returned = self.returned.remove(&offset)?;
+        if let Some(at_ms) = returned.delay_ends_ms() {
+            deadlines.clear(at_ms, Due::Redelivery, offset);
+        }
+        Some(returned)
+    }
+
     /// Marks `offset` acknowledged; answers the consumer it was in flight
     /// to, if any, so its credit can be refilled.
-    pub fn ack(&mut self, offset: u64) -> Option<ConsumerId> {
-        let holder = self.land(offset).map(|f| f.consumer);
-        self.returned.remove(&offset);
+    pub fn ack(&mut self, offset: u64, deadlines: &mut CursorDeadlines<'_>) -> Option<ConsumerId> {
+        let holder = self.land(offset, deadlines).map(|f| f.consumer);
+        self.take_returned(offset, deadlines);
         if offset >= self.floor {
             self.acked.insert(offset);
         }
@@ -184,28 +226,40 @@ impl Cursor {
     }
 
     /// Moves an in-flight message back to the redelivery set, counting a
-    /// failure if `failed`; answers its holder and its counts.
+    /// failure if `failed`, not to go out again before `not_before_ms` (0:
+    /// no delay); answers its holder and its counts.
     pub fn give_back(
         &mut self,
         offset: u64,
         failed: bool,
         not_before_ms: u64,
+        deadlines: &mut CursorDeadlines<'_>,
     ) -> Option<(ConsumerId, Counts)> {
-        let flight = self.land(offset)?;
+        let flight = self.land(offset, deadlines)?;
         let mut counts = flight.counts;
         counts.failures += u32::from(failed);
-        self.returned.insert(
-            offset,
-            Returned {
-                counts,
-                not_before_ms,
-            },
-        );
+        let returned = Returned {
+            counts,
+            not_before_ms,
+        };
+        self.put_returned(offset, returned, deadlines);
         Some((flight.consumer, counts))
     }
 
+    /// Ends a returned message's delay, now that its time came: from now on
+    /// only credit holds it back.
+    pub fn end_delay(&mut self, offset: u64, deadlines: &mut CursorDeadlines<'_>) {
+        let Some(returned) = self.returned.get_mut(&offset) else {
+            return;
+        };
+        if let Some(at_ms) = returned.delay_ends_ms() {
+            deadlines.clear(at_ms, Due::Redelivery, offset);
+            returned.not_before_ms = 0;
+        }
+    }
+
     /// Returns every message in flight to `consumer`, without a failure.
-    pub fn release(&mut self, consumer: ConsumerId) {
+    pub fn release(&mut self, consumer: ConsumerId, deadlines: &mut CursorDeadlines<'_>) {
         let offsets: Vec<u64> = self
             .in_flight
             .iter()
@@ -213,29 +267,23 @@ impl Cursor {
             .map(|(offset, _)| *offset)
             .collect();
         for offset in offsets {
-            self.give_back(offset, false, 0);
+            self.give_back(offset, false, 0, deadlines);
         }
     }
 
-    /// In-flight offsets whose ack deadline has passed at `now_ms`.
-    pub fn expired(&self, now_ms: u64) -> Vec<u64> {
-        self.in_flight
+    /// The deadlines this cursor implies, as (time, what, offset): every
+    /// ack deadline, and every delay still to serve. What the state's
+    /// deadline index must hold of it.
+    pub fn deadlines(&self) -> impl Iterator<Item = (u64, Due, u64)> + '_ {
+        let timeouts = self
+            .in_flight
             .iter()
-            .filter(|(_, f)| f.deadline_ms.is_some_and(|d| d <= now_ms))
-            .map(|(offset, _)| *offset)
-            .collect()
-    }
-
-    /// The earliest time after `now_ms` something here becomes due: an ack
-    /// deadline or a delayed redelivery.
-    pub fn next_deadline(&self, now_ms: u64) -> Option<u64> {
-        let deadlines = self.in_flight.values().filter_map(|f| f.deadline_ms);
+            .filter_map(|(offset, f)| Some((f.deadline_ms?, Due::AckTimeout, *offset)));
         let delays = self
             .returned
-            .values()
-            .map(|r| r.not_before_ms)
-            .filter(|t| *t > now_ms);
-        deadlines.chain(delays).min()
+            .iter()
+            .filter_map(|(offset, r)| Some((r.delay_ends_ms()?, Due::Redelivery, *offset)));
+        timeouts.chain(delays)
     }
 }
 

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use super::deadlines::Due;
 use super::*;
 
 const SESSION: SessionAddr = SessionAddr {
@@ -872,4 +873,99 @@ fn a_subscription_from_latest_sees_only_what_comes_next() {
     let handed: Vec<(u32, u64)> = h.deliveries().iter().map(|d| (d.1, d.2)).collect();
     assert_eq!(handed.len(), 2);
     assert!(positions.iter().all(|p| handed.contains(p)));
+}
+
+/// A subscription with both kinds of deadline: offset 1 in flight under an
+/// ack timeout, offset 0 returned by a delayed nack.
+fn both_deadlines(h: &mut Harness) {
+    h.topic("t", 1);
+    let timed = Some(SubscriptionConfig {
+        ack_timeout_ms: 1_000,
+        ..SubscriptionConfig::default()
+    });
+    h.attach_with("t", "s", 10, SESSION, timed);
+    h.publish("t", &[None; 2]);
+    h.apply(Command::Nack {
+        topic: "t".into(),
+        subscription: "s".into(),
+        positions: vec![(0, 0)],
+        requeue: true,
+        delay_ms: 5_000,
+    });
+    assert_eq!(h.deliveries(), vec![(1, 0, 0, 1), (1, 0, 1, 1)]);
+}
+
+#[test]
+fn a_deadline_index_out_of_step_with_the_cursors_is_caught() {
+    let mut h = Harness::new();
+    both_deadlines(&mut h);
+    assert_eq!(h.state.check_invariants(), Ok(()));
+    // An entry lost: the ack deadline would never be ticked.
+    let mut lost = h.state.clone();
+    let first = lost.next_deadline().expect("a deadline");
+    assert_eq!(lost.deadlines.pop_due(first).len(), 1);
+    let broken = lost.check_invariants().expect_err("a lost deadline");
+    assert!(broken.contains("lacks"), "{broken}");
+    // A stray entry: a tick would settle a message not due.
+    let mut stray = h.state.clone();
+    stray.deadlines.of("t", "s", 0).set(1, Due::AckTimeout, 7);
+    let broken = stray.check_invariants().expect_err("a stray deadline");
+    assert!(broken.contains("no cursor implies"), "{broken}");
+}
+
+#[test]
+fn decoding_a_snapshot_rebuilds_the_deadline_index() {
+    let mut h = Harness::new();
+    both_deadlines(&mut h);
+    let bytes = postcard::to_stdvec(&h.state).expect("encode");
+    let restored: State = postcard::from_bytes(&bytes).expect("decode");
+    assert_eq!(restored, h.state, "the index included");
+    assert_eq!(restored.check_invariants(), Ok(()));
+}
+
+#[test]
+fn a_delay_that_ends_between_ticks_still_gets_its_tick() {
+    // Before the index, a delay whose time another command's stamp passed
+    // no longer counted as a deadline: no tick came for it, and the message
+    // waited for the next command on its subscription.
+    let mut h = Harness::new();
+    dead_letter_setup(&mut h, 0);
+    nack(&mut h, true, 5_000);
+    let due = h.state.next_deadline().expect("the delay is a deadline");
+    h.stamp_ms = due + 100;
+    h.topic("elsewhere", 1);
+    assert!(h.deliveries().is_empty(), "nothing dispatched it");
+    assert_eq!(h.state.next_deadline(), Some(due), "still a deadline");
+    h.apply(Command::Tick);
+    assert_eq!(h.deliveries(), vec![(1, 0, 0, 2)]);
+    assert_eq!(h.state.next_deadline(), None);
+}
+
+#[test]
+fn a_tick_settles_in_topic_order_whatever_the_deadlines_order() {
+    // As when a tick walked every topic: dead letters reach their topic in
+    // (topic, subscription, partition, offset) order, not deadline order.
+    let mut h = Harness::new();
+    h.topic("t", 1);
+    h.topic("dlq", 1);
+    for (n, (name, ack_timeout_ms)) in [("a", 2_000), ("b", 1_000)].into_iter().enumerate() {
+        let config = Some(SubscriptionConfig {
+            ack_timeout_ms,
+            max_deliveries: 1,
+            dead_letter_topic: Some("dlq".into()),
+            ..SubscriptionConfig::default()
+        });
+        h.attach_with("t", name, 1, session(n as u64), config);
+    }
+    h.publish("t", &[None]);
+    h.stamp_ms += 5_000;
+    h.apply(Command::Tick);
+    let dlq = h.state.partition("dlq", 0).expect("dlq");
+    let sources: Vec<&str> = dlq
+        .messages
+        .iter()
+        .map(|m| m.headers["x-raftmq-source-subscription"].as_str())
+        .collect();
+    assert_eq!(sources, ["a", "b"]);
+    assert_eq!(h.state.next_deadline(), None);
 }
