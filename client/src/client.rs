@@ -274,21 +274,24 @@ impl Client {
         topic: &str,
         subscription: &str,
         positions: impl IntoIterator<Item = impl Into<Position>>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Acked, ClientError> {
         let timeout = self.inner.options.rpc_timeout;
+        let mut acked = Acked { applied_at: 0 };
         for chunk in chunks(positions) {
             let request = proto::AckRequest {
                 topic: topic.to_string(),
                 subscription: subscription.to_string(),
                 positions: chunk,
             };
-            self.call(Route::Leader, self.deadline(), |mut broker| {
-                let request = unary(request.clone(), timeout);
-                async move { broker.ack(request).await.map(Response::into_inner) }
-            })
-            .await?;
+            let answer = self
+                .call(Route::Leader, self.deadline(), |mut broker| {
+                    let request = unary(request.clone(), timeout);
+                    async move { broker.ack(request).await.map(Response::into_inner) }
+                })
+                .await?;
+            acked.applied_at = acked.applied_at.max(answer.value.applied_at);
         }
-        Ok(())
+        Ok(acked)
     }
 
     /// Hands messages back to the subscription for redelivery now.
@@ -562,6 +565,14 @@ fn chunks(positions: impl IntoIterator<Item = impl Into<Position>>) -> Vec<Vec<p
 /// that is always valid; keep going.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What an ack achieved: the log index it was applied at (the last one,
+/// when it went in several requests). Acked messages are not delivered
+/// again by anything decided after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    pub applied_at: u64,
 }
 
 /// Idempotent-producer ids: a random seed per client, then a counter

@@ -12,7 +12,7 @@ use crate::backoff::Backoff;
 use crate::client::Route;
 use crate::recovery::{Recovery, Restart};
 use crate::sequence::SequenceGaps;
-use crate::{Client, ClientError, Delivery, NackOptions, Position};
+use crate::{Acked, Client, ClientError, Delivery, NackOptions, Position};
 
 /// A stream that stayed open this long was healthy, even if idle: its end
 /// starts a fresh recovery budget instead of eating the current one.
@@ -131,7 +131,7 @@ impl Consumer {
     pub async fn ack(
         &self,
         positions: impl IntoIterator<Item = impl Into<Position>>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Acked, ClientError> {
         self.client
             .ack(&self.topic, &self.subscription, positions)
             .await

@@ -26,6 +26,9 @@ pub struct Delivery {
     pub sequence: u64,
     /// The leader's clock at publish time, in ms since the Unix epoch.
     pub publish_time_ms: u64,
+    /// The log index whose apply handed this message out: a delivery
+    /// decided after an ack's `applied_at` cannot be the acked message.
+    pub decided_at: u64,
 }
 
 impl Delivery {
@@ -53,6 +56,7 @@ impl From<proto::Delivery> for Delivery {
             consumer_id: delivery.consumer_id,
             sequence: delivery.sequence,
             publish_time_ms: delivery.publish_time_ms,
+            decided_at: delivery.decided_at,
         }
     }
 }

@@ -50,7 +50,7 @@ mod routing;
 mod sequence;
 mod topic;
 
-pub use client::Client;
+pub use client::{Acked, Client};
 pub use cluster::{ClusterStatus, Member, NodeStatus};
 pub use connector::{Connector, TcpConnector};
 pub use consumer::Consumer;

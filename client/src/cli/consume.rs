@@ -176,7 +176,7 @@ async fn acknowledge(
     }
     out.flush()?;
     let settled = match settle {
-        Settle::Ack => consumer.ack(unacked.iter()).await,
+        Settle::Ack => consumer.ack(unacked.iter()).await.map(drop),
         Settle::Nack => consumer.nack(unacked.iter()).await,
         Settle::Reject => {
             let reject = NackOptions {
