@@ -210,6 +210,19 @@ struct Published {
     longest_gap: Duration,
 }
 
+impl Published {
+    /// Prints the figures after `what`; the traffic must have got through.
+    fn report(&self, what: &str) {
+        eprintln!(
+            "{what}: {} confirmed, {} outcomes unknown, longest confirm gap {:?}",
+            self.confirmed.len(),
+            self.failed,
+            self.longest_gap
+        );
+        assert!(!self.confirmed.is_empty(), "nothing was confirmed");
+    }
+}
+
 impl Traffic {
     async fn start(client: &Client, topic: &str, per_second: u32) -> Traffic {
         let (stop, stopped) = watch::channel(false);
@@ -356,14 +369,10 @@ async fn the_leader_killed_every_5_s_twenty_times_loses_nothing_and_the_cluster_
 
     // All three serve again, and nothing confirmed is lost.
     cluster.wait_all_serving(Duration::from_secs(60)).await;
-    let published = traffic.finish(Duration::from_secs(60)).await;
-    eprintln!(
-        "{KILLS} leader kills: {} confirmed, {} outcomes unknown, longest confirm gap {:?}",
-        published.confirmed.len(),
-        published.failed,
-        published.longest_gap
-    );
-    assert!(!published.confirmed.is_empty());
+    traffic
+        .finish(Duration::from_secs(60))
+        .await
+        .report(&format!("{KILLS} leader kills"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,14 +406,10 @@ async fn sigterm_stops_a_node_within_5_s_while_clients_are_attached() {
     }
 
     // The clients carried on through the other nodes.
-    let published = traffic.finish(Duration::from_secs(60)).await;
-    eprintln!(
-        "{} confirmed, {} outcomes unknown, longest confirm gap {:?}",
-        published.confirmed.len(),
-        published.failed,
-        published.longest_gap
-    );
-    assert!(!published.confirmed.is_empty());
+    traffic
+        .finish(Duration::from_secs(60))
+        .await
+        .report("SIGTERM of the leader, then of a follower");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
