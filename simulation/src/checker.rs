@@ -1,14 +1,25 @@
 //! Invariants judged from inside the replicas, after simulation steps:
 //! at most one leader per term, applied index never going back within a
-//! run of a node, each replica's state bookkeeping, and replicas agreeing on
-//! every (partition, offset) they both hold (DESIGN.md invariants 3, 6, 8).
+//! run of a node, no Raft core stopped under a serving node, each replica's
+//! state bookkeeping, replicas agreeing on every (partition, offset) they
+//! both hold, and after the heal every node back as a voter (DESIGN.md
+//! invariants 3, 6, 8, 9).
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::time::Duration;
 
 use raftmq_node::raft::Role;
 use raftmq_node::Node;
 
 use crate::workload::TOPIC;
+
+/// Once healed, a cluster must have a leader this soon: several election
+/// timeouts.
+const ELECTION_AFTER_HEAL: Duration = Duration::from_secs(10);
+/// Once healed, every node must be back this soon: time to restart and
+/// catch up from the log or a snapshot.
+const VOTERS_AFTER_HEAL: Duration = Duration::from_secs(20);
 
 #[derive(Default)]
 pub struct Checker {
@@ -26,6 +37,12 @@ impl Checker {
         let mut events = Vec::new();
         for (id, node) in nodes {
             let raft = node.raft_status();
+            // A crashed node leaves the registry before the next step: any
+            // node here is meant to be serving.
+            if raft.role == Role::Shutdown {
+                self.violations
+                    .push(format!("node {id}: raft core stopped while serving"));
+            }
             if raft.leader == Some(*id) && raft.role == Role::Leader {
                 if !self.leaders.contains_key(&raft.term) {
                     events.push(format!("node {id} leads term {}", raft.term));
@@ -69,7 +86,16 @@ impl Checker {
         format!("status: {}", parts.join(" | "))
     }
 
-    pub fn has_leader(nodes: &BTreeMap<u64, Node>) -> bool {
+    /// The highest index applied on any of `nodes`.
+    pub fn applied_max(nodes: &BTreeMap<u64, Node>) -> u64 {
+        nodes
+            .values()
+            .filter_map(|node| node.raft_status().applied)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn has_leader(nodes: &BTreeMap<u64, Node>) -> bool {
         nodes
             .iter()
             .any(|(id, node)| node.raft_status().leader == Some(*id))
@@ -115,4 +141,72 @@ fn compare(a: &Node, b: &Node) -> Option<String> {
                 })
         })
     })
+}
+
+/// The healed phase's recovery (DESIGN.md invariant 9): a leader within
+/// `ELECTION_AFTER_HEAL`, and within `VOTERS_AFTER_HEAL` every node,
+/// restarted ones included, a leader or follower that has applied all that
+/// any node had applied at the heal. A restarted node is a follower before
+/// its first apply; only that apply shows it came through its log tail.
+pub struct Recovery {
+    healed_at: Duration,
+    ids: RangeInclusive<u64>,
+    /// The highest index applied on any node at the heal.
+    applied: u64,
+    leader: bool,
+    voters: bool,
+}
+
+impl Recovery {
+    pub fn new(healed_at: Duration, ids: RangeInclusive<u64>, nodes: &BTreeMap<u64, Node>) -> Self {
+        Recovery {
+            healed_at,
+            ids,
+            applied: Checker::applied_max(nodes),
+            leader: false,
+            voters: false,
+        }
+    }
+
+    pub fn done(&self) -> bool {
+        self.leader && self.voters
+    }
+
+    /// Notes what `nodes` reached by `at`; answers a violation once a bound
+    /// has passed unmet.
+    pub fn step(&mut self, at: Duration, nodes: &BTreeMap<u64, Node>) -> Option<String> {
+        let since = at.saturating_sub(self.healed_at);
+        self.leader = self.leader || Checker::has_leader(nodes);
+        if !self.leader && since >= ELECTION_AFTER_HEAL {
+            return Some(format!(
+                "liveness: no leader within {ELECTION_AFTER_HEAL:?} of healing"
+            ));
+        }
+        if !self.voters {
+            let behind = self
+                .ids
+                .clone()
+                .find_map(|id| behind(id, nodes.get(&id), self.applied));
+            self.voters = behind.is_none();
+            if let Some(why) = behind.filter(|_| since >= VOTERS_AFTER_HEAL) {
+                return Some(format!(
+                    "liveness: {VOTERS_AFTER_HEAL:?} after healing, {why}"
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// Why node `id` is not back as a voter that has applied `applied`; None
+/// once it is.
+pub fn behind(id: u64, node: Option<&Node>, applied: u64) -> Option<String> {
+    let Some(raft) = node.map(Node::raft_status) else {
+        return Some(format!("node {id} is not running"));
+    };
+    if !matches!(raft.role, Role::Leader | Role::Follower) {
+        return Some(format!("node {id} is a {}", raft.role.name()));
+    }
+    let reached = raft.applied.unwrap_or(0);
+    (reached < applied).then(|| format!("node {id} has applied {reached} of {applied}"))
 }

@@ -1,5 +1,6 @@
 //! The disk seam under simulation: an in-memory store that keeps what was
-//! flushed and, on a crash, loses a random tail of what was not.
+//! flushed and, on a crash, loses a random tail of what was not (or all of
+//! it, when the fault injector asks for the worst case).
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -25,6 +26,19 @@ struct Contents {
     /// The last purge point not yet known to be durable: like deleted
     /// segment files, a crash may bring the purged entries back.
     unsynced_purge: Option<u64>,
+    /// Log entries appended since the records were last made durable (by
+    /// a flush, or as far as a crash kept them).
+    appended_since_flush: u64,
+}
+
+/// What a crash keeps of the records put since the last flush.
+#[derive(Clone, Copy, Debug)]
+pub enum Unflushed {
+    /// A random prefix of them reached the platter.
+    RandomPrefix,
+    /// None did: the records are as the last flush left them, the worst
+    /// case for a restart, which re-applies from the commit point they hold.
+    Lost,
 }
 
 #[derive(Default)]
@@ -43,13 +57,17 @@ impl SimDisk {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A power failure: a random prefix of the unflushed records reached
-    /// the platter, the rest is gone, and an unsynced purge may be undone.
-    /// Answers how many records were lost.
-    pub fn crash(&self, rng: &mut impl Rng) -> usize {
+    /// A power failure: of the records put since the last flush, what
+    /// `keep` says reached the platter and the rest is gone; an unsynced
+    /// purge may be undone. Answers how many records were lost.
+    pub fn crash(&self, keep: Unflushed, rng: &mut impl Rng) -> usize {
         let mut contents = self.lock();
+        contents.appended_since_flush = 0;
         let unflushed = std::mem::take(&mut contents.unflushed);
-        let kept = rng.gen_range(0..=unflushed.len());
+        let kept = match keep {
+            Unflushed::RandomPrefix => rng.gen_range(0..=unflushed.len()),
+            Unflushed::Lost => 0,
+        };
         for (key, value) in &unflushed[..kept] {
             contents.durable.records.insert(key.clone(), value.clone());
         }
@@ -60,6 +78,13 @@ impl SimDisk {
         }
         contents.live = contents.durable.clone();
         unflushed.len() - kept
+    }
+
+    /// Log entries appended since the records were last made durable: a
+    /// crash that loses every unflushed record leaves the durable commit
+    /// point at least this far behind the log.
+    pub fn appended_since_flush(&self) -> u64 {
+        self.lock().appended_since_flush
     }
 }
 
@@ -80,6 +105,7 @@ impl Disk for SimDisk {
         for (key, value) in std::mem::take(&mut contents.unflushed) {
             contents.durable.records.insert(key, value);
         }
+        contents.appended_since_flush = 0;
         Ok(())
     }
 
@@ -102,6 +128,7 @@ impl Disk for SimDisk {
             contents.durable.log.clear();
             contents.unsynced_purge = None;
         }
+        contents.appended_since_flush += entries.len() as u64;
         for (index, bytes) in entries {
             contents.live.log.insert(index, bytes.clone());
             contents.durable.log.insert(index, bytes);

@@ -2,7 +2,8 @@
 //! nodes (losing unflushed writes), isolates a node (minority partition),
 //! cuts one link (a bridge: the third node still sees both), holds links
 //! (delays, then releases), raises message latency, and jumps a node's wall
-//! clock. At the end of the chaos phase it heals everything.
+//! clock; the driver may also crash a node of its choosing. At the end of
+//! the chaos phase it heals everything.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use rand::Rng;
 use turmoil::Sim;
 
 use crate::clock::SimClock;
-use crate::disk::SimDisk;
+use crate::disk::{SimDisk, Unflushed};
 
 pub fn host(id: u64) -> String {
     format!("node{id}")
@@ -61,18 +62,19 @@ impl Faults {
         })
     }
 
-    /// One simulated millisecond of chaos: maybe a new fault, and every
-    /// undo that is due. Answers what happened, for the trace; crashed
-    /// nodes are named in `crashed`.
+    /// One simulated millisecond of chaos: every undo that is due and,
+    /// if `inject`, maybe a new fault. Answers what happened, for the
+    /// trace; crashed nodes are named in `crashed`.
     pub fn tick(
         &mut self,
         sim: &mut Sim<'_>,
         now: Duration,
         targets: &Targets<'_>,
         crashed: &mut Vec<u64>,
+        inject: bool,
     ) -> Vec<String> {
         let mut events = self.undo_due(sim, now);
-        if self.rng.gen_bool(self.per_ms) {
+        if inject && self.rng.gen_bool(self.per_ms) {
             events.push(self.inject(sim, now, targets, crashed));
             self.injected += 1;
         }
@@ -88,14 +90,11 @@ impl Faults {
     ) -> String {
         let node = self.rng.gen_range(1..=self.nodes);
         let other = (node % self.nodes) + 1;
-        let lasting = Duration::from_millis(self.rng.gen_range(200..4_000));
+        let lasting = self.lasting();
         match self.rng.gen_range(0..6) {
             0 if self.down().is_none() => {
-                sim.crash(host(node));
-                let lost = targets.disks[&node].crash(&mut self.rng);
-                crashed.push(node);
-                self.pending.push((now + lasting, Undo::Restart(node)));
-                format!("crash node {node}, {lost} unflushed writes lost")
+                let keep = Unflushed::RandomPrefix;
+                self.crash(sim, node, keep, now + lasting, targets, crashed)
             }
             1 => {
                 for peer in (1..=self.nodes).filter(|p| *p != node) {
@@ -128,6 +127,50 @@ impl Faults {
                 format!("clock of node {node} jumps {jump} ms")
             }
         }
+    }
+
+    /// Crashes `node` at the driver's request, keeping what `keep` says of
+    /// its unflushed records, to restart it as a random crash would be.
+    pub fn crash_now(
+        &mut self,
+        sim: &mut Sim<'_>,
+        now: Duration,
+        node: u64,
+        keep: Unflushed,
+        targets: &Targets<'_>,
+        crashed: &mut Vec<u64>,
+    ) -> String {
+        self.injected += 1;
+        let restart_at = now + self.lasting();
+        self.crash(sim, node, keep, restart_at, targets, crashed)
+    }
+
+    /// How long a fault lasts.
+    fn lasting(&mut self) -> Duration {
+        Duration::from_millis(self.rng.gen_range(200..4_000))
+    }
+
+    /// Crashes `node`, keeping what `keep` says of its unflushed records,
+    /// to restart it at `restart_at`.
+    fn crash(
+        &mut self,
+        sim: &mut Sim<'_>,
+        node: u64,
+        keep: Unflushed,
+        restart_at: Duration,
+        targets: &Targets<'_>,
+        crashed: &mut Vec<u64>,
+    ) -> String {
+        sim.crash(host(node));
+        let disk = &targets.disks[&node];
+        let appended = disk.appended_since_flush();
+        let lost = disk.crash(keep, &mut self.rng);
+        crashed.push(node);
+        self.pending.push((restart_at, Undo::Restart(node)));
+        format!(
+            "crash node {node}, {appended} log entries since its records were durable, \
+             {lost} unflushed writes lost"
+        )
     }
 
     fn undo_due(&mut self, sim: &mut Sim<'_>, now: Duration) -> Vec<String> {

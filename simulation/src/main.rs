@@ -6,8 +6,10 @@
 //! would then see connection resets in another order. A fresh process per
 //! seed makes `--seed N` replay exactly what a sweep saw.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::process::{Command, ExitCode};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -45,7 +47,7 @@ struct Cli {
     /// Switch on a deliberate bug, to see a checker catch it (needs a build
     /// with `--features planted-bugs`): ack-drops-last, returned-last,
     /// prefetch-plus-one, local-clock-in-apply, skip-message,
-    /// corrupt-payload, store-repeats.
+    /// corrupt-payload, store-repeats, election-lockstep, read-cap.
     #[arg(long, value_parser = parse_bug)]
     plant: Option<Bug>,
     /// Run the seed once and print its JSON report (what sweeps call).
@@ -120,16 +122,8 @@ fn trace(cli: &Cli) -> Trace {
 /// Runs `seed` here, then in a child process, and compares.
 fn single(cli: &Cli, seed: u64) -> ExitCode {
     let started = Instant::now();
-    let report = report_json(&run(seed, trace(cli)));
-    let mut problems = problems(&report);
-    match child(seed, cli.plant) {
-        Ok(again) if again["trace_hash"] == report["trace_hash"] => {}
-        Ok(again) => problems.push(format!(
-            "not deterministic: trace hash {} then {}",
-            report["trace_hash"], again["trace_hash"]
-        )),
-        Err(e) => problems.push(format!("determinism check failed to run: {e}")),
-    }
+    let here = Ok(report_json(&run(seed, trace(cli))));
+    let (report, problems) = judge(seed, here, Some(child(seed, cli.plant)));
     print_seed(&report, &problems, cli.json);
     summary(
         cli,
@@ -140,56 +134,73 @@ fn single(cli: &Cli, seed: u64) -> ExitCode {
     )
 }
 
-/// Runs every seed of `seeds` in child processes, `--jobs` at a time.
+/// Runs every seed of `seeds` in child processes, `--jobs` at a time: each
+/// worker takes the next seed as soon as it is free, so one long seed does
+/// not hold the others up. Reports print in seed order.
 fn sweep(cli: &Cli, seeds: Range<u64>) -> ExitCode {
     let started = Instant::now();
-    let count = seeds.end - seeds.start;
-    let (mut failed, mut simulated) = (0, 0.0);
-    let all: Vec<u64> = seeds.collect();
-    for batch in all.chunks(cli.jobs as usize) {
-        let runs: Vec<_> = batch
-            .iter()
-            .map(|&seed| {
-                let recheck = (seed - all[0]).is_multiple_of(cli.determinism_every);
-                let plant = cli.plant;
-                std::thread::spawn(move || {
-                    (
-                        seed,
-                        child(seed, plant),
-                        recheck.then(|| child(seed, plant)),
-                    )
-                })
-            })
-            .collect();
-        for handle in runs {
-            let (seed, first, second) = handle.join().expect("sweep thread");
-            let (report, mut problems) = match first {
-                Ok(report) => {
-                    let problems = problems(&report);
-                    (report, problems)
+    let (first, count) = (seeds.start, seeds.end - seeds.start);
+    let queue = Arc::new(Mutex::new(seeds));
+    let (done_tx, done) = mpsc::channel();
+    for _ in 0..cli.jobs {
+        let (queue, done_tx) = (queue.clone(), done_tx.clone());
+        let (plant, every) = (cli.plant, cli.determinism_every);
+        std::thread::spawn(move || {
+            while let Some(seed) = next_seed(&queue) {
+                let recheck = (seed - first).is_multiple_of(every);
+                let runs = (child(seed, plant), recheck.then(|| child(seed, plant)));
+                if done_tx.send((seed, runs)).is_err() {
+                    return;
                 }
-                Err(e) => (json!({"seed": seed}), vec![e]),
-            };
-            match second {
-                Some(Ok(again)) if again["trace_hash"] != report["trace_hash"] => {
-                    problems.push(format!(
-                        "not deterministic: trace hash {} then {}",
-                        report["trace_hash"], again["trace_hash"]
-                    ))
-                }
-                Some(Err(e)) => problems.push(e),
-                _ => {}
             }
+        });
+    }
+    drop(done_tx);
+    let (mut failed, mut simulated) = (0, 0.0);
+    let mut early = BTreeMap::new();
+    let mut to_print = first;
+    for (seed, runs) in done {
+        early.insert(seed, runs);
+        while let Some((first_run, second)) = early.remove(&to_print) {
+            let (report, problems) = judge(to_print, first_run, second);
             simulated += seconds(&report);
             failed += u64::from(!problems.is_empty());
             print_seed(&report, &problems, cli.json);
+            to_print += 1;
         }
     }
     summary(cli, count, failed, simulated, started.elapsed())
 }
 
+fn next_seed(queue: &Mutex<Range<u64>>) -> Option<u64> {
+    queue.lock().unwrap_or_else(|p| p.into_inner()).next()
+}
+
+type ChildRun = Result<Value, String>;
+
+/// A seed's report and its problems: its violations, and a trace hash that
+/// differs in the second run if there was one.
+fn judge(seed: u64, first: ChildRun, second: Option<ChildRun>) -> (Value, Vec<String>) {
+    let (report, mut problems) = match first {
+        Ok(report) => {
+            let problems = problems(&report);
+            (report, problems)
+        }
+        Err(e) => (json!({"seed": seed}), vec![e]),
+    };
+    match second {
+        Some(Ok(again)) if again["trace_hash"] != report["trace_hash"] => problems.push(format!(
+            "not deterministic: trace hash {} then {}",
+            report["trace_hash"], again["trace_hash"]
+        )),
+        Some(Err(e)) => problems.push(e),
+        _ => {}
+    }
+    (report, problems)
+}
+
 /// Runs one seed in a fresh process and reads its JSON report.
-fn child(seed: u64, bug: Option<Bug>) -> Result<Value, String> {
+fn child(seed: u64, bug: Option<Bug>) -> ChildRun {
     let exe = std::env::current_exe().map_err(|e| format!("finding own binary: {e}"))?;
     let plant = bug
         .map(|bug| vec!["--plant", bug.name()])

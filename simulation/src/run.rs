@@ -1,6 +1,10 @@
 //! One seeded run: three real nodes and the workload under turmoil, a chaos
 //! phase with faults and checks after every step, then a healed phase in
-//! which every confirmed message must be delivered.
+//! which every node must come back and every confirmed message must be
+//! delivered.
+//!
+//! One seed in `LONG_LOG_ONE_IN` runs with the production snapshot interval
+//! and a long log (`long_log`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,15 +12,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use raftmq_node::transport::RpcFaults;
-use raftmq_node::{Node, NodeConfig, Seams};
+use raftmq_node::{Node, NodeConfig, NodeError, Seams};
 use raftmq_proto::v1::SubscriptionMode;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::checker::Checker;
+use crate::checker::{Checker, Recovery};
 use crate::clock::SimClock;
 use crate::disk::SimDisk;
 use crate::faults::{host, Faults, Targets};
+use crate::long_log::LongLog;
 use crate::oracle::Oracle;
 use crate::rpc_faults::SimRpcFaults;
 use crate::trace::Trace;
@@ -32,9 +37,12 @@ const DEEP_CHECK_EVERY: u64 = 250;
 const STATUS_EVERY: u64 = 5_000;
 /// Time allowed after the heal for every confirmed message to arrive.
 const LIVENESS: Duration = Duration::from_secs(60);
-/// Once healed, a cluster must have a leader this soon: several election
-/// timeouts.
-const ELECTION_AFTER_HEAL: Duration = Duration::from_secs(10);
+/// One seed in this many has a long log under the production snapshot
+/// interval.
+const LONG_LOG_ONE_IN: u32 = 4;
+/// Added to a long-log seed's chaos phase for the bulk traffic (about one
+/// entry per millisecond) before the held crash.
+const LONG_LOG_LOAD: Duration = Duration::from_secs(8);
 
 /// Everything a run reports.
 #[derive(Debug)]
@@ -63,13 +71,47 @@ fn running(registry: &Registry) -> BTreeMap<u64, Node> {
     registry.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
+/// Snapshot intervals: small ones, so runs snapshot, purge the log and send
+/// snapshots to followers that fell behind the purge point; on long-log
+/// seeds the production default.
+fn snapshot_every(long_log: bool, rng: &mut StdRng) -> u64 {
+    if long_log {
+        NodeConfig::new(0, BTreeMap::new()).snapshot_every
+    } else {
+        [16, 64, 256][rng.gen_range(0..3)]
+    }
+}
+
+/// One node's process: it starts, registers with the checkers and serves
+/// until crashed. An error (its Raft core stopped, say) ends it, as it ends
+/// the real process; turmoil then stops the run with that error.
+async fn node_process(
+    config: NodeConfig,
+    seams: Seams,
+    registry: Registry,
+) -> Result<(), NodeError> {
+    let id = config.id;
+    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+    let node = Node::start(config, seams).await?;
+    registry
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, node.clone());
+    node.serve(crate::net::incoming(listener), std::future::pending())
+        .await
+}
+
 pub fn run(seed: u64, trace: Trace) -> Report {
     let started = Instant::now();
     // One seed sets everything: raft's election jitter, turmoil's network,
     // the workload's shape and the faults.
     raftmq_node::raft::seed_thread_rng(seed);
     let mut rng = StdRng::seed_from_u64(seed);
-    let chaos = Duration::from_secs(rng.gen_range(5..20));
+    let long = rng.gen_ratio(1, LONG_LOG_ONE_IN);
+    let mut chaos = Duration::from_secs(rng.gen_range(5..20));
+    if long {
+        chaos += LONG_LOG_LOAD;
+    }
     let workload = Workload {
         seed,
         nodes: (1..=NODES)
@@ -91,11 +133,14 @@ pub fn run(seed: u64, trace: Trace) -> Report {
         ][rng.gen_range(0..3)],
         ack_timeout_ms: [0, 0, 1_000, 3_000][rng.gen_range(0..4)],
         deadline: chaos + LIVENESS,
+        bulk_done: long.then(Arc::default),
     };
     let faults_per_ms = rng.gen_range(0.0002..0.002);
-    // Small intervals, so runs snapshot, purge the log and send snapshots
-    // to followers that fell behind the purge point.
-    let snapshot_every = [16, 64, 256][rng.gen_range(0..3)];
+    let snapshot_every = snapshot_every(long, &mut rng);
+    let mut long_log = workload
+        .bulk_done
+        .clone()
+        .map(|done| LongLog::new(NODES, rng.gen_range(1..=NODES), done));
     let rpc_faults = Arc::new(SimRpcFaults::new(rng.gen(), rng.gen_range(5..50)));
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
@@ -136,15 +181,9 @@ pub fn run(seed: u64, trace: Trace) -> Report {
             };
             let registry = registry.clone();
             async move {
-                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
-                let node = Node::start(config, seams).await?;
-                registry
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id, node.clone());
-                node.serve(crate::net::incoming(listener), std::future::pending())
-                    .await?;
-                Ok(())
+                node_process(config, seams, registry)
+                    .await
+                    .map_err(|e| format!("node {id} exited: {e}").into())
             }
         });
     }
@@ -155,8 +194,7 @@ pub fn run(seed: u64, trace: Trace) -> Report {
 
     let mut faults = Faults::new(StdRng::seed_from_u64(rng.gen()), NODES, faults_per_ms);
     let mut checker = Checker::default();
-    let mut healed = false;
-    let mut leader_after_heal = false;
+    let mut recovery: Option<Recovery> = None;
     let mut violations = Vec::new();
     let targets = Targets {
         disks: &disks,
@@ -181,9 +219,19 @@ pub fn run(seed: u64, trace: Trace) -> Report {
         if step.is_multiple_of(DEEP_CHECK_EVERY) {
             checker.deep(&running(&registry));
         }
-        if at < chaos {
+        // The chaos ends early once the workload is done: the healed
+        // phase still has to see every node back.
+        if at < chaos && !finished {
             let mut crashed = Vec::new();
-            for event in faults.tick(&mut sim, at, &targets, &mut crashed) {
+            let mut events = Vec::new();
+            let holding = long_log.as_mut().filter(|long_log| long_log.holding());
+            let inject = holding.is_none();
+            if let Some(long_log) = holding {
+                let nodes = running(&registry);
+                events = long_log.step(&mut sim, at, &mut faults, &targets, &nodes, &mut crashed);
+            }
+            events.extend(faults.tick(&mut sim, at, &targets, &mut crashed, inject));
+            for event in events {
                 trace.record(at, event);
             }
             for id in crashed {
@@ -193,24 +241,21 @@ pub fn run(seed: u64, trace: Trace) -> Report {
                     .remove(&id);
                 checker.forget(id);
             }
-        } else if !healed {
-            healed = true;
+        } else if recovery.is_none() {
             rpc_faults.stop();
             for event in faults.heal(&mut sim) {
                 trace.record(at, event);
             }
             trace.record(at, "healed");
+            recovery = Some(Recovery::new(at, 1..=NODES, &running(&registry)));
         }
-        if healed && !leader_after_heal {
-            leader_after_heal = Checker::has_leader(&running(&registry));
-            if !leader_after_heal && at >= chaos + ELECTION_AFTER_HEAL {
-                violations.push(format!(
-                    "liveness: no leader within {ELECTION_AFTER_HEAL:?} of healing"
-                ));
+        if let Some(recovery) = &mut recovery {
+            if let Some(violation) = recovery.step(at, &running(&registry)) {
+                violations.push(violation);
                 break;
             }
         }
-        if finished
+        if (finished && recovery.as_ref().is_some_and(Recovery::done))
             || !violations.is_empty()
             || !checker.violations.is_empty()
             || !oracle.violations().is_empty()

@@ -1,10 +1,14 @@
 //! The simulated clients: producers publishing keyed messages, one batch at
 //! a time, retrying unknown outcomes; a consumer acking in batches and
 //! sometimes crashing. Everything they see goes to the oracle and the trace.
+//! On some seeds a bulk publisher grows the log fast besides, unjudged.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::Stream;
 use raftmq_node::transport::Connector;
 use raftmq_proto::v1::broker_client::BrokerClient;
 use raftmq_proto::v1::{
@@ -22,6 +26,11 @@ use crate::oracle::{Oracle, Position, Seen};
 use crate::trace::{now, Trace};
 
 pub const TOPIC: &str = "sim";
+/// The bulk publisher's topic: nobody subscribes to it.
+const BULK_TOPIC: &str = "bulk";
+/// The bulk publisher sends one request this often: each reaches the leader
+/// alone and becomes a log entry of its own.
+const BULK_EVERY: Duration = Duration::from_millis(1);
 const SUBSCRIPTION: &str = "checker";
 /// Every RPC's deadline.
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
@@ -51,6 +60,9 @@ pub struct Workload {
     pub ack_timeout_ms: u64,
     /// Simulated time by which every confirmed message must be delivered.
     pub deadline: Duration,
+    /// Some: a bulk publisher runs until the driver sets this (or the
+    /// chaos phase ends).
+    pub bulk_done: Option<Arc<AtomicBool>>,
 }
 
 /// The cluster as one client task sees it: a guess at the leader that
@@ -113,7 +125,14 @@ pub async fn run(
     oracle: Oracle,
     trace: Trace,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    create_topic(&workload, &trace).await;
+    create_topic(&workload, TOPIC, workload.partitions, &trace).await;
+    let bulk = workload.bulk_done.clone().map(|done| {
+        let (workload, trace) = (workload.clone(), trace.clone());
+        tokio::spawn(async move {
+            create_topic(&workload, BULK_TOPIC, 1, &trace).await;
+            publish_bulk(&workload, &done, &trace).await;
+        })
+    });
     let (stop_tx, stop) = watch::channel(false);
     let consumers: Vec<_> = (0..workload.consumers)
         .map(|c| {
@@ -129,7 +148,7 @@ pub async fn run(
     let producers: Vec<_> = (0..workload.producers)
         .map(|p| tokio::spawn(produce(workload.clone(), p, oracle.clone(), trace.clone())))
         .collect();
-    for producer in producers {
+    for producer in producers.into_iter().chain(bulk) {
         producer.await?;
     }
     trace.record(
@@ -151,13 +170,13 @@ pub async fn run(
     Ok(())
 }
 
-async fn create_topic(workload: &Workload, trace: &Trace) {
+async fn create_topic(workload: &Workload, name: &str, partitions: u32, trace: &Trace) {
     let mut nodes = Nodes::new(&workload.nodes);
     let mut rng = StdRng::seed_from_u64(workload.seed ^ 0x7091c);
     while now() < workload.deadline {
         let create = CreateTopicRequest {
-            name: TOPIC.into(),
-            partitions: workload.partitions,
+            name: name.into(),
+            partitions,
             max_messages: 0,
             max_bytes: 0,
         };
@@ -165,13 +184,71 @@ async fn create_topic(workload: &Workload, trace: &Trace) {
             Ok(_) => break,
             Err(status) if status.code() == Code::AlreadyExists => break,
             Err(status) => {
-                trace.record(now(), format!("create topic: {:?}", status.code()));
+                trace.record(now(), format!("create topic {name}: {:?}", status.code()));
                 nodes.redirect(&status);
             }
         }
         pause(&mut rng).await;
     }
-    trace.record(now(), "topic created");
+    trace.record(now(), format!("topic {name} created"));
+}
+
+/// Publishes to `BULK_TOPIC` over PublishStreams, one message every
+/// `BULK_EVERY`, until `done` is set or the chaos phase ends, following
+/// the leader. A stream sends on without waiting for commits, where unary
+/// publishes would need many producers to keep that pace.
+async fn publish_bulk(workload: &Workload, done: &Arc<AtomicBool>, trace: &Trace) {
+    let mut nodes = Nodes::new(&workload.nodes);
+    let mut rng = StdRng::seed_from_u64(workload.seed ^ 0xb01c);
+    let mut confirmed = 0u64;
+    while bulk_wanted(done, workload.produce_until) {
+        let requests = bulk_requests(done.clone(), workload.produce_until);
+        let ended = match call(nodes.leader().publish_stream(requests)).await {
+            Ok(response) => {
+                let mut responses = response.into_inner();
+                loop {
+                    match call(responses.message()).await {
+                        Ok(Some(_)) => confirmed += 1,
+                        Ok(None) => break None,
+                        Err(status) => break Some(status),
+                    }
+                }
+            }
+            Err(status) => Some(status),
+        };
+        if let Some(status) = ended {
+            trace.record(now(), format!("bulk stream: {:?}", status.code()));
+            nodes.redirect(&status);
+            pause(&mut rng).await;
+        }
+    }
+    trace.record(now(), format!("bulk done: {confirmed} confirmed"));
+}
+
+/// One keyless message every `BULK_EVERY` while `done` is unset and the
+/// chaos phase lasts.
+fn bulk_requests(done: Arc<AtomicBool>, until: Duration) -> impl Stream<Item = PublishRequest> {
+    futures::stream::unfold(0, move |request_id| {
+        let done = done.clone();
+        async move {
+            tokio::time::sleep(BULK_EVERY).await;
+            let request = PublishRequest {
+                topic: BULK_TOPIC.into(),
+                request_id,
+                messages: vec![v1::Message {
+                    key: None,
+                    payload: Bytes::from_static(b"bulk"),
+                    headers: Default::default(),
+                }],
+                ..Default::default()
+            };
+            bulk_wanted(&done, until).then_some((request, request_id + 1))
+        }
+    })
+}
+
+fn bulk_wanted(done: &AtomicBool, until: Duration) -> bool {
+    !done.load(Ordering::Relaxed) && now() < until
 }
 
 async fn produce(workload: Workload, producer: u32, oracle: Oracle, trace: Trace) {

@@ -87,3 +87,8 @@ fn a_stored_repeat_is_caught_as_stored_twice() {
 fn elections_in_lockstep_are_caught_as_no_leader_after_healing() {
     check("election-lockstep", "no leader within");
 }
+
+#[test]
+fn a_capped_log_read_is_caught_as_a_raft_core_stopped_after_a_restart() {
+    check("read-cap", "raft core stopped");
+}
