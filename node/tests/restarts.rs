@@ -413,6 +413,40 @@ async fn sigterm_stops_a_node_within_5_s_while_clients_are_attached() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cuts_off_a_call_still_waiting_for_its_commit_after_the_grace() {
+    // A leader without its quorum: a publish to it waits for a commit that
+    // cannot come (up to the 10 s commit timeout), holding its connection.
+    let mut cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic("jobs", 1).await.expect("create topic");
+    let leader = cluster.wait_for_leader(None).await;
+    for id in (1..=3).filter(|id| *id != leader) {
+        cluster.kill(id);
+    }
+    let stuck = Client::connect(vec![cluster.addr(leader).to_string()]).expect("client");
+    let waiting = tokio::spawn(async move {
+        stuck
+            .publish("jobs", vec![Message::new("never committed")])
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // SIGTERM: the graceful stop gives up on that call after its grace
+    // (2 s) and still exits 0, well within 5 s.
+    let exit = cluster.terminate(leader, Duration::from_secs(5));
+    let log = cluster.log(leader);
+    assert!(
+        exit.is_some_and(|status| status.success()),
+        "leader after SIGTERM: {exit:?}; its log:\n{log}"
+    );
+    assert!(
+        log.contains("connections still open after the grace period"),
+        "the call did not outlast the grace: {log}"
+    );
+    waiting.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_outlive_a_60_s_outage_of_the_whole_cluster() {
     let mut cluster = Cluster::start(3, &[]).await;
     let client = cluster.client();
