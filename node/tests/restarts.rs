@@ -27,8 +27,9 @@ fn payload(delivery: &Delivery) -> String {
 }
 
 /// Publishes one message per call from `tasks` concurrent callers (one
-/// command per log entry, mostly) until `done` holds for the leader's
-/// status; answers what was confirmed. Bounded by `within`.
+/// command per log entry, mostly) until `done` holds for every node's
+/// status (each node snapshots at an index of its own); answers what was
+/// confirmed. Bounded by `within`.
 async fn publish_until(
     cluster: &Cluster,
     topic: &str,
@@ -62,8 +63,11 @@ async fn publish_until(
     }
     let deadline = Instant::now() + within;
     loop {
-        let leader = cluster.wait_for_leader(None).await;
-        if cluster.status(leader).await.is_some_and(|s| done(&s)) {
+        let mut all_done = true;
+        for id in 1..=3 {
+            all_done &= cluster.status(id).await.is_some_and(|s| done(&s));
+        }
+        if all_done {
             break;
         }
         assert!(Instant::now() < deadline, "publishing took over {within:?}");
@@ -75,6 +79,17 @@ async fn publish_until(
         confirmed.extend(task.await.expect("publisher"));
     }
     confirmed
+}
+
+/// Three nodes with the production defaults, a client, and `topic`.
+async fn cluster_with_topic(topic: &str, partitions: u32) -> (Cluster, Client) {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client
+        .create_topic(topic, partitions)
+        .await
+        .expect("create topic");
+    (cluster, client)
 }
 
 /// Every node's (last log index - last snapshot index).
@@ -125,22 +140,11 @@ async fn a_restart_with_more_than_20_000_entries_after_the_last_snapshot_comes_b
     // Phase 1: up to the first snapshot (20,000 entries), a retained
     // backlog of 4 KiB messages: the snapshot is large, and the log
     // crosses the default segment size (64 MiB).
-    let mut cluster = Cluster::start(3, &[]).await;
-    let client = cluster.client();
-    client.create_topic("jobs", 4).await.expect("create topic");
+    let (mut cluster, client) = cluster_with_topic("jobs", 4).await;
     let mut confirmed = publish_until(&cluster, "jobs", 4096, Duration::from_secs(300), |s| {
         s.snapshot_index.is_some()
     })
     .await;
-    let snapshotted = Instant::now() + Duration::from_secs(30);
-    while tails(&cluster)
-        .await
-        .iter()
-        .any(|tail| *tail > SNAPSHOT_EVERY)
-    {
-        assert!(Instant::now() < snapshotted, "not every node snapshotted");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 
     // Phase 2: more than 20,000 entries after the snapshot, of messages so
     // small that the log written since does not outweigh the snapshot: no
@@ -349,12 +353,7 @@ async fn consume(mut consumer: Consumer, received: Arc<Mutex<BTreeSet<String>>>)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_killed_every_5_s_twenty_times_loses_nothing_and_the_cluster_serves_on() {
     const KILLS: usize = 20;
-    let mut cluster = Cluster::start(3, &[]).await;
-    let client = cluster.client();
-    client
-        .create_topic("orders", 2)
-        .await
-        .expect("create topic");
+    let (mut cluster, client) = cluster_with_topic("orders", 2).await;
     let traffic = Traffic::start(&client, "orders", 200).await;
 
     // SIGKILL the leader every 5 s and start it again 2 s later.
@@ -377,12 +376,7 @@ async fn the_leader_killed_every_5_s_twenty_times_loses_nothing_and_the_cluster_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_a_node_within_5_s_while_clients_are_attached() {
-    let mut cluster = Cluster::start(3, &[]).await;
-    let client = cluster.client();
-    client
-        .create_topic("orders", 2)
-        .await
-        .expect("create topic");
+    let (mut cluster, client) = cluster_with_topic("orders", 2).await;
     let traffic = Traffic::start(&client, "orders", 200).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -416,9 +410,7 @@ async fn sigterm_stops_a_node_within_5_s_while_clients_are_attached() {
 async fn sigterm_cuts_off_a_call_still_waiting_for_its_commit_after_the_grace() {
     // A leader without its quorum: a publish to it waits for a commit that
     // cannot come (up to the 10 s commit timeout), holding its connection.
-    let mut cluster = Cluster::start(3, &[]).await;
-    let client = cluster.client();
-    client.create_topic("jobs", 1).await.expect("create topic");
+    let (mut cluster, _client) = cluster_with_topic("jobs", 1).await;
     let leader = cluster.wait_for_leader(None).await;
     for id in (1..=3).filter(|id| *id != leader) {
         cluster.kill(id);
@@ -448,12 +440,7 @@ async fn sigterm_cuts_off_a_call_still_waiting_for_its_commit_after_the_grace() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_outlive_a_60_s_outage_of_the_whole_cluster() {
-    let mut cluster = Cluster::start(3, &[]).await;
-    let client = cluster.client();
-    client
-        .create_topic("orders", 2)
-        .await
-        .expect("create topic");
+    let (mut cluster, client) = cluster_with_topic("orders", 2).await;
     let received = Arc::new(Mutex::new(BTreeSet::new()));
     let consumer = client
         .subscribe("orders", "audit", 100)
@@ -523,9 +510,7 @@ async fn clients_outlive_a_60_s_outage_of_the_whole_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_raft_core_stops_exits_non_zero_and_fails_its_health_check() {
-    let mut cluster = Cluster::start(3, &[]).await;
-    let client = cluster.client();
-    client.create_topic("jobs", 1).await.expect("create topic");
+    let (mut cluster, client) = cluster_with_topic("jobs", 1).await;
 
     // Phase 1: the health check passes for a serving node...
     let leader = cluster.wait_for_leader(None).await;
