@@ -136,6 +136,12 @@ impl Node {
         self.broker.raft.status()
     }
 
+    /// The log index this replica's state reflects, as the state machine
+    /// itself records it (the simulation checks that it never goes back).
+    pub fn applied_index(&self) -> Option<u64> {
+        self.broker.machine.applied_index()
+    }
+
     /// Reads this replica's applied state (tests and the simulation check it).
     pub fn read_state<T>(&self, f: impl FnOnce(&crate::machine::State) -> T) -> T {
         self.broker.machine.read(f)

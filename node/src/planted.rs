@@ -42,10 +42,21 @@ pub enum Bug {
     /// restarted with more than that to re-apply stops its Raft core
     /// (checker: every restarted node serves again).
     ReadCap = 9,
+    /// Every vote request a peer answers reads, on the candidate's side, as
+    /// a grant of the vote it asked for (a wire bug): two candidates of one
+    /// term both win (checker: one leader per term).
+    VotesAlwaysGranted = 10,
+    /// A follower sent a snapshot restores the older one on its own disk
+    /// instead (checker: applied index never goes back).
+    StaleSnapshotInstall = 11,
+    /// A publish stores its messages last first, each confirmed at its own
+    /// place (checker: a producer's messages of one key stored in the order
+    /// sent).
+    BatchReversed = 12,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 12] = [
         Bug::AckDropsLast,
         Bug::ReturnedLast,
         Bug::PrefetchPlusOne,
@@ -55,6 +66,9 @@ impl Bug {
         Bug::StoreRepeats,
         Bug::ElectionLockstep,
         Bug::ReadCap,
+        Bug::VotesAlwaysGranted,
+        Bug::StaleSnapshotInstall,
+        Bug::BatchReversed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +82,9 @@ impl Bug {
             Bug::StoreRepeats => "store-repeats",
             Bug::ElectionLockstep => "election-lockstep",
             Bug::ReadCap => "read-cap",
+            Bug::VotesAlwaysGranted => "votes-always-granted",
+            Bug::StaleSnapshotInstall => "stale-snapshot-install",
+            Bug::BatchReversed => "batch-reversed",
         }
     }
 
@@ -88,7 +105,12 @@ impl Bug {
             Bug::SkipMessage => Some(Quirk::SkipMessage),
             Bug::CorruptPayload => Some(Quirk::CorruptPayload),
             Bug::StoreRepeats => Some(Quirk::StoreRepeats),
-            Bug::LocalClockInApply | Bug::ElectionLockstep | Bug::ReadCap => None,
+            Bug::BatchReversed => Some(Quirk::BatchReversed),
+            Bug::LocalClockInApply
+            | Bug::ElectionLockstep
+            | Bug::ReadCap
+            | Bug::VotesAlwaysGranted
+            | Bug::StaleSnapshotInstall => None,
         }
     }
 }

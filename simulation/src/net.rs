@@ -1,5 +1,6 @@
-//! The transport seam under turmoil: the node's server is fed turmoil's
-//! accepted connections, and its peer channels dial through turmoil.
+//! The transport seams under turmoil: the node's server is fed turmoil's
+//! accepted connections, and both its peer channels and the client crate's
+//! channels dial through turmoil.
 
 use std::io;
 use std::pin::Pin;
@@ -10,20 +11,33 @@ use hyper_util::rt::TokioIo;
 use raftmq_node::transport::{endpoint, Connector, TransportError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
-use tonic::transport::{Channel, Uri};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Opens a simulated TCP connection to the host and port `uri` names.
+async fn dial(uri: Uri) -> io::Result<TokioIo<turmoil::net::TcpStream>> {
+    let host = uri.host().unwrap_or_default().to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = turmoil::net::TcpStream::connect((host, port)).await?;
+    Ok(TokioIo::new(stream))
+}
 
 /// Dials peers over turmoil's simulated TCP.
 pub struct SimConnector;
 
 impl Connector for SimConnector {
     fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
-        let connect = tower::service_fn(|uri: Uri| async move {
-            let host = uri.host().unwrap_or_default().to_string();
-            let port = uri.port_u16().unwrap_or(80);
-            let stream = turmoil::net::TcpStream::connect((host, port)).await?;
-            Ok::<_, io::Error>(TokioIo::new(stream))
-        });
-        Ok(endpoint(addr)?.connect_with_connector_lazy(connect))
+        Ok(endpoint(addr)?.connect_with_connector_lazy(tower::service_fn(dial)))
+    }
+}
+
+/// Dials nodes for the client crate over turmoil's simulated TCP, keeping
+/// the client's own timeouts and keepalives on the endpoint.
+#[derive(Debug)]
+pub struct ClientConnector;
+
+impl raftmq_client::Connector for ClientConnector {
+    fn channel(&self, endpoint: Endpoint) -> Channel {
+        endpoint.connect_with_connector_lazy(tower::service_fn(dial))
     }
 }
 

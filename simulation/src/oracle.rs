@@ -1,6 +1,7 @@
 //! What the workload saw, and the invariants it can judge from there:
-//! no lost confirmed message, no phantom, per-key order, acked messages
-//! never redelivered, and credit (DESIGN.md invariants 1, 2, 4, 5, 8).
+//! no lost confirmed message, no phantom, per-key order (stored in the
+//! order sent, delivered in the order stored), acked messages never
+//! redelivered, and credit (DESIGN.md invariants 1, 2, 4, 5, 8).
 //!
 //! A write whose answer never came is *unknown*, never absent: it may be
 //! stored, so it is neither required nor forbidden.
@@ -19,8 +20,10 @@ pub struct Oracle {
 
 #[derive(Default)]
 struct Observations {
-    /// Every payload ever sent.
-    sent: BTreeSet<Bytes>,
+    /// Every payload ever sent, with its place in the order of sends.
+    sent: BTreeMap<Bytes, u64>,
+    /// Confirmed places by key, in the order their messages were sent.
+    confirmed_by_send: BTreeMap<String, BTreeMap<u64, Position>>,
     /// Payloads whose publish was confirmed, at their first confirmed place.
     confirmed: BTreeMap<Bytes, Position>,
     /// Confirmed places by key, for the order check.
@@ -35,6 +38,34 @@ struct Observations {
     ack_sent: BTreeSet<Position>,
     sessions: BTreeMap<u64, Session>,
     violations: Vec<String>,
+}
+
+impl Observations {
+    /// A producer's messages of one key are stored in the order it sent
+    /// them (each key belongs to one producer): the confirmed message sent
+    /// just before this one sits at a lower place, the one sent just after
+    /// at a higher one.
+    fn stored_in_send_order(&mut self, key: &str, payload: &Bytes, position: Position) {
+        let Some(&order) = self.sent.get(payload) else {
+            return;
+        };
+        let places = self.confirmed_by_send.entry(key.to_string()).or_default();
+        places.insert(order, position);
+        let before = places
+            .range(..order)
+            .next_back()
+            .filter(|(_, p)| **p > position);
+        let after = places
+            .range(order + 1..)
+            .next()
+            .filter(|(_, p)| **p < position);
+        if let Some((_, other)) = before.or(after) {
+            let v = format!(
+                "key {key}: {payload:?} at {position:?} stored out of send order with {other:?}"
+            );
+            self.violations.push(v);
+        }
+    }
 }
 
 /// One consumer stream as the client saw it.
@@ -68,7 +99,9 @@ impl Oracle {
     }
 
     pub fn sent(&self, payload: &Bytes) {
-        self.lock().sent.insert(payload.clone());
+        let mut o = self.lock();
+        let order = o.sent.len() as u64;
+        o.sent.entry(payload.clone()).or_insert(order);
     }
 
     pub fn confirmed(&self, payload: &Bytes, key: Option<&str>, position: Position) {
@@ -91,6 +124,7 @@ impl Oracle {
                 .entry(key.to_string())
                 .or_default()
                 .insert(position);
+            o.stored_in_send_order(key, payload, position);
         }
         o.confirmed.entry(payload.clone()).or_insert(position);
     }
@@ -108,7 +142,7 @@ impl Oracle {
             payload,
         } = seen;
         // No phantom: it was sent, and it is what the confirm said is there.
-        if !o.sent.contains(payload) {
+        if !o.sent.contains_key(payload) {
             let v = format!("phantom delivery {payload:?} at {position:?}");
             o.violations.push(v);
         }

@@ -1,40 +1,41 @@
-//! The simulated clients: producers publishing keyed messages, one batch at
-//! a time, retrying unknown outcomes; a consumer acking in batches and
-//! sometimes crashing. Everything they see goes to the oracle and the trace.
-//! On some seeds a bulk publisher grows the log fast besides, unjudged.
+//! The simulated applications, written against the real client crate as a
+//! user would write them: producers publishing keyed messages through
+//! `raftmq_client::Producer` (its pipeline, leader routing, redirects and
+//! re-sends), consumers on `Consumer` (its re-subscribes) acking in batches
+//! and sometimes crashing. Every client uses the production defaults and
+//! reaches the nodes through the simulated network (`net::ClientConnector`).
+//! Everything they see goes to the oracle and the trace. On some seeds a
+//! bulk publisher grows the log fast besides, unjudged.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::Stream;
-use raftmq_node::transport::Connector;
-use raftmq_proto::v1::broker_client::BrokerClient;
-use raftmq_proto::v1::{
-    self, AckRequest, CreateTopicRequest, Position as WirePosition, PublishRequest,
-    SubscribeRequest, SubscriptionMode,
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use raftmq_client::{
+    Client, ClientError, ClientOptions, Code, Consumer, Message, Position as ClientPosition,
+    SubscribeOptions, SubscriptionMode,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
-use tonic::transport::Channel;
-use tonic::{Code, Status};
 
-use crate::net::SimConnector;
+use crate::net::ClientConnector;
 use crate::oracle::{Oracle, Position, Seen};
 use crate::trace::{now, Trace};
 
 pub const TOPIC: &str = "sim";
 /// The bulk publisher's topic: nobody subscribes to it.
 const BULK_TOPIC: &str = "bulk";
-/// The bulk publisher sends one request this often: each reaches the leader
-/// alone and becomes a log entry of its own.
+/// The bulk publisher sends one message this often: the producer sends a
+/// lone message at once, so each becomes a request, and a log entry, of its
+/// own.
 const BULK_EVERY: Duration = Duration::from_millis(1);
 const SUBSCRIPTION: &str = "checker";
-/// Every RPC's deadline.
-const RPC_TIMEOUT: Duration = Duration::from_secs(2);
-/// A consumer stream quiet this long acks what it holds.
+/// A consumer quiet this long acks what it holds.
 const IDLE_ACK: Duration = Duration::from_millis(500);
 
 /// The workload's shape, drawn from the seed.
@@ -65,55 +66,53 @@ pub struct Workload {
     pub bulk_done: Option<Arc<AtomicBool>>,
 }
 
-/// The cluster as one client task sees it: a guess at the leader that
-/// follows redirects and otherwise rotates.
-struct Nodes {
-    addrs: Vec<String>,
-    clients: Vec<BrokerClient<Channel>>,
-    guess: usize,
+/// Which application a client belongs to: each gets its own client (its
+/// own connections, leader guess and producer ids), as separate processes
+/// would.
+#[derive(Clone, Copy)]
+enum App {
+    Admin,
+    Bulk,
+    Producer(u32),
+    Consumer(u32),
 }
 
-impl Nodes {
-    fn new(addrs: &[String]) -> Self {
-        let clients = addrs
-            .iter()
-            .map(|addr| {
-                BrokerClient::new(SimConnector.channel(addr).expect("valid simulated address"))
-            })
-            .collect();
-        Nodes {
-            addrs: addrs.to_vec(),
-            clients,
-            guess: 0,
+impl App {
+    fn salt(self) -> u64 {
+        match self {
+            App::Admin => 0x7091c,
+            App::Bulk => 0xb01c,
+            App::Producer(p) => 0x9e37 + u64::from(p),
+            App::Consumer(c) => 0xc045 + u64::from(c),
         }
     }
+}
 
-    fn leader(&self) -> BrokerClient<Channel> {
-        self.clients[self.guess].clone()
+impl Workload {
+    /// A client with the production defaults over the simulated network;
+    /// its producer ids and this app's random choices come from the seed.
+    fn client(&self, app: App) -> (Client, StdRng) {
+        let seed = self.seed ^ app.salt();
+        let client = Client::connect_via(
+            self.nodes.clone(),
+            ClientOptions::default(),
+            Arc::new(ClientConnector),
+            seed,
+        )
+        .expect("the simulated addresses and default options are valid");
+        (client, StdRng::seed_from_u64(seed))
     }
 
-    fn redirect(&mut self, status: &Status) {
-        let named = status
-            .metadata()
-            .get(raftmq_proto::LEADER_METADATA_KEY)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|addr| self.addrs.iter().position(|a| a == addr));
-        self.guess = named.unwrap_or((self.guess + 1) % self.addrs.len());
+    /// Runs `work` until the deadline; `None` if the deadline came first.
+    async fn by_deadline<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        let left = self.deadline.saturating_sub(now());
+        tokio::time::timeout(left, work).await.ok()
     }
 }
 
-fn request<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(RPC_TIMEOUT);
-    request
-}
-
-/// Runs an RPC with a client-side deadline too: a server that never answers
-/// (partitioned, paused) must not hang the caller.
-async fn call<T>(rpc: impl std::future::Future<Output = Result<T, Status>>) -> Result<T, Status> {
-    tokio::time::timeout(RPC_TIMEOUT, rpc)
-        .await
-        .unwrap_or_else(|_| Err(Status::deadline_exceeded("client deadline")))
+/// Returns once the workload is told to stop (at once if it already was).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 async fn pause(rng: &mut StdRng) {
@@ -125,11 +124,11 @@ pub async fn run(
     oracle: Oracle,
     trace: Trace,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    create_topic(&workload, TOPIC, workload.partitions, &trace).await;
+    create_topic(&workload, App::Admin, TOPIC, workload.partitions, &trace).await;
     let bulk = workload.bulk_done.clone().map(|done| {
         let (workload, trace) = (workload.clone(), trace.clone());
         tokio::spawn(async move {
-            create_topic(&workload, BULK_TOPIC, 1, &trace).await;
+            create_topic(&workload, App::Bulk, BULK_TOPIC, 1, &trace).await;
             publish_bulk(&workload, &done, &trace).await;
         })
     });
@@ -170,169 +169,142 @@ pub async fn run(
     Ok(())
 }
 
-async fn create_topic(workload: &Workload, name: &str, partitions: u32, trace: &Trace) {
-    let mut nodes = Nodes::new(&workload.nodes);
-    let mut rng = StdRng::seed_from_u64(workload.seed ^ 0x7091c);
+/// Creates a topic, retrying through outages until the deadline. A retry
+/// whose first attempt created it meets ALREADY_EXISTS.
+async fn create_topic(workload: &Workload, app: App, name: &str, partitions: u32, trace: &Trace) {
+    let (client, mut rng) = workload.client(app);
     while now() < workload.deadline {
-        let create = CreateTopicRequest {
-            name: name.into(),
-            partitions,
-            max_messages: 0,
-            max_bytes: 0,
-        };
-        match call(nodes.leader().create_topic(request(create))).await {
-            Ok(_) => break,
-            Err(status) if status.code() == Code::AlreadyExists => break,
-            Err(status) => {
-                trace.record(now(), format!("create topic {name}: {:?}", status.code()));
-                nodes.redirect(&status);
-            }
+        let created = workload
+            .by_deadline(client.create_topic(name, partitions))
+            .await;
+        match created {
+            None | Some(Ok(())) => break,
+            Some(Err(ClientError::Rpc {
+                code: Code::AlreadyExists,
+                ..
+            })) => break,
+            Some(Err(error)) => trace.record(now(), format!("create topic {name}: {error}")),
         }
         pause(&mut rng).await;
     }
     trace.record(now(), format!("topic {name} created"));
 }
 
-/// Publishes to `BULK_TOPIC` over PublishStreams, one message every
-/// `BULK_EVERY`, until `done` is set or the chaos phase ends, following
-/// the leader. A stream sends on without waiting for commits, where unary
-/// publishes would need many producers to keep that pace.
-async fn publish_bulk(workload: &Workload, done: &Arc<AtomicBool>, trace: &Trace) {
-    let mut nodes = Nodes::new(&workload.nodes);
-    let mut rng = StdRng::seed_from_u64(workload.seed ^ 0xb01c);
-    let mut confirmed = 0u64;
-    while bulk_wanted(done, workload.produce_until) {
-        let requests = bulk_requests(done.clone(), workload.produce_until);
-        let ended = match call(nodes.leader().publish_stream(requests)).await {
-            Ok(response) => {
-                let mut responses = response.into_inner();
-                loop {
-                    match call(responses.message()).await {
-                        Ok(Some(_)) => confirmed += 1,
-                        Ok(None) => break None,
-                        Err(status) => break Some(status),
-                    }
-                }
+/// Publishes to `BULK_TOPIC`, one message every `BULK_EVERY`, until `done`
+/// is set or the chaos phase ends. Its confirms are not judged.
+async fn publish_bulk(workload: &Workload, done: &AtomicBool, trace: &Trace) {
+    let (client, _) = workload.client(App::Bulk);
+    let producer = client.producer(BULK_TOPIC);
+    let mut sent = 0u64;
+    while !done.load(Ordering::Relaxed) && now() < workload.produce_until {
+        tokio::time::sleep(BULK_EVERY).await;
+        match producer
+            .send(Message::new(Bytes::from_static(b"bulk")))
+            .await
+        {
+            // Dropping a confirm does not cancel its message.
+            Ok(_confirm) => sent += 1,
+            Err(error) => {
+                trace.record(now(), format!("bulk producer: {error}"));
+                break;
             }
-            Err(status) => Some(status),
-        };
-        if let Some(status) = ended {
-            trace.record(now(), format!("bulk stream: {:?}", status.code()));
-            nodes.redirect(&status);
-            pause(&mut rng).await;
         }
     }
-    trace.record(now(), format!("bulk done: {confirmed} confirmed"));
+    trace.record(now(), format!("bulk done: {sent} sent"));
 }
 
-/// One keyless message every `BULK_EVERY` while `done` is unset and the
-/// chaos phase lasts.
-fn bulk_requests(done: Arc<AtomicBool>, until: Duration) -> impl Stream<Item = PublishRequest> {
-    futures::stream::unfold(0, move |request_id| {
-        let done = done.clone();
-        async move {
-            tokio::time::sleep(BULK_EVERY).await;
-            let request = PublishRequest {
-                topic: BULK_TOPIC.into(),
-                request_id,
-                messages: vec![v1::Message {
-                    key: None,
-                    payload: Bytes::from_static(b"bulk"),
-                    headers: Default::default(),
-                }],
-                ..Default::default()
-            };
-            bulk_wanted(&done, until).then_some((request, request_id + 1))
-        }
-    })
-}
+/// One message of a judged producer: what it was and how its confirm ended.
+type Outcome = (Option<String>, Bytes, Result<ClientPosition, ClientError>);
 
-fn bulk_wanted(done: &AtomicBool, until: Duration) -> bool {
-    !done.load(Ordering::Relaxed) && now() < until
-}
-
-async fn produce(workload: Workload, producer: u32, oracle: Oracle, trace: Trace) {
-    let mut nodes = Nodes::new(&workload.nodes);
-    let mut rng = StdRng::seed_from_u64(workload.seed ^ (0x9e37 + u64::from(producer)));
+async fn produce(workload: Workload, index: u32, oracle: Oracle, trace: Trace) {
+    let (client, mut rng) = workload.client(App::Producer(index));
+    let producer = client.producer(TOPIC);
+    // Half the producers wait for each batch's confirms before going on, as
+    // a caller that needs the outcome does. The others keep sending while
+    // confirms resolve, so the pipeline holds several requests in flight
+    // and re-sends them in order after a break.
+    let waits = rng.gen_ratio(1, 2);
     let mut next_seq = vec![0u64; workload.keys_per_producer as usize];
     let mut keyless = 0u64;
     let mut sent = 0;
-    let mut request_id = 0;
+    let mut confirms = FuturesUnordered::new();
     while sent < workload.messages_per_producer_max && now() < workload.produce_until {
         let size = rng
             .gen_range(1..=workload.batch_max)
             .min(workload.messages_per_producer_max - sent);
-        // A quarter of the messages have no key: they go round robin and
-        // carry no order promise.
-        let batch: Vec<(Option<String>, Bytes)> = (0..size)
-            .map(|_| {
-                let (key, payload) = if rng.gen_ratio(1, 4) {
-                    keyless += 1;
-                    (None, Bytes::from(format!("p{producer}-{keyless}")))
-                } else {
-                    let k = rng.gen_range(0..workload.keys_per_producer) as usize;
-                    next_seq[k] += 1;
-                    let key = format!("p{producer}k{k}");
-                    let payload = Bytes::from(format!("{key}:{}", next_seq[k]));
-                    (Some(key), payload)
-                };
-                oracle.sent(&payload);
-                (key, payload)
-            })
-            .collect();
-        // Idempotent: a retried batch keeps its sequence, so it is stored
-        // once, and a batch past a lost one is refused until it is resent.
-        let sequence = u64::from(sent);
         sent += size;
-        request_id += 1;
-        // One batch at a time, retried until confirmed: per-key order holds
-        // even when a retry stores a batch twice.
-        loop {
-            if now() > workload.deadline {
-                trace.record(
-                    now(),
-                    format!("p{producer} gave up on request {request_id}"),
-                );
-                return;
-            }
-            let publish = PublishRequest {
-                topic: TOPIC.into(),
-                request_id,
-                producer_id: u64::from(producer) + 1,
-                sequence,
-                messages: batch
-                    .iter()
-                    .map(|(key, payload)| v1::Message {
-                        key: key.clone().map(Bytes::from),
-                        payload: payload.clone(),
-                        headers: Default::default(),
-                    })
-                    .collect(),
+        for _ in 0..size {
+            // A quarter of the messages have no key: they go round robin
+            // and carry no order promise.
+            let (key, payload) = if rng.gen_ratio(1, 4) {
+                keyless += 1;
+                (None, Bytes::from(format!("p{index}-{keyless}")))
+            } else {
+                let k = rng.gen_range(0..workload.keys_per_producer) as usize;
+                next_seq[k] += 1;
+                let key = format!("p{index}k{k}");
+                let payload = Bytes::from(format!("{key}:{}", next_seq[k]));
+                (Some(key), payload)
             };
-            match call(nodes.leader().publish(request(publish))).await {
-                Ok(response) => {
-                    let positions = response.into_inner().positions;
-                    for ((key, payload), p) in batch.iter().zip(&positions) {
-                        oracle.confirmed(payload, key.as_deref(), (p.partition, p.offset));
-                    }
-                    let places: Vec<String> = positions
-                        .iter()
-                        .map(|p| format!("{}/{}", p.partition, p.offset))
-                        .collect();
-                    trace.record(now(), format!("p{producer} confirmed {}", places.join(",")));
-                    tokio::time::sleep(Duration::from_millis(rng.gen_range(10..150))).await;
-                    break;
-                }
-                Err(status) => {
-                    trace.record(
-                        now(),
-                        format!("p{producer} request {request_id}: {:?}", status.code()),
-                    );
-                    nodes.redirect(&status);
-                    pause(&mut rng).await;
-                }
+            oracle.sent(&payload);
+            let message = match &key {
+                Some(key) => Message::new(payload.clone()).with_key(key.clone()),
+                None => Message::new(payload.clone()),
+            };
+            match producer.send(message).await {
+                Ok(confirm) => confirms.push(async move { (key, payload, confirm.await) }),
+                Err(error) => trace.record(now(), format!("p{index} send: {error}")),
             }
         }
+        if waits && !resolve(&workload, index, &mut confirms, &oracle, &trace).await {
+            return;
+        }
+        let pause = tokio::time::sleep(Duration::from_millis(rng.gen_range(10..150)));
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                _ = &mut pause => break,
+                Some(outcome) = confirms.next() => judge(index, outcome, &oracle, &trace),
+            }
+        }
+    }
+    resolve(&workload, index, &mut confirms, &oracle, &trace).await;
+}
+
+/// Judges every pending confirm as it resolves (once a leader answers);
+/// false if some were still unknown at the deadline.
+async fn resolve(
+    workload: &Workload,
+    producer: u32,
+    confirms: &mut FuturesUnordered<impl Future<Output = Outcome>>,
+    oracle: &Oracle,
+    trace: &Trace,
+) -> bool {
+    let all = workload
+        .by_deadline(async {
+            while let Some(outcome) = confirms.next().await {
+                judge(producer, outcome, oracle, trace);
+            }
+        })
+        .await;
+    if all.is_none() {
+        let unknown = confirms.len();
+        trace.record(
+            now(),
+            format!("p{producer}: {unknown} outcomes unknown at the deadline"),
+        );
+    }
+    all.is_some()
+}
+
+fn judge(producer: u32, (key, payload, outcome): Outcome, oracle: &Oracle, trace: &Trace) {
+    match outcome {
+        Ok(position) => {
+            let at = (position.partition, position.offset);
+            oracle.confirmed(&payload, key.as_deref(), at);
+            trace.record(now(), format!("p{producer} confirmed {}/{}", at.0, at.1));
+        }
+        Err(error) => trace.record(now(), format!("p{producer} {payload:?}: {error}")),
     }
 }
 
@@ -343,52 +315,56 @@ async fn consume(
     trace: Trace,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut nodes = Nodes::new(&workload.nodes);
-    let mut rng = StdRng::seed_from_u64(workload.seed ^ (0xc045 + u64::from(index)));
+    let (client, mut rng) = workload.client(App::Consumer(index));
+    let options = SubscribeOptions {
+        prefetch: workload.prefetch,
+        mode: Some(workload.mode),
+        ack_timeout: (workload.ack_timeout_ms > 0)
+            .then(|| Duration::from_millis(workload.ack_timeout_ms)),
+        ..SubscribeOptions::default()
+    };
     while !*stop.borrow() {
-        let subscribe = SubscribeRequest {
-            topic: TOPIC.into(),
-            subscription: SUBSCRIPTION.into(),
-            prefetch: workload.prefetch,
-            mode: workload.mode as i32,
-            ack_timeout_ms: workload.ack_timeout_ms,
-            max_deliveries: 0,
-            dead_letter_topic: None,
-            start: 0,
+        let attached = tokio::select! {
+            attached = client.subscribe_with(TOPIC, SUBSCRIPTION, options.clone()) => attached,
+            _ = stopped(&mut stop) => break,
         };
-        let mut stream = match call(nodes.leader().subscribe(request(subscribe))).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => {
-                trace.record(
-                    now(),
-                    format!(
-                        "subscribe at {}: {:?}",
-                        nodes.addrs[nodes.guess],
-                        status.code()
-                    ),
-                );
-                if status.code() != Code::NotFound {
-                    nodes.redirect(&status);
-                }
+        let mut consumer = match attached {
+            Ok(consumer) => consumer,
+            Err(error) => {
+                trace.record(now(), format!("consumer {index} subscribe: {error}"));
                 pause(&mut rng).await;
                 continue;
             }
         };
-        trace.record(now(), format!("subscribed at {}", nodes.addrs[nodes.guess]));
+        trace.record(now(), format!("consumer {index} subscribed"));
         let ack_batch = rng.gen_range(1..=workload.prefetch) as usize;
-        let mut holding: Vec<Position> = Vec::new();
-        let mut consumer = 0;
+        let mut holding = Holding::default();
         loop {
             let next = tokio::select! {
-                next = tokio::time::timeout(IDLE_ACK, stream.message()) => next,
-                _ = stop.changed() => break,
+                next = tokio::time::timeout(IDLE_ACK, consumer.next()) => next,
+                _ = stopped(&mut stop) => break,
             };
             match next {
-                Ok(Ok(Some(delivery))) => {
-                    consumer = delivery.consumer_id;
+                Ok(Some(Ok(delivery))) => {
+                    // The consumer re-subscribed on its own (a leader
+                    // change): what the old attach held went back to the
+                    // subscription when its stream ended.
+                    if delivery.consumer_id != holding.consumer {
+                        trace.record(
+                            now(),
+                            format!(
+                                "c{} attached after c{}",
+                                delivery.consumer_id, holding.consumer
+                            ),
+                        );
+                        holding = Holding {
+                            consumer: delivery.consumer_id,
+                            positions: Vec::new(),
+                        };
+                    }
                     let position = (delivery.partition, delivery.offset);
                     oracle.delivered(Seen {
-                        consumer,
+                        consumer: delivery.consumer_id,
                         prefetch: workload.prefetch,
                         ordered: workload.mode != SubscriptionMode::Shared,
                         position,
@@ -399,73 +375,92 @@ async fn consume(
                     trace.record(
                         now(),
                         format!(
-                            "c{consumer} #{} {}/{} attempt {}",
+                            "c{} #{} {}/{} attempt {}",
+                            delivery.consumer_id,
                             delivery.sequence,
                             delivery.partition,
                             delivery.offset,
                             delivery.attempts
                         ),
                     );
-                    holding.push(position);
+                    holding.positions.push(position);
                     if rng.gen_range(0..1000) < workload.consumer_crash_per_mille {
                         trace.record(
                             now(),
-                            format!("c{consumer} crashes holding {}", holding.len()),
+                            format!(
+                                "c{} crashes holding {}",
+                                holding.consumer,
+                                holding.positions.len()
+                            ),
                         );
                         break;
                     }
-                    if holding.len() >= ack_batch {
-                        ack(&mut nodes, consumer, &mut holding, &oracle, &trace).await;
+                    if holding.positions.len() >= ack_batch {
+                        ack(&consumer, &mut holding, &oracle, &trace, &mut stop).await;
                     }
                 }
-                Err(_idle) if !holding.is_empty() => {
-                    ack(&mut nodes, consumer, &mut holding, &oracle, &trace).await;
+                Err(_idle) if !holding.positions.is_empty() => {
+                    ack(&consumer, &mut holding, &oracle, &trace, &mut stop).await;
                 }
                 Err(_idle) => {}
-                Ok(Ok(None)) | Ok(Err(_)) => {
-                    trace.record(now(), format!("c{consumer} stream ended"));
+                Ok(Some(Err(error))) => {
+                    trace.record(now(), format!("c{} failed: {error}", holding.consumer));
                     break;
                 }
+                Ok(None) => break,
             }
         }
+        // Dropping the consumer ends its stream: a crash, as the broker
+        // sees it.
+        drop(consumer);
         pause(&mut rng).await;
     }
+}
+
+/// What a consumer holds unacked, and from which attach.
+#[derive(Default)]
+struct Holding {
+    consumer: u64,
+    positions: Vec<Position>,
 }
 
 /// Acks what the consumer holds. Acks are idempotent, so a failed one stays
 /// held and goes again with the next batch; only a definite rejection drops
 /// it.
 async fn ack(
-    nodes: &mut Nodes,
-    consumer: u64,
-    holding: &mut Vec<Position>,
+    consumer: &Consumer,
+    holding: &mut Holding,
     oracle: &Oracle,
     trace: &Trace,
+    stop: &mut watch::Receiver<bool>,
 ) {
-    oracle.ack_sent(consumer, holding);
-    let ack = AckRequest {
-        topic: TOPIC.into(),
-        subscription: SUBSCRIPTION.into(),
-        positions: holding
-            .iter()
-            .map(|&(partition, offset)| WirePosition { partition, offset })
-            .collect(),
+    let Holding {
+        consumer: id,
+        positions,
+    } = holding;
+    oracle.ack_sent(*id, positions);
+    let acked = tokio::select! {
+        acked = consumer.ack(positions.iter().map(|&(p, o)| ClientPosition::new(p, o))) => acked,
+        _ = stopped(stop) => return,
     };
-    match call(nodes.leader().ack(request(ack))).await {
-        Ok(response) => {
-            oracle.acked(holding, response.into_inner().applied_at);
-            trace.record(now(), format!("c{consumer} acked {}", holding.len()));
-            holding.clear();
+    match acked {
+        Ok(acked) => {
+            oracle.acked(positions, acked.applied_at);
+            trace.record(now(), format!("c{id} acked {}", positions.len()));
+            positions.clear();
         }
-        Err(status) => {
-            trace.record(
-                now(),
-                format!("c{consumer} ack of {}: {:?}", holding.len(), status.code()),
+        Err(error) => {
+            trace.record(now(), format!("c{id} ack of {}: {error}", positions.len()));
+            let rejected = matches!(
+                error,
+                ClientError::Rpc {
+                    code: Code::InvalidArgument | Code::NotFound,
+                    ..
+                }
             );
-            if matches!(status.code(), Code::InvalidArgument | Code::NotFound) {
-                holding.clear();
+            if rejected {
+                positions.clear();
             }
-            nodes.redirect(&status);
         }
     }
 }

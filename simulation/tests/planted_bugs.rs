@@ -92,3 +92,18 @@ fn elections_in_lockstep_are_caught_as_no_leader_after_healing() {
 fn a_capped_log_read_is_caught_as_a_raft_core_stopped_after_a_restart() {
     check("read-cap", "raft core stopped");
 }
+
+#[test]
+fn votes_read_as_granted_are_caught_as_two_leaders_in_a_term() {
+    check("votes-always-granted", "two leaders in term");
+}
+
+#[test]
+fn a_stale_snapshot_installed_is_caught_as_the_applied_index_going_back() {
+    check("stale-snapshot-install", "applied index went back");
+}
+
+#[test]
+fn a_batch_stored_last_first_is_caught_as_out_of_send_order() {
+    check("batch-reversed", "stored out of send order");
+}

@@ -10,6 +10,7 @@ use super::deadlines::Deadlines;
 use super::dispatch::{self, Moment};
 use super::effect::Effect;
 use super::ids::ConsumerId;
+use super::quirks::{self, Quirk};
 use super::rejection::Rejection;
 use super::topic::{Message, NewMessage, Topic};
 
@@ -45,12 +46,16 @@ impl Ledger<'_> {
     pub fn append(
         &mut self,
         name: &str,
-        messages: Vec<NewMessage>,
+        mut messages: Vec<NewMessage>,
     ) -> Result<Vec<(u32, u64)>, Rejection> {
         let publish_ms = self.moment.now_ms;
         let topic = self.topic_mut(name)?;
         topic.admit(name, &messages)?;
-        let positions = messages
+        let reversed = quirks::on(Quirk::BatchReversed);
+        if reversed {
+            messages.reverse();
+        }
+        let mut positions: Vec<(u32, u64)> = messages
             .into_iter()
             .map(|m| {
                 let partition = topic.route(m.key.as_deref());
@@ -63,6 +68,9 @@ impl Ledger<'_> {
                 (partition, offset)
             })
             .collect();
+        if reversed {
+            positions.reverse();
+        }
         Ok(positions)
     }
 

@@ -24,6 +24,9 @@ pub enum Quirk {
     CorruptPayload = 6,
     /// An idempotent producer's repeat is stored again.
     StoreRepeats = 7,
+    /// A publish stores its messages last first (each still confirmed at
+    /// its own place).
+    BatchReversed = 8,
 }
 
 #[cfg(feature = "planted-bugs")]

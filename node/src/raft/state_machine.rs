@@ -83,6 +83,12 @@ impl StateMachineStore {
         self.snapshot_bytes.load(Ordering::Relaxed)
     }
 
+    /// The log index the state reflects: the last entry applied, or the
+    /// snapshot restored.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.lock().last_applied.map(|id| id.index)
+    }
+
     /// Reads the current state (for queries such as listing topics).
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&self.lock().state)
@@ -207,7 +213,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
+        let mut data = snapshot.into_inner();
+        if planted::active(Bug::StaleSnapshotInstall) {
+            if let Some(own) = run_blocking(|| load_snapshot(self.disk.as_ref()))? {
+                data = own.data;
+            }
+        }
         let restored: Applied = run_blocking(|| {
             let restored = decode(&data)
                 .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
