@@ -1,5 +1,6 @@
-//! A local three-node cluster for the bench: `raftmq-node dev` on fresh
-//! data in a temporary directory, stopped with SIGTERM at the end.
+//! A local three-node cluster for the bench: three `raftmq-node run`
+//! processes (as in production, so each node's memory can be read apart) on
+//! fresh data in a temporary directory, stopped with SIGTERM at the end.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -7,12 +8,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use raftmq_client::Client;
+use serde_json::{json, Value};
 
 const NODES: u16 = 3;
 const STARTUP: Duration = Duration::from_secs(30);
+/// The node's snapshot file in its data directory.
+const SNAPSHOT_FILE: &str = "raft-snapshot";
+const MIB: f64 = 1024.0 * 1024.0;
 
 pub(crate) struct LocalCluster {
-    child: Child,
+    /// Node `i + 1`'s process.
+    children: Vec<Child>,
     dir: PathBuf,
     base_port: u16,
 }
@@ -29,27 +35,30 @@ impl LocalCluster {
         }
         let dir = std::env::temp_dir().join(format!("raftmq-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let log = std::fs::File::create(dir.join("nodes.log"))?;
-        let child = Command::new(&node)
-            .args([
-                "dev",
-                "--nodes",
-                &NODES.to_string(),
-                "--base-port",
-                &base_port.to_string(),
-                "--data",
-            ])
-            .arg(dir.join("data"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", node.display()))?;
-        let cluster = LocalCluster {
-            child,
+        let mut cluster = LocalCluster {
+            children: Vec::new(),
             dir,
             base_port,
         };
+        let peers: Vec<String> = cluster
+            .servers()
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| format!("{}={addr}", i + 1))
+            .collect();
+        for id in 1..=NODES {
+            let log = std::fs::File::create(cluster.dir.join(format!("node{id}.log")))?;
+            let child = Command::new(&node)
+                .args(["run", "--id", &id.to_string(), "--peers", &peers.join(",")])
+                .arg("--data")
+                .arg(cluster.node_dir(id))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("starting {}", node.display()))?;
+            cluster.children.push(child);
+        }
         cluster.wait_for_leader().await?;
         super::progress(format!("local cluster up: {}", cluster.servers().join(",")));
         Ok(cluster)
@@ -65,24 +74,45 @@ impl LocalCluster {
         &self.dir
     }
 
-    /// Bytes the cluster's process has sent to storage so far (all three
-    /// nodes share the process): `write_bytes` minus `cancelled_write_bytes`,
-    /// the dirty page cache that was truncated away (deleted or rewritten
-    /// files) before it ever reached the disk.
+    fn node_dir(&self, id: u16) -> PathBuf {
+        self.dir.join(format!("node{id}"))
+    }
+
+    /// Bytes the nodes have sent to storage so far: `write_bytes` minus
+    /// `cancelled_write_bytes` (the dirty page cache that was truncated
+    /// away, deleted or rewritten files, before it ever reached the disk),
+    /// summed over the three processes.
     pub(crate) fn written_bytes(&self) -> anyhow::Result<u64> {
-        let io = std::fs::read_to_string(format!("/proc/{}/io", self.child.id()))
-            .context("reading /proc/PID/io")?;
-        let field = |name: &str| {
-            io.lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .with_context(|| format!("no {name} in /proc/PID/io"))
-        };
-        Ok(field("write_bytes: ")?.saturating_sub(field("cancelled_write_bytes: ")?))
+        let mut written = 0;
+        for child in &self.children {
+            let io = read_proc(child, "io")?;
+            let field = |name| proc_field(&io, name).with_context(|| format!("no {name} in io"));
+            written += field("write_bytes:")?.saturating_sub(field("cancelled_write_bytes:")?);
+        }
+        Ok(written)
     }
 
     pub(crate) fn nodes(&self) -> u64 {
         u64::from(NODES)
+    }
+
+    /// What each node holds now: resident memory, its data directory and
+    /// its snapshot file, in MiB; one JSON object per node.
+    pub(crate) fn usage(&self) -> anyhow::Result<Value> {
+        let mut nodes = Vec::new();
+        for (id, child) in (1..=NODES).zip(&self.children) {
+            let status = read_proc(child, "status")?;
+            let rss_kib = proc_field(&status, "VmRSS:").context("no VmRSS in status")?;
+            let dir = self.node_dir(id);
+            let snapshot = std::fs::metadata(dir.join(SNAPSHOT_FILE)).map_or(0, |m| m.len());
+            nodes.push(json!({
+                "node": id,
+                "rss_mib": mib(rss_kib * 1024),
+                "data_mib": mib(dir_bytes(&dir)?),
+                "snapshot_mib": mib(snapshot),
+            }));
+        }
+        Ok(Value::Array(nodes))
     }
 
     async fn wait_for_leader(&self) -> anyhow::Result<()> {
@@ -99,24 +129,86 @@ impl LocalCluster {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         bail!(
-            "local cluster had no leader after {STARTUP:?}; see {}",
-            self.dir.join("nodes.log").display()
+            "local cluster had no leader after {STARTUP:?}; see the node logs in {}",
+            self.dir.display()
         )
     }
 
     pub(crate) async fn stop(mut self) {
         // SIGTERM lets the nodes stop cleanly; the directory goes after.
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for child in &self.children {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if self
+                .children
+                .iter_mut()
+                .all(|child| matches!(child.try_wait(), Ok(Some(_))))
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn read_proc(child: &Child, file: &str) -> anyhow::Result<String> {
+    let path = format!("/proc/{}/{file}", child.id());
+    std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))
+}
+
+/// The number after `name` in a /proc file (`VmRSS:   1234 kB`,
+/// `write_bytes: 5678`).
+fn proc_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+}
+
+/// The bytes of every file under `dir`.
+fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
+fn mib(bytes: u64) -> f64 {
+    (bytes as f64 / MIB * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_fields_are_read_by_name() {
+        let status = "Name:\traftmq-node\nVmHWM:\t  9000 kB\nVmRSS:\t  1234 kB\n";
+        assert_eq!(proc_field(status, "VmRSS:"), Some(1234));
+        let io = "rchar: 1\nwrite_bytes: 5678\ncancelled_write_bytes: 12\n";
+        assert_eq!(proc_field(io, "write_bytes:"), Some(5678));
+        assert_eq!(proc_field(io, "cancelled_write_bytes:"), Some(12));
+        assert_eq!(proc_field(io, "read_bytes:"), None);
+        assert_eq!(proc_field("VmRSS: lots", "VmRSS:"), None);
     }
 }

@@ -5,6 +5,7 @@
 //! (the binary next to this one) on fresh data, so that it can also read the
 //! bytes the nodes wrote to disk (`/proc/PID/io`).
 
+mod backlog;
 mod disk;
 mod e2e;
 mod fanin;
@@ -32,7 +33,16 @@ pub(crate) enum Run {
     Disk,
     /// All of the above, in that order.
     All,
+    /// A deep backlog (--backlog messages, no consumer), then drained:
+    /// each node's memory, data directory and snapshot when full, the
+    /// drain rate, and the same figures once all is acked. Not part of
+    /// `all`: at its default it fills 1 GB per node.
+    Backlog,
 }
+
+/// Confirms waiting to be counted or timed; `send` itself is bounded by
+/// the producer's window.
+const CONFIRMS_QUEUED_MAX: usize = 100_000;
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
@@ -61,6 +71,9 @@ pub(crate) struct BenchArgs {
     /// Seconds of the e2e run.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Messages in the backlog run.
+    #[arg(long, default_value_t = 1_000_000)]
+    backlog: u64,
     /// Messages per producer in the fan-in run.
     #[arg(long, default_value_t = 50_000)]
     fanin_messages: u64,
@@ -92,6 +105,7 @@ pub(crate) async fn run(
             Run::Publish => publish::run(&client, &tag, &args, local.as_ref()).await?,
             Run::E2e => e2e::run(&client, &tag, &args).await?,
             Run::Fanin => fanin::run(&client, &tag, &args).await?,
+            Run::Backlog => backlog::run(&client, &tag, &args, local.as_ref()).await?,
             Run::Disk => {
                 let dir = args
                     .disk_dir

@@ -14,8 +14,6 @@ use super::BenchArgs;
 
 /// How long after the run background writes are still counted.
 const WRITES_SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
-/// Confirms waiting to be timed; `send` itself is bounded by the window.
-const CONFIRMS_QUEUED_MAX: usize = 100_000;
 
 pub(crate) async fn run(
     client: &Client,
@@ -37,7 +35,7 @@ pub(crate) async fn run(
         args.messages, args.size, args.window
     ));
 
-    let (confirms, mut timed) = mpsc::channel::<(Instant, Confirm)>(CONFIRMS_QUEUED_MAX);
+    let (confirms, mut timed) = mpsc::channel::<(Instant, Confirm)>(super::CONFIRMS_QUEUED_MAX);
     let timer = tokio::spawn(async move {
         let (mut latencies, mut failed) = (Latencies::new(), 0u64);
         while let Some((sent, confirm)) = timed.recv().await {

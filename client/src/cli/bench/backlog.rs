@@ -1,0 +1,153 @@
+//! A backlog deeper than consumers keep up with: fill N messages with no
+//! consumer, print what each node then holds (memory, data directory,
+//! snapshot), drain it with one consumer acking as it goes, and print what
+//! the nodes hold once everything is acked.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use raftmq_client::{Client, Confirm, Message, Position, ProducerOptions};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::local::LocalCluster;
+use super::BenchArgs;
+
+const PARTITIONS: u32 = 4;
+const PREFETCH: u32 = 256;
+/// Positions per ack request while draining.
+const ACK_BATCH: usize = 256;
+/// Ack requests in flight at once while draining.
+const ACKS_IN_FLIGHT: usize = 8;
+/// Let background work (snapshots, log purges) finish before reading the
+/// nodes' usage.
+const SETTLE: Duration = Duration::from_secs(5);
+/// How long the drain may go without a delivery before it gives up.
+const DRAIN_IDLE_MAX: Duration = Duration::from_secs(30);
+
+pub(crate) async fn run(
+    client: &Client,
+    tag: &str,
+    args: &BenchArgs,
+    local: Option<&LocalCluster>,
+) -> anyhow::Result<Value> {
+    let topic = format!("{tag}-backlog");
+    client.create_topic(&topic, PARTITIONS).await?;
+    let idle = usage(local)?;
+
+    super::progress(format!(
+        "backlog: filling {} messages of {} bytes",
+        args.backlog, args.size
+    ));
+    let started = Instant::now();
+    let confirmed = fill(client, &topic, args).await?;
+    let fill_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(SETTLE).await;
+    let held = usage(local)?;
+
+    super::progress(format!("backlog: draining {confirmed} messages"));
+    let started = Instant::now();
+    let drained = drain(client, &topic, confirmed).await?;
+    let drain_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(SETTLE).await;
+    let acked = usage(local)?;
+
+    Ok(json!({
+        "bench": "backlog",
+        "messages": args.backlog,
+        "size": args.size,
+        "confirmed": confirmed,
+        "fill_msgs_per_s": (confirmed as f64 / fill_s).round(),
+        "drained": drained,
+        "drain_msgs_per_s": (drained as f64 / drain_s).round(),
+        "idle": idle,
+        "held": held,
+        "acked": acked,
+    }))
+}
+
+fn usage(local: Option<&LocalCluster>) -> anyhow::Result<Value> {
+    Ok(local
+        .map(LocalCluster::usage)
+        .transpose()?
+        .unwrap_or(Value::Null))
+}
+
+/// Publishes the backlog through one pipelined producer; answers how many
+/// were confirmed.
+async fn fill(client: &Client, topic: &str, args: &BenchArgs) -> anyhow::Result<u64> {
+    let options = ProducerOptions {
+        window: args.window,
+        ..Default::default()
+    };
+    let producer = client.producer_with(topic, options)?;
+    let payload = Bytes::from(vec![b'x'; args.size]);
+    // Confirms are counted as they resolve, in a task of their own: `send`
+    // is bounded by the window, this queue by its capacity.
+    let (confirms, mut resolved) = mpsc::channel::<Confirm>(super::CONFIRMS_QUEUED_MAX);
+    let counter = tokio::spawn(async move {
+        let mut confirmed = 0u64;
+        while let Some(confirm) = resolved.recv().await {
+            confirmed += u64::from(confirm.await.is_ok());
+        }
+        confirmed
+    });
+    let tenth = (args.backlog / 10).max(1);
+    for i in 0..args.backlog {
+        confirms
+            .send(producer.send(Message::new(payload.clone())).await?)
+            .await?;
+        if (i + 1) % tenth == 0 {
+            super::progress(format!("backlog: {} sent", i + 1));
+        }
+    }
+    drop(confirms);
+    producer.close().await?;
+    Ok(counter.await?)
+}
+
+/// Receives `expected` messages with one consumer, acking in batches with
+/// several acks in flight; answers how many first deliveries arrived.
+async fn drain(client: &Client, topic: &str, expected: u64) -> anyhow::Result<u64> {
+    let mut consumer = client.subscribe(topic, "drain", PREFETCH).await?;
+    let (batches, acks) = mpsc::channel::<Vec<Position>>(ACKS_IN_FLIGHT);
+    let acker = {
+        let (client, topic) = (client.clone(), topic.to_string());
+        tokio::spawn(async move {
+            tokio_stream::wrappers::ReceiverStream::new(acks)
+                .map(|batch| {
+                    let (client, topic) = (client.clone(), topic.clone());
+                    async move { client.ack(&topic, "drain", batch).await }
+                })
+                .buffer_unordered(ACKS_IN_FLIGHT)
+                .fold(Ok(()), |all, acked| async move { all.and(acked.map(drop)) })
+                .await
+        })
+    };
+    let (mut drained, mut batch) = (0u64, Vec::with_capacity(ACK_BATCH));
+    let tenth = (expected / 10).max(1);
+    while drained < expected {
+        let delivery = match tokio::time::timeout(DRAIN_IDLE_MAX, consumer.next()).await {
+            Ok(Some(delivery)) => delivery?,
+            Ok(None) => break,
+            Err(_) => anyhow::bail!("no delivery for {DRAIN_IDLE_MAX:?} after {drained}"),
+        };
+        if !delivery.redelivered {
+            drained += 1;
+            if drained % tenth == 0 {
+                super::progress(format!("backlog: {drained} drained"));
+            }
+        }
+        batch.push(delivery.position());
+        if batch.len() >= ACK_BATCH {
+            batches.send(std::mem::take(&mut batch)).await?;
+        }
+    }
+    if !batch.is_empty() {
+        batches.send(batch).await?;
+    }
+    drop(batches);
+    acker.await??;
+    Ok(drained)
+}
