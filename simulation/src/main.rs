@@ -212,14 +212,32 @@ fn child(seed: u64, bug: Option<Bug>) -> ChildRun {
         .map_err(|e| format!("running seed {seed}: {e}"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
         return Err(format!(
             "seed {seed} crashed ({}): {}",
             output.status,
-            tail.join(" | ")
+            crash_cause(&stderr)
         ));
     }
     serde_json::from_slice(&output.stdout).map_err(|e| format!("seed {seed}: bad report: {e}"))
+}
+
+/// What a crashed run's stderr says went wrong: its first panic (the place
+/// and the message under it), which a backtrace would push out of the
+/// tail; else the last lines.
+fn crash_cause(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().collect();
+    match lines.iter().position(|line| line.contains("panicked at")) {
+        Some(at) => lines[at..]
+            .iter()
+            .take(2)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => {
+            let tail: Vec<&str> = lines.iter().rev().take(20).rev().copied().collect();
+            tail.join(" | ")
+        }
+    }
 }
 
 fn report_json(report: &Report) -> Value {
@@ -304,5 +322,26 @@ fn summary(cli: &Cli, count: u64, failed: u64, simulated: f64, wall: Duration) -
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crash_cause;
+
+    #[test]
+    fn a_crash_is_named_by_its_first_panic() {
+        let stderr = "warming up\n\
+            thread 'main' (15494) panicked at openraft/src/vote/vote.rs:33:25:\n\
+            internal error: two incomparable leaders can not be both committed\n\
+            stack backtrace:\n   0: rust_begin_unwind\n\
+            thread 'main' (15494) panicked at tokio/src/runtime.rs:722:40:\n\
+            RefCell already borrowed\n";
+        assert_eq!(
+            crash_cause(stderr),
+            "thread 'main' (15494) panicked at openraft/src/vote/vote.rs:33:25: \
+             internal error: two incomparable leaders can not be both committed"
+        );
+        assert_eq!(crash_cause("a\nb\nKilled"), "a | b | Killed");
     }
 }
