@@ -1,7 +1,8 @@
 //! A backlog deeper than consumers keep up with: fill N messages with no
 //! consumer, print what each node then holds (memory, data directory,
-//! snapshot), drain it with one consumer acking as it goes, and print what
-//! the nodes hold once everything is acked.
+//! snapshot), kill all three nodes and start them again (time to a leader
+//! and to the first delivery), drain it with one consumer acking as it
+//! goes, and print what the nodes hold once everything is acked.
 
 use std::time::{Duration, Instant};
 
@@ -30,11 +31,11 @@ pub(crate) async fn run(
     client: &Client,
     tag: &str,
     args: &BenchArgs,
-    local: Option<&LocalCluster>,
+    mut local: Option<&mut LocalCluster>,
 ) -> anyhow::Result<Value> {
     let topic = format!("{tag}-backlog");
     client.create_topic(&topic, PARTITIONS).await?;
-    let idle = usage(local)?;
+    let idle = usage(local.as_deref())?;
 
     super::progress(format!(
         "backlog: filling {} messages of {} bytes",
@@ -44,14 +45,27 @@ pub(crate) async fn run(
     let confirmed = fill(client, &topic, args).await?;
     let fill_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(SETTLE).await;
-    let held = usage(local)?;
+    let held = usage(local.as_deref())?;
 
+    let restarted = match local.as_deref_mut() {
+        Some(local) => {
+            super::progress("backlog: killing every node (SIGKILL) and starting them again");
+            Some((Instant::now(), local.kill_and_restart().await?))
+        }
+        None => None,
+    };
     super::progress(format!("backlog: draining {confirmed} messages"));
-    let started = Instant::now();
-    let drained = drain(client, &topic, confirmed).await?;
-    let drain_s = started.elapsed().as_secs_f64();
+    let drain = drain(client, &topic, confirmed).await?;
+    let acked_at = Instant::now();
     tokio::time::sleep(SETTLE).await;
-    let acked = usage(local)?;
+    let acked = usage(local.as_deref())?;
+    let restart = restarted.map(|(killed, to_leader)| {
+        json!({
+            "to_leader_s": secs(to_leader),
+            "to_first_delivery_s": secs(drain.first.duration_since(killed)),
+        })
+    });
+    let drain_s = acked_at.duration_since(drain.first).as_secs_f64();
 
     Ok(json!({
         "bench": "backlog",
@@ -59,12 +73,17 @@ pub(crate) async fn run(
         "size": args.size,
         "confirmed": confirmed,
         "fill_msgs_per_s": (confirmed as f64 / fill_s).round(),
-        "drained": drained,
-        "drain_msgs_per_s": (drained as f64 / drain_s).round(),
+        "restart": restart,
+        "drained": drain.count,
+        "drain_msgs_per_s": (drain.count as f64 / drain_s).round(),
         "idle": idle,
         "held": held,
         "acked": acked,
     }))
+}
+
+fn secs(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
 fn usage(local: Option<&LocalCluster>) -> anyhow::Result<Value> {
@@ -107,9 +126,17 @@ async fn fill(client: &Client, topic: &str, args: &BenchArgs) -> anyhow::Result<
     Ok(counter.await?)
 }
 
+/// What a drain saw.
+struct Drain {
+    /// First deliveries (not redeliveries).
+    count: u64,
+    /// When the first message arrived.
+    first: Instant,
+}
+
 /// Receives `expected` messages with one consumer, acking in batches with
-/// several acks in flight; answers how many first deliveries arrived.
-async fn drain(client: &Client, topic: &str, expected: u64) -> anyhow::Result<u64> {
+/// several acks in flight, until every ack is answered.
+async fn drain(client: &Client, topic: &str, expected: u64) -> anyhow::Result<Drain> {
     let mut consumer = client.subscribe(topic, "drain", PREFETCH).await?;
     let (batches, acks) = mpsc::channel::<Vec<Position>>(ACKS_IN_FLIGHT);
     let acker = {
@@ -126,6 +153,7 @@ async fn drain(client: &Client, topic: &str, expected: u64) -> anyhow::Result<u6
         })
     };
     let (mut drained, mut batch) = (0u64, Vec::with_capacity(ACK_BATCH));
+    let mut first = None;
     let tenth = (expected / 10).max(1);
     while drained < expected {
         let delivery = match tokio::time::timeout(DRAIN_IDLE_MAX, consumer.next()).await {
@@ -133,6 +161,7 @@ async fn drain(client: &Client, topic: &str, expected: u64) -> anyhow::Result<u6
             Ok(None) => break,
             Err(_) => anyhow::bail!("no delivery for {DRAIN_IDLE_MAX:?} after {drained}"),
         };
+        first.get_or_insert_with(Instant::now);
         if !delivery.redelivered {
             drained += 1;
             if drained % tenth == 0 {
@@ -149,5 +178,8 @@ async fn drain(client: &Client, topic: &str, expected: u64) -> anyhow::Result<u6
     }
     drop(batches);
     acker.await??;
-    Ok(drained)
+    Ok(Drain {
+        count: drained,
+        first: first.unwrap_or_else(Instant::now),
+    })
 }

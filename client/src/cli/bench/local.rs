@@ -12,11 +12,16 @@ use serde_json::{json, Value};
 
 const NODES: u16 = 3;
 const STARTUP: Duration = Duration::from_secs(30);
+/// A restart re-applies the log since the last snapshot: allow for a long
+/// one.
+const RESTART: Duration = Duration::from_secs(300);
 /// The node's snapshot file in its data directory.
 const SNAPSHOT_FILE: &str = "raft-snapshot";
 const MIB: f64 = 1024.0 * 1024.0;
 
 pub(crate) struct LocalCluster {
+    /// The `raftmq-node` binary.
+    node: PathBuf,
     /// Node `i + 1`'s process.
     children: Vec<Child>,
     dir: PathBuf,
@@ -36,32 +41,57 @@ impl LocalCluster {
         let dir = std::env::temp_dir().join(format!("raftmq-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let mut cluster = LocalCluster {
+            node,
             children: Vec::new(),
             dir,
             base_port,
         };
-        let peers: Vec<String> = cluster
+        cluster.spawn()?;
+        cluster.wait_for_leader(STARTUP).await?;
+        super::progress(format!("local cluster up: {}", cluster.servers().join(",")));
+        Ok(cluster)
+    }
+
+    /// Starts the three processes on the data directories as they are.
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let peers: Vec<String> = self
             .servers()
             .iter()
             .enumerate()
             .map(|(i, addr)| format!("{}={addr}", i + 1))
             .collect();
         for id in 1..=NODES {
-            let log = std::fs::File::create(cluster.dir.join(format!("node{id}.log")))?;
-            let child = Command::new(&node)
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(format!("node{id}.log")))?;
+            let child = Command::new(&self.node)
                 .args(["run", "--id", &id.to_string(), "--peers", &peers.join(",")])
                 .arg("--data")
-                .arg(cluster.node_dir(id))
+                .arg(self.node_dir(id))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .spawn()
-                .with_context(|| format!("starting {}", node.display()))?;
-            cluster.children.push(child);
+                .with_context(|| format!("starting {}", self.node.display()))?;
+            self.children.push(child);
         }
-        cluster.wait_for_leader().await?;
-        super::progress(format!("local cluster up: {}", cluster.servers().join(",")));
-        Ok(cluster)
+        Ok(())
+    }
+
+    /// Kills every node at once (SIGKILL: nothing is flushed on the way
+    /// out), starts them again on their data, and answers how long they
+    /// took to agree on a leader.
+    pub(crate) async fn kill_and_restart(&mut self) -> anyhow::Result<Duration> {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+        let started = Instant::now();
+        self.spawn()?;
+        self.wait_for_leader(RESTART).await?;
+        Ok(started.elapsed())
     }
 
     pub(crate) fn servers(&self) -> Vec<String> {
@@ -115,10 +145,10 @@ impl LocalCluster {
         Ok(Value::Array(nodes))
     }
 
-    async fn wait_for_leader(&self) -> anyhow::Result<()> {
+    async fn wait_for_leader(&self, within: Duration) -> anyhow::Result<()> {
         let client = Client::connect(self.servers())?;
         let started = Instant::now();
-        while started.elapsed() < STARTUP {
+        while started.elapsed() < within {
             let statuses = client.cluster_status_all().await;
             if statuses
                 .iter()
@@ -129,7 +159,7 @@ impl LocalCluster {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         bail!(
-            "local cluster had no leader after {STARTUP:?}; see the node logs in {}",
+            "local cluster had no leader after {within:?}; see the node logs in {}",
             self.dir.display()
         )
     }

@@ -33,10 +33,11 @@ pub(crate) enum Run {
     Disk,
     /// All of the above, in that order.
     All,
-    /// A deep backlog (--backlog messages, no consumer), then drained:
-    /// each node's memory, data directory and snapshot when full, the
-    /// drain rate, and the same figures once all is acked. Not part of
-    /// `all`: at its default it fills 1 GB per node.
+    /// A deep backlog (--backlog messages, no consumer), every node killed
+    /// and started again, then drained: each node's memory, data directory
+    /// and snapshot when full, the restart's time to a leader and to the
+    /// first delivery, the drain rate, and the same figures once all is
+    /// acked. Not part of `all`: at its default it fills 1 GB per node.
     Backlog,
 }
 
@@ -88,7 +89,7 @@ pub(crate) async fn run(
     options: ClientOptions,
     args: BenchArgs,
 ) -> anyhow::Result<ExitCode> {
-    let local = if args.local {
+    let mut local = if args.local {
         Some(LocalCluster::start(args.local_base_port).await?)
     } else {
         None
@@ -105,7 +106,7 @@ pub(crate) async fn run(
             Run::Publish => publish::run(&client, &tag, &args, local.as_ref()).await?,
             Run::E2e => e2e::run(&client, &tag, &args).await?,
             Run::Fanin => fanin::run(&client, &tag, &args).await?,
-            Run::Backlog => backlog::run(&client, &tag, &args, local.as_ref()).await?,
+            Run::Backlog => backlog::run(&client, &tag, &args, local.as_mut()).await?,
             Run::Disk => {
                 let dir = args
                     .disk_dir
