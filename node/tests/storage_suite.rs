@@ -17,6 +17,7 @@ struct NoSessions;
 
 impl EffectSink for NoSessions {
     fn effects(&self, _effects: Vec<Effect>) {}
+    fn snapshot_installed(&self) {}
 }
 
 struct DiskBuilder;

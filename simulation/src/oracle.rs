@@ -41,6 +41,11 @@ struct Observations {
 }
 
 impl Observations {
+    fn settle_sent(&mut self, consumer: u64, positions: &[Position]) {
+        let session = self.sessions.entry(consumer).or_default();
+        session.settles_sent.extend(positions.iter().copied());
+    }
+
     /// A producer's messages of one key are stored in the order it sent
     /// them (each key belongs to one producer): the confirmed message sent
     /// just before this one sits at a lower place, the one sent just after
@@ -73,8 +78,9 @@ impl Observations {
 struct Session {
     prefetch: u32,
     seen: BTreeSet<Position>,
-    /// Positions of this stream an ack was sent for.
-    acks_sent: BTreeSet<Position>,
+    /// Positions of this stream an ack or a nack was sent for: either may
+    /// have given the credit back.
+    settles_sent: BTreeSet<Position>,
 }
 
 /// A delivery as the oracle needs it.
@@ -195,7 +201,7 @@ impl Oracle {
 
         // Credit: what this stream got minus what it acked stays within its
         // prefetch (acks in flight may already have refilled it).
-        let holding = (session.seen.len() - session.acks_sent.len()) as u64;
+        let holding = (session.seen.len() - session.settles_sent.len()) as u64;
         if holding > u64::from(session.prefetch) {
             let v = format!("consumer {consumer} holds {holding} unacked, prefetch {prefetch}");
             o.violations.push(v);
@@ -205,8 +211,12 @@ impl Oracle {
     pub fn ack_sent(&self, consumer: u64, positions: &[Position]) {
         let mut o = self.lock();
         o.ack_sent.extend(positions.iter().copied());
-        let session = o.sessions.entry(consumer).or_default();
-        session.acks_sent.extend(positions.iter().copied());
+        o.settle_sent(consumer, positions);
+    }
+
+    /// A nack hands the messages back: it frees credit, and acks nothing.
+    pub fn nack_sent(&self, consumer: u64, positions: &[Position]) {
+        self.lock().settle_sent(consumer, positions);
     }
 
     pub fn acked(&self, positions: &[Position], applied_at: u64) {

@@ -125,6 +125,8 @@ pub fn run(seed: u64, trace: Trace) -> Report {
         batch_max: rng.gen_range(1..=8),
         prefetch: rng.gen_range(1..=16),
         consumer_crash_per_mille: rng.gen_range(0..30),
+        // Half the seeds never nack.
+        nack_per_mille: [0, rng.gen_range(1..40)][rng.gen_range(0..2)],
         consumers: rng.gen_range(1..=3),
         mode: [
             SubscriptionMode::Failover,

@@ -1,8 +1,8 @@
 //! The simulated applications, written against the real client crate as a
 //! user would write them: producers publishing keyed messages through
 //! `raftmq_client::Producer` (its pipeline, leader routing, redirects and
-//! re-sends), consumers on `Consumer` (its re-subscribes) acking in batches
-//! and sometimes crashing. Every client uses the production defaults and
+//! re-sends), consumers on `Consumer` (its re-subscribes) acking in batches,
+//! handing some messages back (nacks) and sometimes crashing. Every client uses the production defaults and
 //! reaches the nodes through the simulated network (`net::ClientConnector`).
 //! Everything they see goes to the oracle and the trace. On some seeds a
 //! bulk publisher grows the log fast besides, unjudged.
@@ -16,8 +16,8 @@ use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use raftmq_client::{
-    Client, ClientError, ClientOptions, Code, Consumer, Message, Position as ClientPosition,
-    SubscribeOptions, SubscriptionMode,
+    Client, ClientError, ClientOptions, Code, Consumer, Message, NackOptions,
+    Position as ClientPosition, SubscribeOptions, SubscriptionMode,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -54,6 +54,10 @@ pub struct Workload {
     pub prefetch: u32,
     /// Chance per delivery, in thousandths, that the consumer crashes.
     pub consumer_crash_per_mille: u32,
+    /// Chance per delivery, in thousandths, that the consumer hands it
+    /// back (a nack, for redelivery now or after a delay) instead of
+    /// acking it.
+    pub nack_per_mille: u32,
     /// Consumers attached at once, and how they share the subscription.
     pub consumers: u32,
     pub mode: SubscriptionMode,
@@ -350,13 +354,10 @@ async fn consume(
                     // change): what the old attach held went back to the
                     // subscription when its stream ended.
                     if delivery.consumer_id != holding.consumer {
-                        trace.record(
-                            now(),
-                            format!(
-                                "c{} attached after c{}",
-                                delivery.consumer_id, holding.consumer
-                            ),
-                        );
+                        if holding.consumer != 0 {
+                            let (new, old) = (delivery.consumer_id, holding.consumer);
+                            trace.record(now(), format!("c{new} attached after c{old}"));
+                        }
                         holding = Holding {
                             consumer: delivery.consumer_id,
                             positions: Vec::new(),
@@ -383,6 +384,22 @@ async fn consume(
                             delivery.attempts
                         ),
                     );
+                    if rng.gen_range(0..1000) < workload.nack_per_mille {
+                        let delay = Duration::from_millis([0, 0, 100, 500][rng.gen_range(0..4)]);
+                        let nack = nack(
+                            &consumer,
+                            holding.consumer,
+                            position,
+                            delay,
+                            &oracle,
+                            &trace,
+                        );
+                        tokio::select! {
+                            _ = nack => {}
+                            _ = stopped(&mut stop) => break,
+                        }
+                        continue;
+                    }
                     holding.positions.push(position);
                     if rng.gen_range(0..1000) < workload.consumer_crash_per_mille {
                         trace.record(
@@ -422,6 +439,38 @@ async fn consume(
 struct Holding {
     consumer: u64,
     positions: Vec<Position>,
+}
+
+/// Hands one delivery back for redelivery after `delay`. Whatever the
+/// outcome the consumer forgets it: if the nack was lost, the message
+/// returns when its ack timeout or the stream ends.
+async fn nack(
+    consumer: &Consumer,
+    id: u64,
+    position: Position,
+    delay: Duration,
+    oracle: &Oracle,
+    trace: &Trace,
+) {
+    oracle.nack_sent(id, &[position]);
+    let options = NackOptions {
+        reject: false,
+        delay,
+    };
+    let nacked = consumer
+        .nack_with([ClientPosition::new(position.0, position.1)], options)
+        .await;
+    let outcome = match nacked {
+        Ok(()) => "nacked".to_string(),
+        Err(error) => format!("nack failed: {error}"),
+    };
+    trace.record(
+        now(),
+        format!(
+            "c{id} {outcome} {}/{} for {delay:?}",
+            position.0, position.1
+        ),
+    );
 }
 
 /// Acks what the consumer holds. Acks are idempotent, so a failed one stays

@@ -110,4 +110,15 @@ impl EffectSink for Sessions {
             }
         }
     }
+
+    /// Closes every local session. Only a follower installs a snapshot,
+    /// and a follower's sessions date from when it led: the leader since
+    /// then detached their consumers (`LeaderStarted`), in entries the
+    /// snapshot covers. Left open, such a stream stayed silent for good and
+    /// its client never re-subscribed (found by the simulation).
+    fn snapshot_installed(&self) {
+        for (_, tx) in std::mem::take(&mut *self.lock()) {
+            let _ = tx.try_send(SessionEvent::Closed);
+        }
+    }
 }

@@ -7,7 +7,7 @@
 //! subscription's mode picks the consumer for each candidate; a candidate no
 //! consumer may take now is passed over, within a bounded look-ahead.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
@@ -134,20 +134,37 @@ fn pick(
         .filter(move |_| !late)
         .chain(fresh)
         .chain(returned().filter(move |_| late));
-    // Keys that must wait: an earlier message of theirs is still to go.
-    let mut blocked: BTreeSet<&Bytes> = BTreeSet::new();
+    // Keys that must wait, from the offset of their earliest message still
+    // to go: in the modes that keep order per key, a returned message
+    // waiting out its delay holds back every later message of its key
+    // (DESIGN.md, order per key).
+    let mut blocked: BTreeMap<&Bytes, u64> = BTreeMap::new();
+    if config.mode != Mode::Shared {
+        for (offset, _) in cursor
+            .returned
+            .iter()
+            .filter(|(_, r)| r.not_before_ms > now_ms)
+        {
+            if let Some(key) = partition.get(*offset).and_then(|m| m.key.as_ref()) {
+                blocked.entry(key).or_insert(*offset);
+            }
+        }
+    }
     for (offset, counts) in candidates.take(DISPATCH_LOOKAHEAD_MAX as usize) {
         let key = partition.get(offset).and_then(|m| m.key.as_ref());
+        if key.is_some_and(|key| blocked.get(key).is_some_and(|from| *from < offset)) {
+            continue;
+        }
         let picker = Picker {
             mode: config.mode,
             cursor,
             members,
             consumers,
         };
-        match (picker.choose(key, &blocked, next_consumer), key) {
+        match (picker.choose(key, next_consumer), key) {
             (Some(consumer), _) => return Some((offset, consumer, counts)),
             (None, Some(key)) if config.mode == Mode::KeyShared => {
-                blocked.insert(key);
+                blocked.entry(key).or_insert(offset);
             }
             // In the other modes nobody can take this one, so nobody can
             // take any later one either.
@@ -168,18 +185,10 @@ struct Picker<'a> {
 impl Picker<'_> {
     /// The consumer that may take a message with `key` now, by mode;
     /// `next_consumer` is the subscription's round-robin counter.
-    fn choose(
-        &self,
-        key: Option<&Bytes>,
-        blocked: &BTreeSet<&Bytes>,
-        next_consumer: &mut u64,
-    ) -> Option<ConsumerId> {
+    fn choose(&self, key: Option<&Bytes>, next_consumer: &mut u64) -> Option<ConsumerId> {
         let has_credit = |id: &ConsumerId| self.consumers.get(id).is_some_and(Consumer::has_credit);
         match key.filter(|_| self.mode == Mode::KeyShared) {
             Some(key) => {
-                if blocked.contains(key) {
-                    return None;
-                }
                 // A key stays with the consumer holding its messages
                 // (draining when consumers come and go), else goes to its
                 // owner by hash.

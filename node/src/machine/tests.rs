@@ -685,6 +685,31 @@ fn a_delayed_nack_waits_for_its_time() {
     assert_eq!(h.deliveries(), vec![(1, 0, 0, 2)]);
 }
 
+/// Found by the simulation once its consumers nacked: a returned message
+/// waiting out its delay was no candidate at all, so later messages of its
+/// key went out first.
+#[test]
+fn a_delayed_nack_holds_back_the_later_messages_of_its_key() {
+    let mut h = Harness::new();
+    h.topic("t", 1);
+    h.attach_with("t", "s", 1, SESSION, config(Mode::Failover));
+    h.publish("t", &[Some("k"), Some("k"), Some("other")]);
+    assert_eq!(h.deliveries(), vec![(1, 0, 0, 1)]);
+    nack(&mut h, true, 5_000);
+    assert_eq!(
+        h.deliveries(),
+        vec![(1, 0, 2, 1)],
+        "meanwhile only another key's message goes out"
+    );
+    assert_eq!(h.ack("t", "s", vec![(0, 2)]), Outcome::Done);
+    assert!(h.deliveries().is_empty(), "offset 1 waits for offset 0");
+    h.stamp_ms = h.state.next_deadline().expect("the delay is a deadline");
+    h.apply(Command::Tick);
+    assert_eq!(h.deliveries(), vec![(1, 0, 0, 2)]);
+    assert_eq!(h.ack("t", "s", vec![(0, 0)]), Outcome::Done);
+    assert_eq!(h.deliveries(), vec![(1, 0, 1, 1)]);
+}
+
 #[test]
 fn a_subscription_needs_an_existing_dead_letter_topic_for_a_delivery_limit() {
     let mut h = Harness::new();

@@ -27,6 +27,10 @@ use crate::storage::Disk;
 /// must not block.
 pub trait EffectSink: Send + Sync + 'static {
     fn effects(&self, effects: Vec<Effect>);
+
+    /// A snapshot replaced the state: the effects of the entries it covers
+    /// never came, so whatever they would have closed is closed now.
+    fn snapshot_installed(&self);
 }
 
 /// Everything a snapshot restores.
@@ -229,6 +233,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             Ok::<_, StorageError>(restored)
         })?;
         *self.lock() = restored;
+        self.sink.snapshot_installed();
         Ok(())
     }
 
