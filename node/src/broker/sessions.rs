@@ -122,3 +122,24 @@ impl EffectSink for Sessions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_install_closes_every_local_session() {
+        let sessions = Sessions::new(1, 7);
+        let (a, mut a_events) = sessions.open(4);
+        let (b, mut b_events) = sessions.open(4);
+        assert!(sessions.is_open(a) && sessions.is_open(b));
+        sessions.snapshot_installed();
+        assert!(!sessions.is_open(a) && !sessions.is_open(b));
+        assert!(sessions.is_empty());
+        for events in [&mut a_events, &mut b_events] {
+            assert!(matches!(events.try_recv(), Ok(SessionEvent::Closed)));
+            // The sender is gone too: the stream ends after the close.
+            assert!(events.try_recv().is_err());
+        }
+    }
+}
