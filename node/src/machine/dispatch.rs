@@ -114,12 +114,16 @@ fn pick(
         ..
     } = subscription;
     let cursor = &cursors[index];
+    // Returned messages in offset order: those whose delay passed are
+    // candidates, the others only wait.
     let returned = || {
-        cursor
-            .returned
-            .iter()
-            .filter(|(_, r)| r.not_before_ms <= now_ms)
-            .map(|(offset, r)| (*offset, r.counts))
+        cursor.returned.iter().map(|(offset, r)| {
+            if r.not_before_ms <= now_ms {
+                Look::Candidate(*offset, r.counts)
+            } else {
+                Look::Waiting(*offset)
+            }
+        })
     };
     let horizon = partition
         .end()
@@ -127,30 +131,35 @@ fn pick(
         .min(cursor.next.saturating_add(DISPATCH_LOOKAHEAD_MAX));
     let fresh = (cursor.next..horizon)
         .filter(|offset| cursor.standing(*offset) == Standing::NeverDelivered)
-        .map(|offset| (offset, Counts::default()));
+        .map(|offset| Look::Candidate(offset, Counts::default()));
     // Returned messages first; the `ReturnedLast` quirk puts them last.
     let late = quirks::on(Quirk::ReturnedLast);
-    let candidates = returned()
+    let looks = returned()
         .filter(move |_| !late)
         .chain(fresh)
         .chain(returned().filter(move |_| late));
     // Keys that must wait, from the offset of their earliest message still
-    // to go: in the modes that keep order per key, a returned message
+    // to go. In the modes that keep order per key, a returned message
     // waiting out its delay holds back every later message of its key
     // (DESIGN.md, order per key).
+    let ordered = config.mode != Mode::Shared;
     let mut blocked: BTreeMap<&Bytes, u64> = BTreeMap::new();
-    if config.mode != Mode::Shared {
-        for (offset, _) in cursor
-            .returned
-            .iter()
-            .filter(|(_, r)| r.not_before_ms > now_ms)
-        {
-            if let Some(key) = partition.get(*offset).and_then(|m| m.key.as_ref()) {
-                blocked.entry(key).or_insert(*offset);
+    let mut candidates = 0;
+    for look in looks {
+        let (offset, counts) = match look {
+            Look::Candidate(offset, counts) => (offset, counts),
+            Look::Waiting(offset) => {
+                let key = partition.get(offset).and_then(|m| m.key.as_ref());
+                if let Some(key) = key.filter(|_| ordered) {
+                    blocked.entry(key).or_insert(offset);
+                }
+                continue;
             }
+        };
+        candidates += 1;
+        if candidates > DISPATCH_LOOKAHEAD_MAX {
+            break;
         }
-    }
-    for (offset, counts) in candidates.take(DISPATCH_LOOKAHEAD_MAX as usize) {
         let key = partition.get(offset).and_then(|m| m.key.as_ref());
         if key.is_some_and(|key| blocked.get(key).is_some_and(|from| *from < offset)) {
             continue;
@@ -172,6 +181,13 @@ fn pick(
         }
     }
     None
+}
+
+/// One message dispatch looks at: a candidate to hand out (with its
+/// counts so far), or a returned message still waiting out its delay.
+enum Look {
+    Candidate(u64, Counts),
+    Waiting(u64),
 }
 
 /// What choosing a consumer for one message looks at.
