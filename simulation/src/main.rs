@@ -12,6 +12,7 @@ use std::process::{Command, ExitCode};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Parser;
 use raftmq_node::planted::Bug;
 use raftmq_sim::trace::Trace;
@@ -45,10 +46,8 @@ struct Cli {
     #[arg(long)]
     json: bool,
     /// Switch on a deliberate bug, to see a checker catch it (needs a build
-    /// with `--features planted-bugs`): ack-drops-last, returned-last,
-    /// prefetch-plus-one, local-clock-in-apply, skip-message,
-    /// corrupt-payload, store-repeats, election-lockstep, read-cap.
-    #[arg(long, value_parser = parse_bug)]
+    /// with `--features planted-bugs`).
+    #[arg(long, value_parser = bug_parser())]
     plant: Option<Bug>,
     /// Run the seed once and print its JSON report (what sweeps call).
     #[arg(long, hide = true, requires = "seed")]
@@ -65,11 +64,10 @@ fn parse_range(text: &str) -> Result<Range<u64>, String> {
     Ok(from..to)
 }
 
-fn parse_bug(name: &str) -> Result<Bug, String> {
-    Bug::from_name(name).ok_or_else(|| {
-        let names: Vec<&str> = Bug::ALL.iter().map(|b| b.name()).collect();
-        format!("unknown bug {name:?}; one of {}", names.join(", "))
-    })
+/// The planted bugs by name, listed in `--help` from `Bug::ALL`.
+fn bug_parser() -> impl TypedValueParser<Value = Bug> {
+    PossibleValuesParser::new(Bug::ALL.map(Bug::name))
+        .map(|name: String| Bug::from_name(&name).expect("every possible value names a bug"))
 }
 
 #[cfg(feature = "planted-bugs")]
