@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use raftmq_node::machine::{
-    Command, Mode, NewMessage, Request, SessionAddr, Start, State, SubscriptionConfig, TopicLimits,
-    SUBSCRIPTIONS_PER_TOPIC_MAX,
+    Command, EntryId, Mode, NewMessage, Request, SessionAddr, Start, State, SubscriptionConfig,
+    TopicLimits, SUBSCRIPTIONS_PER_TOPIC_MAX,
 };
 
 /// Rounds per measurement; the median is printed.
@@ -30,7 +30,11 @@ fn apply(state: &mut State, index: &mut u64, now_ms: u64, commands: Vec<Command>
         commands,
     };
     let mut effects = Vec::new();
-    state.apply(*index, request, &mut effects);
+    let entry = EntryId {
+        index: *index,
+        term: 1,
+    };
+    state.apply(entry, &request, &mut effects);
     effects.len()
 }
 

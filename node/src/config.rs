@@ -60,6 +60,9 @@ pub struct NodeConfig {
     /// Entries between snapshots at least (`raft::snapshot_when_due`); the
     /// log behind a snapshot is purged.
     pub snapshot_every: u64,
+    /// Bytes of recently applied or read message bodies kept in memory
+    /// (`raft::Bodies`); deliveries of anything older read the log.
+    pub body_cache_bytes: usize,
 }
 
 impl NodeConfig {
@@ -70,6 +73,7 @@ impl NodeConfig {
             limits: EdgeLimits::default(),
             raft: RaftTimings::default(),
             snapshot_every: 20_000,
+            body_cache_bytes: crate::raft::BODY_CACHE_BYTES,
         }
     }
 

@@ -95,9 +95,13 @@ impl Node {
         crate::raft::check_format(seams.disk.as_ref())?;
         let sessions = Arc::new(Sessions::new(config.id, seams.boot_id));
         let log = LogStore::new(seams.disk.clone());
-        let machine =
-            StateMachineStore::open(seams.disk.clone(), sessions.clone(), seams.clock.clone())
-                .map_err(|e| NodeError::Snapshot(e.to_string()))?;
+        let machine = StateMachineStore::open(
+            seams.disk.clone(),
+            sessions.clone(),
+            seams.clock.clone(),
+            config.body_cache_bytes,
+        )
+        .map_err(|e| NodeError::Snapshot(e.to_string()))?;
         let raft = RaftHandle::start(
             &config,
             log.clone(),
@@ -119,6 +123,7 @@ impl Node {
             raft,
             proposer,
             sessions,
+            bodies: machine.bodies(),
             machine,
             log,
             limits: config.limits,

@@ -28,8 +28,9 @@ pub enum Bug {
     /// Dispatch silently acks keyless messages at offsets divisible by 8
     /// instead of delivering them (checker: no lost confirmed message).
     SkipMessage = 5,
-    /// Dispatch hands out keyless messages at offsets divisible by 16 with
-    /// a corrupted payload (checker: no phantom).
+    /// The node delivers keyless messages at offsets divisible by 16 with a
+    /// corrupted payload (checker: no phantom). Planted where bodies are
+    /// read from the log: the state machine holds none.
     CorruptPayload = 6,
     /// Idempotent producers' repeats are stored again (checker: stored
     /// once).
@@ -53,10 +54,14 @@ pub enum Bug {
     /// place (checker: a producer's messages of one key stored in the order
     /// sent).
     BatchReversed = 12,
+    /// The log deletes segments behind the snapshot whether or not retained
+    /// messages' bodies are in them (checker: every confirmed message is
+    /// delivered).
+    ReleaseReferenced = 13,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 12] = [
+    pub const ALL: [Bug; 13] = [
         Bug::AckDropsLast,
         Bug::ReturnedLast,
         Bug::PrefetchPlusOne,
@@ -69,6 +74,7 @@ impl Bug {
         Bug::VotesAlwaysGranted,
         Bug::StaleSnapshotInstall,
         Bug::BatchReversed,
+        Bug::ReleaseReferenced,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +91,7 @@ impl Bug {
             Bug::VotesAlwaysGranted => "votes-always-granted",
             Bug::StaleSnapshotInstall => "stale-snapshot-install",
             Bug::BatchReversed => "batch-reversed",
+            Bug::ReleaseReferenced => "release-referenced",
         }
     }
 
@@ -103,14 +110,15 @@ impl Bug {
             Bug::ReturnedLast => Some(Quirk::ReturnedLast),
             Bug::PrefetchPlusOne => Some(Quirk::PrefetchPlusOne),
             Bug::SkipMessage => Some(Quirk::SkipMessage),
-            Bug::CorruptPayload => Some(Quirk::CorruptPayload),
             Bug::StoreRepeats => Some(Quirk::StoreRepeats),
             Bug::BatchReversed => Some(Quirk::BatchReversed),
             Bug::LocalClockInApply
+            | Bug::CorruptPayload
             | Bug::ElectionLockstep
             | Bug::ReadCap
             | Bug::VotesAlwaysGranted
-            | Bug::StaleSnapshotInstall => None,
+            | Bug::StaleSnapshotInstall
+            | Bug::ReleaseReferenced => None,
         }
     }
 }

@@ -8,7 +8,7 @@ use openraft::testing::{StoreBuilder, Suite};
 use raftmq_node::clock::SystemClock;
 use raftmq_node::machine::Effect;
 use raftmq_node::raft::typ::StorageError;
-use raftmq_node::raft::{EffectSink, LogStore, StateMachineStore, TypeConfig};
+use raftmq_node::raft::{EffectSink, LogStore, StateMachineStore, TypeConfig, BODY_CACHE_BYTES};
 use raftmq_node::storage::LocalDisk;
 use tempfile::TempDir;
 
@@ -27,7 +27,12 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for DiskBuil
         let dir = TempDir::new().expect("temp dir");
         let disk = Arc::new(LocalDisk::open(dir.path(), 16 * 1024 * 1024).expect("open disk"));
         let log = LogStore::new(disk.clone());
-        let machine = StateMachineStore::open(disk, Arc::new(NoSessions), Arc::new(SystemClock))?;
+        let machine = StateMachineStore::open(
+            disk,
+            Arc::new(NoSessions),
+            Arc::new(SystemClock),
+            BODY_CACHE_BYTES,
+        )?;
         Ok((dir, log, machine))
     }
 }

@@ -7,7 +7,19 @@
 /// the partition count (0 counts as 1). Part of the wire contract, so that
 /// clients can compute it; never change it.
 pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
-    (fnv1a_64(key) % u64::from(partitions.max(1))) as u32
+    slot_for_hash(key_hash(key), partitions)
+}
+
+/// A key's hash, as `partition_for_key` uses it. The broker keeps it in
+/// place of the key: a waiting message needs only its hash to be routed
+/// and ordered.
+pub fn key_hash(key: &[u8]) -> u64 {
+    fnv1a_64(key)
+}
+
+/// One of `slots` slots (0 counts as 1) for a key hash.
+pub fn slot_for_hash(hash: u64, slots: u32) -> u32 {
+    (hash % u64::from(slots.max(1))) as u32
 }
 
 /// FNV-1a, 64-bit: http://www.isthe.com/chongo/tech/comp/fnv/

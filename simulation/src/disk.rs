@@ -1,6 +1,14 @@
 //! The disk seam under simulation: an in-memory store that keeps what was
 //! flushed and, on a crash, loses a random tail of what was not (or all of
 //! it, when the fault injector asks for the worst case).
+//!
+//! The log is modelled a record at a time: purging hides records, and
+//! releasing deletes every purged record below the floor it is given,
+//! where the production log deletes whole segments and keeps the newest.
+//! Releasing here is therefore never later than there, so a body read too
+//! early shows up here first. Imports (entries shipped with a snapshot)
+//! are durable on return, as in production; what is being received is
+//! forgotten in a crash.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -11,8 +19,29 @@ use rand::Rng;
 #[derive(Clone, Default)]
 struct Image {
     records: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Every log record on disk, purged or not.
     log: BTreeMap<u64, Vec<u8>>,
+    /// Records below are purged: hidden from `entries` and `last_entry`.
+    /// Not durable: a restart purges again from the recorded point.
+    purged_below: u64,
     snapshot: Option<SnapshotBytes>,
+}
+
+impl Image {
+    /// The log as openraft sees it: the records from the purge point.
+    fn visible(&self) -> std::collections::btree_map::Range<'_, u64, Vec<u8>> {
+        self.log.range(self.purged_below..)
+    }
+}
+
+/// Entries shipped with snapshots, by snapshot id.
+#[derive(Default)]
+struct Imports {
+    all: BTreeMap<String, BTreeMap<u64, Vec<u8>>>,
+    /// The one `imported` reads.
+    kept: Option<String>,
+    /// The one being received: its id, first index, and whether sealed.
+    receiving: Option<(String, u64, bool)>,
 }
 
 #[derive(Default)]
@@ -23,9 +52,7 @@ struct Contents {
     durable: Image,
     /// Records put since the last flush, oldest first.
     unflushed: Vec<(Vec<u8>, Vec<u8>)>,
-    /// The last purge point not yet known to be durable: like deleted
-    /// segment files, a crash may bring the purged entries back.
-    unsynced_purge: Option<u64>,
+    imports: Imports,
     /// Log entries appended since the records were last made durable (by
     /// a flush, or as far as a crash kept them).
     appended_since_flush: u64,
@@ -44,10 +71,6 @@ pub enum Unflushed {
 #[derive(Default)]
 pub struct SimDisk {
     contents: Mutex<Contents>,
-}
-
-fn purge(log: &mut BTreeMap<u64, Vec<u8>>, upto: u64) {
-    *log = log.split_off(&upto.saturating_add(1));
 }
 
 impl SimDisk {
@@ -71,12 +94,9 @@ impl SimDisk {
         for (key, value) in &unflushed[..kept] {
             contents.durable.records.insert(key.clone(), value.clone());
         }
-        if let Some(upto) = contents.unsynced_purge.take() {
-            if rng.gen_bool(0.5) {
-                purge(&mut contents.durable.log, upto);
-            }
-        }
+        contents.imports.receiving = None;
         contents.live = contents.durable.clone();
+        contents.live.purged_below = 0;
         unflushed.len() - kept
     }
 
@@ -109,24 +129,35 @@ impl Disk for SimDisk {
         Ok(())
     }
 
-    /// Durable on return, with the production log's rule on indexes.
+    /// Durable on return, with the production log's rule on indexes: a
+    /// log with nothing visible starts over at any index.
     fn append(&self, entries: Vec<LogEntry>) -> Result<(), StorageError> {
+        let Some(&(first, _)) = entries.first() else {
+            return Ok(());
+        };
         let mut contents = self.lock();
-        let mut expected = contents.live.log.last_key_value().map(|(i, _)| i + 1);
-        for (index, _) in &entries {
-            if let Some(next) = expected.filter(|next| next != index) {
+        let next = contents.live.log.last_key_value().map(|(i, _)| i + 1);
+        if contents.live.visible().next().is_none() {
+            if next != Some(first) {
+                // The production log deletes every segment durably before
+                // it starts over at a new index.
+                contents.live.log.clear();
+                contents.durable.log.clear();
+                contents.live.purged_below = first;
+            }
+        } else if next != Some(first) {
+            return Err(StorageError::LogGap {
+                index: first,
+                last: next.map_or(0, |n| n - 1),
+            });
+        }
+        for (n, (index, _)) in entries.iter().enumerate() {
+            if *index != first + n as u64 {
                 return Err(StorageError::LogGap {
                     index: *index,
-                    last: next - 1,
+                    last: first + n as u64 - 1,
                 });
             }
-            expected = Some(index + 1);
-        }
-        if contents.live.log.is_empty() {
-            // The production log deletes its purged segments durably
-            // before it starts over at a new index.
-            contents.durable.log.clear();
-            contents.unsynced_purge = None;
         }
         contents.appended_since_flush += entries.len() as u64;
         for (index, bytes) in entries {
@@ -143,8 +174,9 @@ impl Disk for SimDisk {
         let contents = self.lock();
         Ok(contents
             .live
-            .log
-            .range(from..to)
+            .visible()
+            .take_while(|(index, _)| **index < to)
+            .filter(|(index, _)| **index >= from)
             .map(|(index, bytes)| (*index, bytes.clone()))
             .collect())
     }
@@ -153,8 +185,8 @@ impl Disk for SimDisk {
         let contents = self.lock();
         Ok(contents
             .live
-            .log
-            .last_key_value()
+            .visible()
+            .next_back()
             .map(|(index, bytes)| (*index, bytes.clone())))
     }
 
@@ -167,9 +199,123 @@ impl Disk for SimDisk {
 
     fn purge(&self, upto: u64) -> Result<(), StorageError> {
         let mut contents = self.lock();
-        purge(&mut contents.live.log, upto);
-        contents.unsynced_purge = Some(upto);
+        let live = &mut contents.live;
+        live.purged_below = live.purged_below.max(upto.saturating_add(1));
         Ok(())
+    }
+
+    /// Durable on return, record by record.
+    fn release(&self, below: u64) -> Result<(), StorageError> {
+        let mut contents = self.lock();
+        let below = below.min(contents.live.purged_below);
+        let Contents {
+            live,
+            durable,
+            imports,
+            ..
+        } = &mut *contents;
+        for image in [live, durable] {
+            image.log = image.log.split_off(&below);
+        }
+        if let Some(kept) = imports.kept.as_ref().and_then(|id| imports.all.get_mut(id)) {
+            *kept = kept.split_off(&below);
+        }
+        Ok(())
+    }
+
+    fn log_bytes_before(&self, below: u64) -> u64 {
+        let contents = self.lock();
+        contents
+            .live
+            .log
+            .range(..below)
+            .map(|(_, bytes)| bytes.len() as u64)
+            .sum()
+    }
+
+    fn entry(&self, index: u64) -> Result<Option<LogEntry>, StorageError> {
+        let contents = self.lock();
+        Ok(contents
+            .live
+            .log
+            .get(&index)
+            .map(|bytes| (index, bytes.clone())))
+    }
+
+    /// The production rule: a batch follows the one before or starts the
+    /// import over at its first index; late writes to a sealed or kept
+    /// import are ignored.
+    fn import(&self, id: &str, entries: Vec<LogEntry>) -> Result<(), StorageError> {
+        let Some(&(first, _)) = entries.first() else {
+            return Ok(());
+        };
+        let imports = &mut self.lock().imports;
+        if imports.kept.as_deref() == Some(id) {
+            return Ok(());
+        }
+        let restart = match &imports.receiving {
+            Some((receiving, _, true)) if receiving == id => return Ok(()),
+            Some((receiving, start, _)) if receiving == id => first == *start,
+            _ => true,
+        };
+        if restart {
+            imports.receiving = Some((id.to_string(), first, false));
+            imports.all.insert(id.to_string(), BTreeMap::new());
+        }
+        let import = imports.all.entry(id.to_string()).or_default();
+        let next = import.last_key_value().map(|(i, _)| i + 1);
+        if !restart && next != Some(first) {
+            return Err(StorageError::LogGap {
+                index: first,
+                last: next.map_or(0, |n| n - 1),
+            });
+        }
+        import.extend(entries);
+        Ok(())
+    }
+
+    fn seal_import(&self, id: &str, from: u64, to: u64) -> bool {
+        if from > to {
+            return true;
+        }
+        let imports = &mut self.lock().imports;
+        if imports.kept.as_deref() == Some(id) {
+            return true;
+        }
+        let whole = imports.all.get(id).is_some_and(|import| {
+            import
+                .first_key_value()
+                .is_some_and(|(first, _)| *first <= from)
+                && import.last_key_value().is_some_and(|(last, _)| *last >= to)
+        });
+        match &mut imports.receiving {
+            Some((receiving, _, sealed)) if receiving == id => {
+                *sealed |= whole;
+                whole
+            }
+            _ => false,
+        }
+    }
+
+    fn keep_import(&self, id: &str) -> Result<(), StorageError> {
+        let imports = &mut self.lock().imports;
+        let sealed_now = matches!(&imports.receiving, Some((r, _, true)) if r == id);
+        let received_before = imports.receiving.is_none() && imports.all.contains_key(id);
+        if sealed_now || received_before {
+            imports.kept = Some(id.to_string());
+        }
+        imports.receiving = None;
+        let kept = imports.kept.clone();
+        imports.all.retain(|name, _| Some(name) == kept.as_ref());
+        Ok(())
+    }
+
+    fn imported(&self, index: u64) -> Result<Option<LogEntry>, StorageError> {
+        let imports = &self.lock().imports;
+        let kept = imports.kept.as_ref().and_then(|id| imports.all.get(id));
+        Ok(kept
+            .and_then(|import| import.get(&index))
+            .map(|bytes| (index, bytes.clone())))
     }
 
     fn save_snapshot(&self, meta: &[u8], data: &[u8]) -> Result<(), StorageError> {
@@ -186,6 +332,6 @@ impl Disk for SimDisk {
 
     fn is_empty(&self) -> Result<bool, StorageError> {
         let live = &self.lock().live;
-        Ok(live.records.is_empty() && live.log.is_empty() && live.snapshot.is_none())
+        Ok(live.records.is_empty() && live.visible().next().is_none() && live.snapshot.is_none())
     }
 }

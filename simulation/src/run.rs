@@ -139,6 +139,13 @@ pub fn run(seed: u64, trace: Trace) -> Report {
     };
     let faults_per_ms = rng.gen_range(0.0002..0.002);
     let snapshot_every = snapshot_every(long, &mut rng);
+    // Half the seeds keep no body in memory, so every delivery reads its
+    // body from the simulated disk; the others run the default cache.
+    let body_cache_bytes = if rng.gen_bool(0.5) {
+        0
+    } else {
+        NodeConfig::new(0, BTreeMap::new()).body_cache_bytes
+    };
     let mut long_log = workload
         .bulk_done
         .clone()
@@ -179,6 +186,7 @@ pub fn run(seed: u64, trace: Trace) -> Report {
             };
             let config = NodeConfig {
                 snapshot_every,
+                body_cache_bytes,
                 ..NodeConfig::new(id, peers.clone())
             };
             let registry = registry.clone();

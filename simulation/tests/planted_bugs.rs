@@ -107,3 +107,8 @@ fn a_stale_snapshot_installed_is_caught_as_the_applied_index_going_back() {
 fn a_batch_stored_last_first_is_caught_as_out_of_send_order() {
     check("batch-reversed", "stored out of send order");
 }
+
+#[test]
+fn a_released_segment_still_holding_bodies_is_caught_as_messages_never_delivered() {
+    check("release-referenced", "not delivered");
+}

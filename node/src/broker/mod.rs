@@ -21,7 +21,7 @@ pub use ticker::tick_when_due;
 use crate::config::EdgeLimits;
 use crate::machine::NodeId;
 use crate::raft::RaftHandle;
-use crate::raft::{LogStore, StateMachineStore};
+use crate::raft::{Bodies, LogStore, StateMachineStore};
 
 /// Everything a request handler needs of its node.
 pub struct Broker {
@@ -30,6 +30,8 @@ pub struct Broker {
     pub proposer: Proposer,
     pub sessions: Arc<Sessions>,
     pub machine: StateMachineStore,
+    /// Where deliveries' bodies are read, by the node sending them.
+    pub bodies: Arc<Bodies>,
     pub log: LogStore,
     pub limits: EdgeLimits,
     pub leaderless: Arc<Leaderless>,

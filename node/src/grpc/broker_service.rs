@@ -13,13 +13,14 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use super::status::{
-    commit_timed_out, consumer_detached, internal, invalid, not_leader, propose_failed, rejected,
-    stopping,
+    self, commit_timed_out, consumer_detached, internal, invalid, not_leader, propose_failed,
+    rejected, stopping,
 };
 use crate::broker::{Broker, Committed, Proposer, SessionEvent, Sessions};
 use crate::machine::{
     Command, ConsumerId, Outcome, ProducerTag, Rejection, SessionAddr, TopicLimits,
 };
+use crate::raft::Bodies;
 
 /// Publish requests of one stream that may await their commit at once.
 const STREAM_REQUESTS_IN_FLIGHT_MAX: usize = 1024;
@@ -271,6 +272,7 @@ impl BrokerRpc for BrokerService {
         tracing::debug!(consumer, ?session, "consumer attached");
         let stream = ConsumerStream {
             events,
+            bodies: self.broker.bodies.clone(),
             ended: false,
             guard: DetachOnDrop {
                 proposer: self.broker.proposer.clone(),
@@ -352,6 +354,8 @@ fn rejected_response(request_id: u64, status: Status) -> v1::PublishResponse {
 /// the consumer (leader change) or its session breaks.
 struct ConsumerStream {
     events: mpsc::Receiver<SessionEvent>,
+    /// Each delivery's body is read here as it is sent.
+    bodies: Arc<Bodies>,
     ended: bool,
     guard: DetachOnDrop,
 }
@@ -365,7 +369,16 @@ impl Stream for ConsumerStream {
         }
         match self.events.poll_recv(cx) {
             Poll::Ready(Some(SessionEvent::Deliver(delivery))) => {
-                Poll::Ready(Some(Ok(convert::delivery(delivery))))
+                match self.bodies.message(&delivery.message, delivery.offset) {
+                    Ok(message) => Poll::Ready(Some(Ok(convert::delivery(delivery, message)))),
+                    Err(e) => {
+                        // The consumer's messages return when its stream
+                        // ends; they stay retained, never lost.
+                        tracing::error!(partition = delivery.partition, offset = delivery.offset, error = %e, "a delivery's body is unreadable");
+                        self.ended = true;
+                        Poll::Ready(Some(Err(status::body_unreadable(&e))))
+                    }
+                }
             }
             Poll::Ready(closed) => {
                 self.ended = true;

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use raftmq_proto::v1;
 
-use crate::machine::{Delivery, Mode, NewMessage, Start, SubscriptionConfig, TopicSummary};
+use crate::machine::{
+    Delivery, Message, Mode, NewMessage, Start, SubscriptionConfig, TopicSummary,
+};
 use crate::raft::{Member, RaftStatus};
 
 pub fn new_message(message: v1::Message) -> NewMessage {
@@ -15,18 +17,19 @@ pub fn new_message(message: v1::Message) -> NewMessage {
     }
 }
 
-pub fn delivery(delivery: Delivery) -> v1::Delivery {
+/// A delivery with its body, `message`, read from the log.
+pub fn delivery(delivery: Delivery, message: Message) -> v1::Delivery {
     v1::Delivery {
         consumer_id: delivery.consumer,
         sequence: delivery.sequence,
         partition: delivery.partition,
         offset: delivery.offset,
-        key: delivery.message.key,
-        payload: delivery.message.payload,
-        headers: delivery.message.headers.into_iter().collect(),
+        key: message.key,
+        payload: message.payload,
+        headers: message.headers.into_iter().collect(),
         attempts: delivery.attempts,
         redelivered: delivery.attempts > 1,
-        publish_time_ms: delivery.message.publish_ms,
+        publish_time_ms: message.publish_ms,
         decided_at: delivery.decided_at,
     }
 }

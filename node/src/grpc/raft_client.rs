@@ -59,6 +59,7 @@ impl PeerLink for GrpcPeer {
             RpcKind::Vote => client.vote(request).await,
             RpcKind::AppendEntries => client.append_entries(request).await,
             RpcKind::InstallSnapshot => client.install_snapshot(request).await,
+            RpcKind::SnapshotBodies => client.snapshot_bodies(request).await,
         };
         match reply {
             Ok(reply) => Ok(reply.into_inner().body.into()),
@@ -67,6 +68,7 @@ impl PeerLink for GrpcPeer {
                 if matches!(
                     status.code(),
                     Code::InvalidArgument
+                        | Code::FailedPrecondition
                         | Code::Internal
                         | Code::Cancelled
                         | Code::DeadlineExceeded

@@ -52,4 +52,11 @@ impl RaftRpc for RaftService {
     ) -> Result<Response<RaftResponse>, Status> {
         self.serve(RpcKind::InstallSnapshot, request).await
     }
+
+    async fn snapshot_bodies(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftResponse>, Status> {
+        self.serve(RpcKind::SnapshotBodies, request).await
+    }
 }

@@ -5,7 +5,7 @@ use tonic::{Code, Status};
 
 use crate::broker::ProposeError;
 use crate::machine::Rejection;
-use crate::raft::WireError;
+use crate::raft::{BodyError, WireError};
 
 pub fn rejected(rejection: &Rejection) -> Status {
     let code = match rejection {
@@ -82,7 +82,15 @@ pub fn raft_wire(error: &WireError) -> Status {
             Status::invalid_argument(error.to_string())
         }
         WireError::Reply(_) => Status::internal(error.to_string()),
+        // Retried at once by the sender, which starts the snapshot over.
+        WireError::BodiesMissing(_) => Status::failed_precondition(error.to_string()),
     }
+}
+
+/// A delivery whose body this node cannot read: the stream ends, and the
+/// client subscribes again (perhaps to another node).
+pub fn body_unreadable(error: &BodyError) -> Status {
+    Status::unavailable(format!("a message body is unreadable here: {error}"))
 }
 
 /// Something this node got wrong; the client cannot fix it by retrying.

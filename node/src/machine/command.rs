@@ -19,6 +19,23 @@ pub struct Request {
     pub commands: Vec<Command>,
 }
 
+impl Request {
+    /// The messages this entry publishes, in slot order: a stored
+    /// message's `BodyRef::slot` counts them across the entry's publishes,
+    /// whether or not each publish was accepted.
+    pub fn published(&self) -> impl Iterator<Item = &NewMessage> {
+        self.commands.iter().flat_map(|command| match command {
+            Command::Publish { messages, .. } => messages.as_slice(),
+            _ => &[],
+        })
+    }
+
+    /// The message at `slot` (`Request::published`).
+    pub fn message(&self, slot: u32) -> Option<&NewMessage> {
+        self.published().nth(slot as usize)
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum Command {
     CreateTopic {

@@ -9,23 +9,22 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-
 use super::consumer::Consumer;
 use super::deadlines::{CursorDeadlines, Deadlines};
 use super::effect::{Delivery, Effect};
-use super::ids::ConsumerId;
+use super::ids::{ConsumerId, KeyHash};
 use super::limits::{DISPATCH_LOOKAHEAD_MAX, DISPATCH_WINDOW_MAX};
 use super::quirks::{self, Quirk};
 use super::subscription::{Counts, Cursor, InFlight, Mode, Standing, Subscription};
 use super::topic::{Partition, Topic};
 
-/// When a dispatch happens: the state machine's time and the log index
-/// being applied.
+/// When a dispatch happens: the state machine's time and the log entry
+/// being applied (by index and term).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Moment {
     pub now_ms: u64,
     pub index: u64,
+    pub term: u64,
 }
 
 /// Hands out messages of `subscription_name` while its consumers have
@@ -143,13 +142,13 @@ fn pick(
     // waiting out its delay holds back every later message of its key
     // (DESIGN.md, order per key).
     let ordered = config.mode != Mode::Shared;
-    let mut blocked: BTreeMap<&Bytes, u64> = BTreeMap::new();
+    let mut blocked: BTreeMap<KeyHash, u64> = BTreeMap::new();
     let mut candidates = 0;
     for look in looks {
         let (offset, counts) = match look {
             Look::Candidate(offset, counts) => (offset, counts),
             Look::Waiting(offset) => {
-                let key = partition.get(offset).and_then(|m| m.key.as_ref());
+                let key = partition.get(offset).and_then(|m| m.key);
                 if let Some(key) = key.filter(|_| ordered) {
                     blocked.entry(key).or_insert(offset);
                 }
@@ -160,8 +159,8 @@ fn pick(
         if candidates > DISPATCH_LOOKAHEAD_MAX {
             break;
         }
-        let key = partition.get(offset).and_then(|m| m.key.as_ref());
-        if key.is_some_and(|key| blocked.get(key).is_some_and(|from| *from < offset)) {
+        let key = partition.get(offset).and_then(|m| m.key);
+        if key.is_some_and(|key| blocked.get(&key).is_some_and(|from| *from < offset)) {
             continue;
         }
         let picker = Picker {
@@ -201,18 +200,18 @@ struct Picker<'a> {
 impl Picker<'_> {
     /// The consumer that may take a message with `key` now, by mode;
     /// `next_consumer` is the subscription's round-robin counter.
-    fn choose(&self, key: Option<&Bytes>, next_consumer: &mut u64) -> Option<ConsumerId> {
+    fn choose(&self, key: Option<KeyHash>, next_consumer: &mut u64) -> Option<ConsumerId> {
         let has_credit = |id: &ConsumerId| self.consumers.get(id).is_some_and(Consumer::has_credit);
         match key.filter(|_| self.mode == Mode::KeyShared) {
             Some(key) => {
                 // A key stays with the consumer holding its messages
                 // (draining when consumers come and go), else goes to its
                 // owner by hash.
-                let target = match self.cursor.held_keys.get(key) {
+                let target = match self.cursor.held_keys.get(&key) {
                     Some(holder) => holder.consumer,
                     None => {
                         let slots = self.members.len() as u32;
-                        self.members[raftmq_rules::partition_for_key(key, slots) as usize]
+                        self.members[raftmq_rules::slot_for_hash(key, slots) as usize]
                     }
                 };
                 Some(target).filter(has_credit)
@@ -244,13 +243,10 @@ fn hand_out(
     moment: Moment,
     effects: &mut Vec<Effect>,
 ) {
-    let mut message = partition
+    let message = partition
         .get(offset)
         .expect("offsets at or above the ack floor are retained")
         .clone();
-    if quirks::on(Quirk::CorruptPayload) && message.key.is_none() && offset.is_multiple_of(16) {
-        message.payload = bytes::Bytes::from_static(b"corrupted");
-    }
     let mode = subscription.config.mode;
     let cursor = &mut subscription.cursors[index];
     if quirks::on(Quirk::SkipMessage) && message.key.is_none() && offset.is_multiple_of(8) {
@@ -268,7 +264,7 @@ fn hand_out(
             consumer: id,
             counts,
             // Only key-shared promises a key to one consumer at a time.
-            key: message.key.clone().filter(|_| mode == Mode::KeyShared),
+            key: message.key.filter(|_| mode == Mode::KeyShared),
             deadline_ms: (timeout > 0).then(|| moment.now_ms.saturating_add(timeout)),
         },
         deadlines,

@@ -3,7 +3,7 @@
 
 use super::consumer::SessionAddr;
 use super::ids::ConsumerId;
-use super::topic::Message;
+use super::topic::Stored;
 
 /// A message handed to a consumer.
 #[derive(Clone, Debug, PartialEq)]
@@ -13,7 +13,9 @@ pub struct Delivery {
     pub sequence: u64,
     pub partition: u32,
     pub offset: u64,
-    pub message: Message,
+    /// The message's record: the node holding the session reads its body
+    /// (`Stored::body`) from the log, no other replica does.
+    pub message: Stored,
     /// Handouts so far, this one included.
     pub attempts: u32,
     /// The log index whose apply handed it out.

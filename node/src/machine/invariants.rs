@@ -3,10 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-
 use super::deadlines::Deadlines;
-use super::ids::ConsumerId;
+use super::ids::{ConsumerId, KeyHash};
 use super::state::State;
 use super::subscription::{Cursor, Holder, Standing};
 use super::topic::Partition;
@@ -15,9 +13,13 @@ impl State {
     /// Checks that every consumer's in-flight count matches the cursors and
     /// stays within its prefetch, that each cursor's sets lie where they
     /// belong, that the held keys match what is in flight, and that the
-    /// deadline index holds exactly the deadlines the cursors imply.
+    /// deadline index holds exactly the deadlines the cursors imply, and
+    /// the live-body index the entries the partitions point into.
     pub fn check_invariants(&self) -> Result<(), String> {
         check_deadlines(&self.deadlines, &self.implied_deadlines())?;
+        if self.live != self.implied_live() {
+            return Err("the live-body index differs from the partitions".into());
+        }
         let mut held: BTreeMap<ConsumerId, u32> = BTreeMap::new();
         for (name, topic) in &self.topics {
             for (sub_name, subscription) in &topic.subscriptions {
@@ -76,10 +78,10 @@ fn check_cursor(cursor: &Cursor, partition: &Partition) -> Result<(), String> {
     {
         return Err(format!("offset {offset} tracked outside [floor, end)"));
     }
-    let mut keys: BTreeMap<Bytes, Holder> = BTreeMap::new();
+    let mut keys: BTreeMap<KeyHash, Holder> = BTreeMap::new();
     for flight in cursor.in_flight.values() {
         if let Some(key) = &flight.key {
-            let holder = keys.entry(key.clone()).or_insert(Holder {
+            let holder = keys.entry(*key).or_insert(Holder {
                 consumer: flight.consumer,
                 count: 0,
             });

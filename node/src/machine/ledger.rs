@@ -10,9 +10,10 @@ use super::deadlines::Deadlines;
 use super::dispatch::{self, Moment};
 use super::effect::Effect;
 use super::ids::ConsumerId;
+use super::live::LiveBodies;
 use super::quirks::{self, Quirk};
 use super::rejection::Rejection;
-use super::topic::{Message, NewMessage, Topic};
+use super::topic::{counted_bytes, BodyRef, NewMessage, Stored, Topic};
 
 /// A view of the state's topics, consumers and deadlines during one
 /// command.
@@ -21,57 +22,85 @@ pub(super) struct Ledger<'a> {
     pub consumers: &'a mut BTreeMap<ConsumerId, Consumer>,
     /// The topics' deadlines, kept in step by every cursor move.
     pub deadlines: &'a mut Deadlines,
+    /// The log entries retained messages' bodies are in, kept in step by
+    /// every append and trim.
+    pub live: &'a mut LiveBodies,
     /// The state machine's time and the log index being applied.
     pub moment: Moment,
 }
 
 impl Ledger<'_> {
     pub fn topic_mut(&mut self, name: &str) -> Result<&mut Topic, Rejection> {
-        self.topic_and_deadlines(name).map(|(topic, _)| topic)
+        self.topic_and_books(name).map(|(topic, ..)| topic)
     }
 
-    /// A topic, and the deadlines its cursors' moves keep in step.
-    pub fn topic_and_deadlines(
+    /// A topic, and the deadlines and live bodies its moves keep in step.
+    pub fn topic_and_books(
         &mut self,
         name: &str,
-    ) -> Result<(&mut Topic, &mut Deadlines), Rejection> {
+    ) -> Result<(&mut Topic, &mut Deadlines, &mut LiveBodies), Rejection> {
         let topic = self
             .topics
             .get_mut(name)
             .ok_or_else(|| Rejection::UnknownTopic(name.into()))?;
-        Ok((topic, &mut *self.deadlines))
+        Ok((topic, &mut *self.deadlines, &mut *self.live))
     }
 
-    /// Appends messages to a topic, stamped with the state machine's time.
+    /// Appends the messages of one publish to a topic, stamped with the
+    /// state machine's time. `first_slot` is the first message's place in
+    /// the entry being applied (`Request::published`): with the entry's
+    /// index and term it says where each body stays.
     pub fn append(
         &mut self,
         name: &str,
-        mut messages: Vec<NewMessage>,
+        messages: &[NewMessage],
+        first_slot: u32,
     ) -> Result<Vec<(u32, u64)>, Rejection> {
-        let publish_ms = self.moment.now_ms;
-        let topic = self.topic_mut(name)?;
-        topic.admit(name, &messages)?;
+        let Moment {
+            now_ms,
+            index,
+            term,
+        } = self.moment;
+        let topic = self
+            .topics
+            .get_mut(name)
+            .ok_or_else(|| Rejection::UnknownTopic(name.into()))?;
+        let bytes = messages.iter().map(counted_bytes).sum();
+        topic.admit(name, messages.len() as u64, bytes)?;
+        let mut slots: Vec<(u32, &NewMessage)> = (first_slot..).zip(messages).collect();
         let reversed = quirks::on(Quirk::BatchReversed);
         if reversed {
-            messages.reverse();
+            slots.reverse();
         }
-        let mut positions: Vec<(u32, u64)> = messages
+        let mut positions: Vec<(u32, u64)> = slots
             .into_iter()
-            .map(|m| {
-                let partition = topic.route(m.key.as_deref());
-                let offset = topic.partitions[partition as usize].append(Message {
-                    key: m.key,
-                    payload: m.payload,
-                    headers: m.headers,
-                    publish_ms,
-                });
-                (partition, offset)
+            .map(|(slot, m)| {
+                let key = m.key.as_deref().map(raftmq_rules::key_hash);
+                let stored = Stored {
+                    body: BodyRef { index, term, slot },
+                    bytes: u32::try_from(counted_bytes(m)).unwrap_or(u32::MAX),
+                    key,
+                    publish_ms: now_ms,
+                    added_headers: None,
+                };
+                topic.store(stored, self.live)
             })
             .collect();
         if reversed {
             positions.reverse();
         }
         Ok(positions)
+    }
+
+    /// Appends a message already stored elsewhere (a dead letter): its
+    /// body stays where it is.
+    pub fn append_stored(&mut self, name: &str, stored: Stored) -> Result<(u32, u64), Rejection> {
+        let topic = self
+            .topics
+            .get_mut(name)
+            .ok_or_else(|| Rejection::UnknownTopic(name.into()))?;
+        topic.admit(name, 1, u64::from(stored.bytes))?;
+        Ok(topic.store(stored, self.live))
     }
 
     /// Hands out what the subscription's consumers have credit for.

@@ -9,7 +9,7 @@
 
 // Each module uses only those on the lines above its own, so the imports
 // run one way (bottom up):
-//   ids, limits, quirks, rejection, deadlines
+//   ids, limits, live, quirks, rejection, deadlines
 //   consumer, producers, subscription
 //   topic
 //   command, effect
@@ -27,6 +27,7 @@ mod ids;
 mod invariants;
 mod ledger;
 mod limits;
+mod live;
 mod producers;
 pub(crate) mod quirks;
 mod rejection;
@@ -38,14 +39,14 @@ mod topic;
 pub use command::{Command, Outcome, Request};
 pub use consumer::SessionAddr;
 pub use effect::{Delivery, Effect};
-pub use ids::{ConsumerId, NodeId};
+pub use ids::{ConsumerId, EntryId, KeyHash, NodeId};
 pub use limits::*;
 pub use producers::ProducerTag;
 pub use rejection::Rejection;
 pub use settle::{REASON_MAX_DELIVERIES, REASON_REJECTED};
 pub use state::{State, TopicSummary};
 pub use subscription::{Mode, Start, SubscriptionConfig};
-pub use topic::{Message, NewMessage, Partition, TopicLimits};
+pub use topic::{BodyRef, Message, NewMessage, Partition, Stored, TopicLimits};
 
 #[cfg(test)]
 mod tests;

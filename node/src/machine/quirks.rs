@@ -20,8 +20,6 @@ pub enum Quirk {
     PrefetchPlusOne = 3,
     /// Keyless messages at offsets divisible by 8 are acked, not delivered.
     SkipMessage = 5,
-    /// Keyless messages at offsets divisible by 16 go out corrupted.
-    CorruptPayload = 6,
     /// An idempotent producer's repeat is stored again.
     StoreRepeats = 7,
     /// A publish stores its messages last first (each still confirmed at

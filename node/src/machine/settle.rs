@@ -11,7 +11,6 @@ use super::limits::POSITIONS_PER_COMMAND_MAX;
 use super::quirks::{self, Quirk};
 use super::rejection::Rejection;
 use super::subscription::Standing;
-use super::topic::NewMessage;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Settle {
@@ -53,7 +52,7 @@ pub(super) fn settle(
         });
     }
     let now_ms = ledger.moment.now_ms;
-    let (topic, deadlines) = ledger.topic_and_deadlines(topic_name)?;
+    let (topic, deadlines, live) = ledger.topic_and_books(topic_name)?;
     let partitions = topic.partition_count();
     let subscription = topic
         .subscriptions
@@ -123,7 +122,7 @@ pub(super) fn settle(
             }
         }
     }
-    topic.trim();
+    topic.trim(live);
     ledger.refill(freed);
     dead_letters(ledger, dead, effects);
     ledger.dispatch(topic_name, subscription_name, effects);
@@ -208,25 +207,19 @@ fn dead_letters(ledger: &mut Ledger<'_>, dead: Vec<DeadLetter>, effects: &mut Ve
             .map_or(0, |r| r.counts.failures);
         let moved = match subscription.config.dead_letter_topic.clone() {
             Some(dlq) => {
-                let mut headers = message.headers;
-                headers.insert("x-raftmq-dead-letter-reason".into(), letter.reason.into());
-                headers.insert("x-raftmq-source-topic".into(), letter.topic.clone());
-                headers.insert(
-                    "x-raftmq-source-subscription".into(),
-                    letter.subscription.clone(),
-                );
-                headers.insert(
-                    "x-raftmq-source-partition".into(),
-                    letter.partition.to_string(),
-                );
-                headers.insert("x-raftmq-source-offset".into(), letter.offset.to_string());
-                headers.insert("x-raftmq-failures".into(), failures.to_string());
-                let copy = NewMessage {
-                    key: message.key,
-                    payload: message.payload,
-                    headers,
-                };
-                let appended = ledger.append(&dlq, vec![copy]).is_ok();
+                let headers = [
+                    ("x-raftmq-dead-letter-reason", letter.reason.to_string()),
+                    ("x-raftmq-source-topic", letter.topic.clone()),
+                    ("x-raftmq-source-subscription", letter.subscription.clone()),
+                    ("x-raftmq-source-partition", letter.partition.to_string()),
+                    ("x-raftmq-source-offset", letter.offset.to_string()),
+                    ("x-raftmq-failures", failures.to_string()),
+                ]
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value))
+                .collect();
+                let copy = message.dead_lettered(headers, ledger.moment.now_ms);
+                let appended = ledger.append_stored(&dlq, copy).is_ok();
                 if appended {
                     ledger.dispatch_topic(&dlq, effects);
                 }
@@ -242,12 +235,12 @@ fn dead_letters(ledger: &mut Ledger<'_>, dead: Vec<DeadLetter>, effects: &mut Ve
 
 /// Acks a dead letter where it was, now that it moved.
 fn ack_moved(ledger: &mut Ledger<'_>, letter: &DeadLetter) {
-    let Ok((topic, deadlines)) = ledger.topic_and_deadlines(&letter.topic) else {
+    let Ok((topic, deadlines, live)) = ledger.topic_and_books(&letter.topic) else {
         return;
     };
     if let Some(subscription) = topic.subscriptions.get_mut(&letter.subscription) {
         let mut deadlines = deadlines.of(&letter.topic, &letter.subscription, letter.partition);
         subscription.cursors[letter.partition as usize].ack(letter.offset, &mut deadlines);
     }
-    topic.trim();
+    topic.trim(live);
 }

@@ -9,9 +9,10 @@ use super::consumer::{Consumer, SessionAddr};
 use super::deadlines::Deadlines;
 use super::dispatch::Moment;
 use super::effect::Effect;
-use super::ids::{ConsumerId, NodeId};
+use super::ids::{ConsumerId, EntryId, NodeId};
 use super::ledger::Ledger;
 use super::limits::*;
+use super::live::LiveBodies;
 use super::producers::{ProducerTag, Verdict};
 use super::rejection::Rejection;
 use super::settle::{self, Settle};
@@ -41,10 +42,14 @@ pub struct State {
     /// them, so not stored but rebuilt when a snapshot is decoded.
     #[serde(skip)]
     pub(super) deadlines: Deadlines,
-    /// The log index being applied, 0 outside `apply`; not part of the
-    /// state.
+    /// The log entries holding retained bodies: derived from the
+    /// partitions, so rebuilt when a snapshot is decoded.
     #[serde(skip)]
-    applying: u64,
+    pub(super) live: LiveBodies,
+    /// The log entry being applied, index 0 outside `apply`; not part of
+    /// the state.
+    #[serde(skip)]
+    applying: EntryId,
 }
 
 /// What a snapshot holds of `State`: the fields it serializes, in the same
@@ -67,9 +72,11 @@ impl From<Stored> for State {
             consumers: stored.consumers,
             next_consumer: stored.next_consumer,
             deadlines: Deadlines::default(),
-            applying: 0,
+            live: LiveBodies::default(),
+            applying: EntryId::default(),
         };
         state.deadlines = state.implied_deadlines();
+        state.live = state.implied_live();
         state
     }
 }
@@ -83,7 +90,8 @@ impl Default for State {
             consumers: BTreeMap::new(),
             next_consumer: 1,
             deadlines: Deadlines::default(),
-            applying: 0,
+            live: LiveBodies::default(),
+            applying: EntryId::default(),
         }
     }
 }
@@ -92,58 +100,79 @@ type Applied = Result<Outcome, Rejection>;
 
 impl State {
     /// Applies one log entry's commands in order, appending their effects.
-    /// `index` is the entry's log index: deliveries carry it, so that a
-    /// client can order a delivery against an ack (`AckResponse.applied_at`).
+    /// `entry` is the entry's log index and term: deliveries carry the
+    /// index, so that a client can order a delivery against an ack
+    /// (`AckResponse.applied_at`), and the messages it publishes stay in
+    /// it (`BodyRef`), so the state keeps no body.
     pub fn apply(
         &mut self,
-        index: u64,
-        request: Request,
+        entry: EntryId,
+        request: &Request,
         effects: &mut Vec<Effect>,
     ) -> Vec<Outcome> {
         self.now_ms = self.now_ms.max(request.stamp_ms);
-        self.applying = index;
+        self.applying = entry;
+        let mut slot = 0;
         let outcomes = request
             .commands
-            .into_iter()
+            .iter()
             .map(|command| {
-                self.apply_command(command, effects)
+                let first_slot = slot;
+                if let Command::Publish { messages, .. } = command {
+                    slot += messages.len() as u32;
+                }
+                self.apply_command(command, first_slot, effects)
                     .unwrap_or_else(Outcome::Rejected)
             })
             .collect();
         // Only meaningful during apply: outside it the state is only what
         // the log made it.
-        self.applying = 0;
+        self.applying = EntryId::default();
         outcomes
     }
 
-    fn apply_command(&mut self, command: Command, effects: &mut Vec<Effect>) -> Applied {
+    /// `first_slot`: where a publish's first message is among the entry's
+    /// (`Request::published`).
+    fn apply_command(
+        &mut self,
+        command: &Command,
+        first_slot: u32,
+        effects: &mut Vec<Effect>,
+    ) -> Applied {
         match command {
             Command::CreateTopic {
                 name,
                 partitions,
                 limits,
-            } => self.create_topic(name, partitions, limits),
+            } => self.create_topic(name.clone(), *partitions, *limits),
             Command::Publish {
                 topic,
                 messages,
                 producer,
-            } => self.publish(&topic, messages, producer, effects),
+            } => self.publish(topic, messages, first_slot, *producer, effects),
             Command::Attach {
                 topic,
                 subscription,
                 prefetch,
                 session,
                 config,
-            } => self.attach(topic, subscription, prefetch, session, config, effects),
+            } => self.attach(
+                topic.clone(),
+                subscription.clone(),
+                *prefetch,
+                *session,
+                config.clone(),
+                effects,
+            ),
             Command::Detach { consumer } => {
-                self.detach(consumer, effects);
+                self.detach(*consumer, effects);
                 Ok(Outcome::Done)
             }
             Command::Ack {
                 topic,
                 subscription,
                 positions,
-            } => self.settle(&topic, &subscription, &positions, Settle::Ack, effects),
+            } => self.settle(topic, subscription, positions, Settle::Ack, effects),
             Command::Nack {
                 topic,
                 subscription,
@@ -151,15 +180,18 @@ impl State {
                 requeue,
                 delay_ms,
             } => {
-                let how = Settle::Nack { requeue, delay_ms };
-                self.settle(&topic, &subscription, &positions, how, effects)
+                let how = Settle::Nack {
+                    requeue: *requeue,
+                    delay_ms: *delay_ms,
+                };
+                self.settle(topic, subscription, positions, how, effects)
             }
             Command::Tick => {
                 settle::tick(&mut self.ledger(), effects);
                 Ok(Outcome::Done)
             }
             Command::LeaderStarted { node } => {
-                self.leader_started(node, effects);
+                self.leader_started(*node, effects);
                 Ok(Outcome::Done)
             }
         }
@@ -184,7 +216,8 @@ impl State {
     fn publish(
         &mut self,
         name: &str,
-        messages: Vec<NewMessage>,
+        messages: &[NewMessage],
+        first_slot: u32,
         producer: Option<ProducerTag>,
         effects: &mut Vec<Effect>,
     ) -> Applied {
@@ -201,7 +234,7 @@ impl State {
                 return Ok(Outcome::Published(positions));
             }
         }
-        let positions = ledger.append(name, messages)?;
+        let positions = ledger.append(name, messages, first_slot)?;
         if let Some(tag) = producer {
             let now_ms = ledger.moment.now_ms;
             ledger
@@ -341,9 +374,11 @@ impl State {
             topics: &mut self.topics,
             consumers: &mut self.consumers,
             deadlines: &mut self.deadlines,
+            live: &mut self.live,
             moment: Moment {
                 now_ms: self.now_ms,
-                index: self.applying,
+                index: self.applying.index,
+                term: self.applying.term,
             },
         }
     }
@@ -375,6 +410,39 @@ impl State {
             }
         }
         deadlines
+    }
+
+    /// The log entries holding retained bodies, as the partitions imply
+    /// them. Decoding builds the index from it; `check_invariants`
+    /// compares.
+    pub(super) fn implied_live(&self) -> LiveBodies {
+        let mut live = LiveBodies::default();
+        for topic in self.topics.values() {
+            for message in topic.partitions.iter().flat_map(|p| &p.messages) {
+                live.hold(message.body.index);
+            }
+        }
+        live
+    }
+
+    /// The oldest log entry a retained message's body is in: the log must
+    /// keep it and every later entry.
+    pub fn oldest_body(&self) -> Option<u64> {
+        self.live.oldest()
+    }
+
+    /// Messages retained, over every topic.
+    pub fn retained(&self) -> u64 {
+        self.topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.messages.len() as u64)
+            .sum()
+    }
+
+    /// Log entries holding retained bodies.
+    pub fn body_entries(&self) -> usize {
+        self.live.entries()
     }
 
     pub fn topics(&self) -> Vec<TopicSummary> {

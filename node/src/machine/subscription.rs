@@ -3,11 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::deadlines::{CursorDeadlines, Due};
-use super::ids::ConsumerId;
+use super::ids::{ConsumerId, KeyHash};
 
 /// How a subscription's consumers share its messages.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,7 +63,7 @@ pub struct Counts {
 pub struct InFlight {
     pub consumer: ConsumerId,
     pub counts: Counts,
-    pub key: Option<Bytes>,
+    pub key: Option<KeyHash>,
     /// When the ack timeout returns it, if the subscription has one.
     pub deadline_ms: Option<u64>,
 }
@@ -109,7 +108,7 @@ pub struct Cursor {
     /// Returned messages, redelivered before any new offset.
     pub returned: BTreeMap<u64, Returned>,
     /// Keys with messages in flight, and to whom.
-    pub held_keys: BTreeMap<Bytes, Holder>,
+    pub held_keys: BTreeMap<KeyHash, Holder>,
 }
 
 /// Where an offset stands within a cursor.
@@ -146,7 +145,7 @@ impl Cursor {
     pub fn hand_out(&mut self, offset: u64, flight: InFlight, deadlines: &mut CursorDeadlines<'_>) {
         self.take_returned(offset, deadlines);
         if let Some(key) = &flight.key {
-            let holder = self.held_keys.entry(key.clone()).or_insert(Holder {
+            let holder = self.held_keys.entry(*key).or_insert(Holder {
                 consumer: flight.consumer,
                 count: 0,
             });

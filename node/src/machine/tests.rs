@@ -16,6 +16,8 @@ struct Harness {
     state: State,
     effects: Vec<Effect>,
     stamp_ms: u64,
+    /// Every request applied, by index: the log the bodies are in.
+    log: std::collections::BTreeMap<u64, Request>,
 }
 
 impl Harness {
@@ -24,7 +26,25 @@ impl Harness {
             state: State::default(),
             effects: Vec::new(),
             stamp_ms: 1_000,
+            log: Default::default(),
         }
+    }
+
+    /// Applies `request` as log entry `index` (of term 1).
+    fn apply_at(&mut self, index: u64, request: Request) -> Vec<Outcome> {
+        let entry = EntryId { index, term: 1 };
+        let outcomes = self.state.apply(entry, &request, &mut self.effects);
+        self.log.insert(index, request);
+        outcomes
+    }
+
+    /// A stored message with its body, read from the log as a node would.
+    fn message(&self, stored: &Stored) -> Message {
+        assert_eq!(stored.body.term, 1);
+        let body = self.log[&stored.body.index]
+            .message(stored.body.slot)
+            .expect("the body's slot is in its entry");
+        stored.message(body)
     }
 
     fn apply(&mut self, command: Command) -> Outcome {
@@ -34,7 +54,7 @@ impl Harness {
             commands: vec![command],
         };
         let index = self.stamp_ms;
-        let mut outcomes = self.state.apply(index, request, &mut self.effects);
+        let mut outcomes = self.apply_at(index, request);
         assert_eq!(outcomes.len(), 1);
         if let Err(broken) = self.state.check_invariants() {
             panic!("invariant broken: {broken}");
@@ -409,7 +429,7 @@ fn time_never_runs_back() {
                 messages: vec![message.clone()],
             }],
         };
-        h.state.apply(stamp_ms, request, &mut h.effects);
+        h.apply_at(stamp_ms, request);
     }
     h.attach("t", "s", 10, SESSION);
     let times: Vec<u64> = h
@@ -618,7 +638,7 @@ fn nack(h: &mut Harness, requeue: bool, delay_ms: u64) -> Outcome {
 
 fn dead_letter_reason(h: &Harness) -> Option<String> {
     let partition = h.state.partition("dlq", 0)?;
-    let message = partition.get(partition.base)?;
+    let message = h.message(partition.get(partition.base)?);
     assert_eq!(
         message
             .headers
@@ -797,7 +817,7 @@ fn a_batch_that_skips_a_lost_one_is_refused_until_the_gap_is_filled() {
             h.state
                 .partition("t", 0)
                 .and_then(|p| p.get(o))
-                .map(|m| m.payload.clone())
+                .map(|m| h.message(m).payload)
         })
         .collect();
     let expected: Vec<Bytes> = (0..5).map(|i| Bytes::from(format!("m{i}"))).collect();
@@ -986,10 +1006,10 @@ fn a_tick_settles_in_topic_order_whatever_the_deadlines_order() {
     h.stamp_ms += 5_000;
     h.apply(Command::Tick);
     let dlq = h.state.partition("dlq", 0).expect("dlq");
-    let sources: Vec<&str> = dlq
+    let sources: Vec<String> = dlq
         .messages
         .iter()
-        .map(|m| m.headers["x-raftmq-source-subscription"].as_str())
+        .map(|m| h.message(m).headers["x-raftmq-source-subscription"].clone())
         .collect();
     assert_eq!(sources, ["a", "b"]);
     assert_eq!(h.state.next_deadline(), None);

@@ -1,5 +1,6 @@
-//! Topics and their partitions: append-only message sequences with dense
-//! offsets, trimmed from the front once every subscription acked them.
+//! Topics and their partitions: append-only sequences of message records
+//! with dense offsets, trimmed from the front once every subscription acked
+//! them. A record points at its body in the log (`BodyRef`).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -7,11 +8,13 @@ use bytes::Bytes;
 use raftmq_rules::MessageParts;
 use serde::{Deserialize, Serialize};
 
+use super::ids::KeyHash;
+use super::live::LiveBodies;
 use super::producers::Producers;
 use super::rejection::Rejection;
 use super::subscription::Subscription;
 
-/// A message as a producer sends it.
+/// A message as a producer sends it, and as its log entry keeps it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct NewMessage {
     pub key: Option<Bytes>,
@@ -19,8 +22,9 @@ pub struct NewMessage {
     pub headers: BTreeMap<String, String>,
 }
 
-/// A stored message: what the producer sent plus the leader's publish time.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+/// A message as a consumer gets it: its body from the log entry that
+/// published it, put together with what the state kept (`Stored::message`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     pub key: Option<Bytes>,
     pub payload: Bytes,
@@ -28,11 +32,68 @@ pub struct Message {
     pub publish_ms: u64,
 }
 
+/// Where a retained message's body is: the log entry that published it, by
+/// index and term (together they name one entry, whichever replica reads
+/// it), and its place among the messages that entry publishes
+/// (`Request::message`). The log is the body store: the state keeps only
+/// this (ARCHITECTURE.md, "Bodies").
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BodyRef {
+    pub index: u64,
+    pub term: u64,
+    pub slot: u32,
+}
+
+/// A retained message as the state keeps it: a fixed-size record, its body
+/// in the log. 56 bytes; a message allocates only once dead-lettered.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub body: BodyRef,
+    /// What it counts against its topic's byte limit.
+    pub bytes: u32,
+    /// Dispatch needs only the key's hash: it routes and orders by key.
+    pub key: Option<KeyHash>,
+    pub publish_ms: u64,
+    /// Headers dead-lettering added, over the body's own on delivery.
+    pub added_headers: Option<Box<BTreeMap<String, String>>>,
+}
+
+impl Stored {
+    /// The message as delivered: `body` is what its log entry holds at
+    /// `self.body`.
+    pub fn message(&self, body: &NewMessage) -> Message {
+        let mut headers = body.headers.clone();
+        if let Some(added) = &self.added_headers {
+            headers.extend(added.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        Message {
+            key: body.key.clone(),
+            payload: body.payload.clone(),
+            headers,
+            publish_ms: self.publish_ms,
+        }
+    }
+
+    /// A copy for a dead-letter topic: the same body, with `headers` added.
+    pub fn dead_lettered(&self, headers: BTreeMap<String, String>, publish_ms: u64) -> Stored {
+        let added_bytes: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let mut added = self.added_headers.as_deref().cloned().unwrap_or_default();
+        added.extend(headers);
+        Stored {
+            body: self.body,
+            bytes: self.bytes.saturating_add(added_bytes as u32),
+            key: self.key,
+            publish_ms,
+            added_headers: Some(Box::new(added)),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct Partition {
     /// Offset of the first retained message.
     pub base: u64,
-    pub messages: VecDeque<Message>,
+    pub messages: VecDeque<Stored>,
     /// Bytes retained, as `raftmq_rules::message_bytes` counts them.
     pub bytes: u64,
 }
@@ -45,30 +106,23 @@ pub struct TopicLimits {
     pub max_bytes: u64,
 }
 
-/// A message as it arrives and as it is stored are counted alike, by the
-/// rule every limit on a message shares (`raftmq_rules::message_bytes`).
-macro_rules! message_parts {
-    ($message:ty) => {
-        impl MessageParts for $message {
-            fn payload(&self) -> &[u8] {
-                &self.payload
-            }
-            fn key(&self) -> Option<&[u8]> {
-                self.key.as_deref()
-            }
-            fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
-                self.headers
-                    .iter()
-                    .map(|(name, value)| (name.as_str(), value.as_str()))
-            }
-        }
-    };
+impl MessageParts for NewMessage {
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+    fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+    }
 }
-message_parts!(NewMessage);
-message_parts!(Message);
 
-/// What a message counts against its topic's byte limit.
-fn counted_bytes(message: &impl MessageParts) -> u64 {
+/// What a message counts against its topic's byte limit, by the rule every
+/// limit on a message shares.
+pub fn counted_bytes(message: &NewMessage) -> u64 {
     raftmq_rules::message_bytes(message) as u64
 }
 
@@ -78,24 +132,26 @@ impl Partition {
         self.base + self.messages.len() as u64
     }
 
-    pub fn get(&self, offset: u64) -> Option<&Message> {
+    pub fn get(&self, offset: u64) -> Option<&Stored> {
         let index = offset.checked_sub(self.base)?;
         self.messages.get(usize::try_from(index).ok()?)
     }
 
-    pub fn append(&mut self, message: Message) -> u64 {
-        self.bytes += counted_bytes(&message);
+    pub fn append(&mut self, message: Stored, live: &mut LiveBodies) -> u64 {
+        self.bytes += u64::from(message.bytes);
+        live.hold(message.body.index);
         self.messages.push_back(message);
         self.end() - 1
     }
 
     /// Drops every message below `offset`.
-    pub fn trim_to(&mut self, offset: u64) {
+    pub fn trim_to(&mut self, offset: u64, live: &mut LiveBodies) {
         while self.base < offset {
             let Some(message) = self.messages.pop_front() else {
                 break;
             };
-            self.bytes -= counted_bytes(&message);
+            self.bytes -= u64::from(message.bytes);
+            live.release(message.body.index);
             self.base += 1;
         }
     }
@@ -123,8 +179,9 @@ impl Topic {
         }
     }
 
-    /// Refuses `messages` if they would take the topic past its limits.
-    pub fn admit(&self, name: &str, messages: &[NewMessage]) -> Result<(), Rejection> {
+    /// Refuses `adding` messages of `new_bytes` in all if they would take
+    /// the topic past its limits.
+    pub fn admit(&self, name: &str, adding: u64, new_bytes: u64) -> Result<(), Rejection> {
         if self.limits == TopicLimits::default() {
             return Ok(()); // unlimited: nothing to count on the publish path
         }
@@ -134,9 +191,8 @@ impl Topic {
             .map(|p| p.messages.len() as u64)
             .sum();
         let bytes: u64 = self.partitions.iter().map(|p| p.bytes).sum();
-        let new_bytes: u64 = messages.iter().map(counted_bytes).sum();
         let over = |max: u64, total: u64| max > 0 && total > max;
-        let limit = if over(self.limits.max_messages, count + messages.len() as u64) {
+        let limit = if over(self.limits.max_messages, count + adding) {
             format!(
                 "{count} of at most {} messages retained",
                 self.limits.max_messages
@@ -159,12 +215,20 @@ impl Topic {
         self.partitions.len() as u32
     }
 
+    /// Routes a message to a partition and appends it there: its
+    /// (partition, offset).
+    pub fn store(&mut self, message: Stored, live: &mut LiveBodies) -> (u32, u64) {
+        let partition = self.route(message.key);
+        let offset = self.partitions[partition as usize].append(message, live);
+        (partition, offset)
+    }
+
     /// Keyed messages go to the wire contract's hash; keyless ones round
     /// robin, decided here so every replica picks the same partition.
-    pub fn route(&mut self, key: Option<&[u8]>) -> u32 {
+    fn route(&mut self, key: Option<KeyHash>) -> u32 {
         let count = self.partition_count();
         match key {
-            Some(key) => raftmq_rules::partition_for_key(key, count),
+            Some(key) => raftmq_rules::slot_for_hash(key, count),
             None => {
                 let partition = (self.next_keyless % u64::from(count)) as u32;
                 self.next_keyless += 1;
@@ -175,7 +239,7 @@ impl Topic {
 
     /// Retention "until acked": a message is dropped once every subscription
     /// acked it; with no subscription at all, messages are kept for the first.
-    pub fn trim(&mut self) {
+    pub fn trim(&mut self, live: &mut LiveBodies) {
         if self.subscriptions.is_empty() {
             return;
         }
@@ -186,7 +250,7 @@ impl Topic {
                 .map(|s| s.cursors[index].floor)
                 .min()
                 .unwrap_or(partition.base);
-            partition.trim_to(floor);
+            partition.trim_to(floor, live);
         }
     }
 }

@@ -8,8 +8,10 @@ use crate::storage::{Disk, StorageError};
 /// Bump whenever `machine::Command`, `machine::State`, the stored
 /// snapshot or their layout on disk change. 3: the log and the snapshot
 /// moved from sled trees to files. 4: a topic's retained bytes count
-/// headers (`raftmq_rules::message_bytes`).
-pub const STORAGE_FORMAT: u32 = 4;
+/// headers (`raftmq_rules::message_bytes`). 5: the state keeps records
+/// pointing at bodies in the log, and `imports/` holds entries shipped
+/// with a snapshot.
+pub const STORAGE_FORMAT: u32 = 5;
 
 const FORMAT_KEY: &[u8] = b"storage_format";
 

@@ -19,12 +19,17 @@ use super::{
 use crate::config::NodeConfig;
 use crate::machine::{NodeId, Request};
 use crate::planted::{self, Bug};
+use crate::storage::Disk;
 use crate::transport::RpcFaults;
 
 /// Most log entries in one AppendEntries: with entries of at most 4 MiB
 /// (the proposer's bound) plus one request, this keeps an RPC under
 /// `RAFT_MESSAGE_BYTES_MAX`.
 const ENTRIES_PER_APPEND_MAX: u64 = 8;
+
+/// Most log entries kept behind each snapshot (openraft's
+/// `max_in_snapshot_log_to_keep`).
+const ENTRIES_KEPT_BEHIND_SNAPSHOT_MAX: u64 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RaftError {
@@ -98,6 +103,8 @@ pub struct RaftStatus {
 pub struct RaftHandle {
     raft: Raft,
     id: NodeId,
+    /// Where bodies sent ahead of a snapshot are stored.
+    disk: Arc<dyn Disk>,
 }
 
 impl RaftHandle {
@@ -129,9 +136,11 @@ impl RaftHandle {
             // Taken by `snapshot_when_due`, which also weighs the log.
             snapshot_policy: SnapshotPolicy::Never,
             // A quarter of the interval stays behind each snapshot, so a
-            // briefly lagging follower catches up from the log rather than
-            // from a snapshot.
-            max_in_snapshot_log_to_keep: config.snapshot_every / 4,
+            // follower a moment behind catches up from the log rather than
+            // from a snapshot; at most a few hundred entries, as entries
+            // are up to 4 MiB and disk should follow what is retained.
+            max_in_snapshot_log_to_keep: (config.snapshot_every / 4)
+                .min(ENTRIES_KEPT_BEHIND_SNAPSHOT_MAX),
             ..Default::default()
         }
         .validate()
@@ -139,7 +148,7 @@ impl RaftHandle {
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
-            Network::new(peers, faults),
+            Network::new(peers, faults, log.disk()),
             log.clone(),
             machine.clone(),
         )
@@ -148,6 +157,7 @@ impl RaftHandle {
         let handle = RaftHandle {
             raft: raft.clone(),
             id: config.id,
+            disk: log.disk(),
         };
         handle.initialize(&config.peers).await?;
         tokio::spawn(snapshot_when_due(
@@ -287,7 +297,7 @@ impl RaftHandle {
         group: u64,
         body: &[u8],
     ) -> Result<Vec<u8>, WireError> {
-        wire::serve(&self.raft, kind, group, body).await
+        wire::serve(&self.raft, self.disk.as_ref(), kind, group, body).await
     }
 
     /// Stops the Raft core.

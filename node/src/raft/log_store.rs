@@ -70,6 +70,11 @@ impl LogStore {
         }
     }
 
+    /// The disk the log is on, which the body store reads too.
+    pub fn disk(&self) -> Arc<dyn Disk> {
+        self.disk.clone()
+    }
+
     pub fn stats(&self) -> &LogStats {
         &self.stats
     }
@@ -101,6 +106,26 @@ impl LogStore {
         self.disk.flush().map_err(|e| StorageIOError::write(&e))?;
         self.bytes_at_flush.store(appended, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Deletes log segments below `below` that are purged: the state
+    /// machine says how far back bodies are still needed
+    /// (`StateMachineStore::release_floor`).
+    pub fn release(&self, below: u64) -> Result<(), StorageError> {
+        let below = if planted::active(Bug::ReleaseReferenced) {
+            u64::MAX
+        } else {
+            below
+        };
+        self.disk
+            .release(below)
+            .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+
+    /// Bytes of log segments a release below `below` would delete, were
+    /// the log purged that far.
+    pub fn bytes_before(&self, below: u64) -> u64 {
+        self.disk.log_bytes_before(below)
     }
 
     /// Log bytes appended since the records were last flushed.
@@ -231,6 +256,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
+    /// Hides the entries; the snapshot loop releases their segments once
+    /// no retained message's body is in them (`release`).
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // Record the purge point durably first: the log may forget a purge
         // in a crash and is purged again on restart.

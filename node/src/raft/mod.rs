@@ -9,6 +9,7 @@
 // it in our helpers would only add conversions at every trait boundary.
 #![allow(clippy::result_large_err)]
 
+mod bodies;
 mod codec;
 mod elections;
 mod format;
@@ -22,6 +23,7 @@ mod wire;
 
 use std::io::Cursor;
 
+pub use bodies::{Bodies, BodyError, BODY_CACHE_BYTES};
 pub use codec::{decode, encode, CodecError};
 use elections::break_election_ties;
 pub use format::{check_format, FormatError, STORAGE_FORMAT};

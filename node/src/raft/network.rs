@@ -1,24 +1,45 @@
 //! openraft's network over the `Peers` seam: the bodies come from `wire`,
 //! the gRPC layer carries them (`grpc::GrpcPeers`), and the simulation's
 //! RPC faults act here.
+//!
+//! A snapshot goes with the log entries its messages' bodies are in: they
+//! are sent first, a batch at a time, read from this node's disk (its kept
+//! import, else its log), and the follower takes the snapshot's last chunk
+//! only once it holds them all (`wire::serve`).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{NetworkError, RemoteError, Unreachable};
+use futures::FutureExt;
+use openraft::error::{
+    Fatal, NetworkError, RemoteError, ReplicationClosed, StreamingError, Unreachable,
+};
+use openraft::network::snapshot_transport::{Chunked, SnapshotTransport};
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::SnapshotResponse;
+use openraft::OptionalSend;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::runtime::run_blocking;
+use super::state_machine::body_floor;
 use super::typ::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotError, InstallSnapshotRequest,
-    InstallSnapshotResponse, Node, NodeId, RpcError, VoteRequest, VoteResponse,
+    InstallSnapshotResponse, Node, NodeId, RpcError, Snapshot, SnapshotMeta, Vote, VoteRequest,
+    VoteResponse,
 };
-use super::wire::{decode_reply, encode_request, RpcKind};
+use super::wire::{decode_reply, encode_request, RpcKind, SnapshotBodies};
 use super::TypeConfig;
 use crate::planted::{self, Bug};
+use crate::storage::{Disk, LogEntry};
 use crate::transport::{RpcFate, RpcFaults};
+
+/// Bytes of log entries in one `SnapshotBodies` batch at most: what each
+/// side holds of them at a time.
+const BODIES_BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// How long one batch may take, its fsync on the follower included.
+const BODIES_BATCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a Raft RPC got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -56,11 +77,17 @@ pub trait PeerLink: Clone + Send + Sync + 'static {
 pub struct Network<P> {
     peers: Arc<P>,
     faults: Option<Arc<dyn RpcFaults>>,
+    /// Where the bodies a snapshot is sent with are read.
+    disk: Arc<dyn Disk>,
 }
 
 impl<P: Peers> Network<P> {
-    pub fn new(peers: Arc<P>, faults: Option<Arc<dyn RpcFaults>>) -> Self {
-        Network { peers, faults }
+    pub fn new(peers: Arc<P>, faults: Option<Arc<dyn RpcFaults>>, disk: Arc<dyn Disk>) -> Self {
+        Network {
+            peers,
+            faults,
+            disk,
+        }
     }
 }
 
@@ -72,6 +99,7 @@ impl<P: Peers> RaftNetworkFactory<TypeConfig> for Network<P> {
             target,
             link: self.peers.link(&node.addr).map_err(|e| e.to_string()),
             faults: self.faults.clone(),
+            disk: self.disk.clone(),
         }
     }
 }
@@ -80,6 +108,7 @@ pub struct PeerClient<L> {
     target: NodeId,
     link: Result<L, String>,
     faults: Option<Arc<dyn RpcFaults>>,
+    disk: Arc<dyn Disk>,
 }
 
 impl<L: PeerLink> PeerClient<L> {
@@ -127,7 +156,87 @@ impl<L: PeerLink> PeerClient<L> {
     }
 }
 
+impl<L: PeerLink> PeerClient<L> {
+    /// Sends the log entries from the snapshot's body floor to its last
+    /// entry, a batch at a time.
+    async fn send_bodies(
+        &mut self,
+        meta: &SnapshotMeta,
+    ) -> Result<(), StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let (Some(floor), Some(last)) = (body_floor(&meta.snapshot_id), meta.last_log_id) else {
+            return Ok(());
+        };
+        let mut next = floor;
+        while next <= last.index {
+            // Unreachable, not a network error: openraft backs off before
+            // trying again, and a body this node lacks stays lacking.
+            let (entries, after) = run_blocking(|| batch(self.disk.as_ref(), next, last.index))
+                .map_err(|e| Unreachable::new(&e))?;
+            let request = SnapshotBodies {
+                snapshot_id: meta.snapshot_id.clone(),
+                entries,
+            };
+            let stored: Result<(), String> = self
+                .call::<_, _, openraft::error::Infallible>(
+                    RpcKind::SnapshotBodies,
+                    &request,
+                    BODIES_BATCH_TIMEOUT,
+                )
+                .await
+                .map_err(|e| NetworkError::new(&e))?;
+            stored.map_err(|e| NetworkError::new(&PeerError::Failed(e)))?;
+            next = after;
+        }
+        Ok(())
+    }
+}
+
+/// Entries from `from` on, up to `to` and `BODIES_BATCH_BYTES`, and the
+/// index after the last: from the kept import where it has them (an
+/// installed snapshot's), else from the log.
+fn batch(disk: &dyn Disk, from: u64, to: u64) -> Result<(Vec<LogEntry>, u64), BatchError> {
+    let mut entries = Vec::new();
+    let mut bytes = 0;
+    let mut index = from;
+    while index <= to && (entries.is_empty() || bytes < BODIES_BATCH_BYTES) {
+        let entry = match disk.imported(index)? {
+            Some(entry) => entry,
+            None => disk.entry(index)?.ok_or(BatchError::Gone(index))?,
+        };
+        bytes += entry.1.len();
+        entries.push(entry);
+        index += 1;
+    }
+    Ok((entries, index))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BatchError {
+    #[error("log entry {0}, which a snapshot's bodies are in, is gone")]
+    Gone(u64),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+}
+
 impl<L: PeerLink> RaftNetwork<TypeConfig> for PeerClient<L> {
+    /// The bodies first, then the snapshot in openraft's chunks. Cancelled
+    /// (the leader stepped down) while sending bodies, it stops there.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let cancel = cancel.shared();
+        let meta = snapshot.meta.clone();
+        tokio::select! {
+            closed = cancel.clone() => return Err(closed.into()),
+            sent = self.send_bodies(&meta) => sent?,
+        }
+        Chunked::send_snapshot(self, vote, snapshot, cancel, option).await
+    }
+
     /// After a failure to reach the peer: 50 ms, doubling up to 400 ms,
     /// instead of openraft's flat 500 ms, so a restarted peer is caught up
     /// soon.

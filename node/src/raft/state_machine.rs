@@ -2,10 +2,15 @@
 //! `machine::State`, hands the effects to an `EffectSink`, and keeps the
 //! latest snapshot on the `Disk`.
 //!
-//! The whole state lives in memory; a snapshot is the serialized state with
-//! the last applied log id and membership. A restarted node loads its last
-//! snapshot and openraft re-applies the log after it, so applying and
-//! recording the last applied id can never disagree.
+//! The state lives in memory, message bodies excepted: those stay in the
+//! log entries that published them (`Bodies`). A snapshot is the serialized
+//! state with the last applied log id and membership, so it holds a small
+//! record per retained message and no body; its id names the oldest entry
+//! its messages' bodies are in, which the log keeps while the snapshot is
+//! the latest and which a follower sent the snapshot receives first
+//! (`network.rs`). A restarted node loads its last snapshot and openraft
+//! re-applies the log after it, so applying and recording the last applied
+//! id can never disagree.
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,11 +20,12 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
+use super::bodies::Bodies;
 use super::runtime::run_blocking;
 use super::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
 use super::{decode, encode, Response, TypeConfig};
 use crate::clock::Clock;
-use crate::machine::{Effect, State};
+use crate::machine::{Effect, EntryId, State};
 use crate::planted::{self, Bug};
 use crate::storage::Disk;
 
@@ -57,30 +63,60 @@ pub struct StateMachineStore {
     /// The size of the latest snapshot's data: when to take the next one
     /// depends on it (`snapshots.rs`).
     snapshot_bytes: Arc<AtomicU64>,
+    /// The oldest log entry the latest snapshot's messages' bodies are in
+    /// (`u64::MAX` for none): the log keeps it and what follows, so the
+    /// snapshot can be sent with its bodies.
+    snapshot_floor: Arc<AtomicU64>,
+    bodies: Arc<Bodies>,
 }
 
 impl StateMachineStore {
-    /// Restores the last snapshot on `disk`, if any.
+    /// Restores the last snapshot on `disk`, if any; bodies are read with
+    /// `body_cache_bytes` of them kept in memory.
     pub fn open(
         disk: Arc<dyn Disk>,
         sink: Arc<dyn EffectSink>,
         clock: Arc<dyn Clock>,
+        body_cache_bytes: usize,
     ) -> Result<Self, StorageError> {
         let stored = load_snapshot(disk.as_ref())?;
         let applied = match &stored {
             Some(stored) => {
+                // Its import, if it came with one: a crash after saving the
+                // snapshot left the import received but not yet kept.
+                disk.keep_import(&stored.meta.snapshot_id)
+                    .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
                 decode(&stored.data).map_err(|e| StorageIOError::read_snapshot(None, &e))?
             }
             None => Applied::default(),
         };
+        let floor = stored
+            .as_ref()
+            .and_then(|stored| body_floor(&stored.meta.snapshot_id))
+            .unwrap_or(u64::MAX);
         let snapshot_bytes = stored.map_or(0, |stored| stored.data.len() as u64);
         Ok(StateMachineStore {
             applied: Arc::new(Mutex::new(applied)),
+            bodies: Arc::new(Bodies::new(disk.clone(), body_cache_bytes)),
             disk,
             sink,
             clock,
             snapshot_bytes: Arc::new(AtomicU64::new(snapshot_bytes)),
+            snapshot_floor: Arc::new(AtomicU64::new(floor)),
         })
+    }
+
+    /// Where delivering nodes read bodies from.
+    pub fn bodies(&self) -> Arc<Bodies> {
+        self.bodies.clone()
+    }
+
+    /// The log may drop entries below this once they are purged: no
+    /// retained message's body is in them, and the latest snapshot's
+    /// messages' bodies are not either.
+    pub fn release_floor(&self) -> u64 {
+        let oldest = self.read(State::oldest_body).unwrap_or(u64::MAX);
+        oldest.min(self.snapshot_floor.load(Ordering::Relaxed))
     }
 
     pub fn snapshot_bytes(&self) -> u64 {
@@ -117,8 +153,25 @@ impl StateMachineStore {
             .map_err(|e| StorageIOError::write_snapshot(signature, &e))?;
         self.snapshot_bytes
             .store(stored.data.len() as u64, Ordering::Relaxed);
+        let floor = body_floor(&stored.meta.snapshot_id).unwrap_or(u64::MAX);
+        self.snapshot_floor.store(floor, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// A snapshot's id: the last entry it covers, its size, and the oldest
+/// entry its messages' bodies are in, which the sender ships first.
+fn snapshot_id(last: Option<LogId>, bytes: usize, floor: Option<u64>) -> String {
+    let last = last.map_or("empty".to_string(), |id| {
+        format!("{}-{}", id.leader_id, id.index)
+    });
+    let floor = floor.map_or("none".to_string(), |floor| floor.to_string());
+    format!("{last}-{bytes}-bodies-{floor}")
+}
+
+/// The oldest entry a snapshot's messages' bodies are in, from its id.
+pub fn body_floor(snapshot_id: &str) -> Option<u64> {
+    snapshot_id.rsplit_once("-bodies-")?.1.parse().ok()
 }
 
 fn load_snapshot(disk: &dyn Disk) -> Result<Option<StoredSnapshot>, StorageError> {
@@ -140,10 +193,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let applied = self.lock().clone();
         run_blocking(|| {
             let data = encode(&applied).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-            let snapshot_id = match applied.last_applied {
-                Some(id) => format!("{}-{}-{}", id.leader_id, id.index, data.len()),
-                None => format!("empty-{}", data.len()),
-            };
+            let floor = applied.state.oldest_body();
+            let snapshot_id = snapshot_id(applied.last_applied, data.len(), floor);
             let meta = SnapshotMeta {
                 last_log_id: applied.last_applied,
                 last_membership: applied.membership,
@@ -185,9 +236,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             if planted::active(Bug::LocalClockInApply) {
                                 request.stamp_ms = self.clock.now_ms();
                             }
-                            applied
-                                .state
-                                .apply(entry.log_id.index, request, &mut effects)
+                            let id = EntryId {
+                                index: entry.log_id.index,
+                                term: entry.log_id.leader_id.term,
+                            };
+                            let outcomes = applied.state.apply(id, &request, &mut effects);
+                            self.bodies.remember(id, Arc::new(request));
+                            outcomes
                         }
                         EntryPayload::Membership(membership) => {
                             applied.membership =
@@ -224,15 +279,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         let restored: Applied = run_blocking(|| {
-            let restored = decode(&data)
-                .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+            let signature = || Some(meta.signature());
+            let restored =
+                decode(&data).map_err(|e| StorageIOError::read_snapshot(signature(), &e))?;
             self.save_snapshot(&StoredSnapshot {
                 meta: meta.clone(),
                 data,
             })?;
+            // The bodies it came with (`network.rs`) are read from now on.
+            self.disk
+                .keep_import(&meta.snapshot_id)
+                .map_err(|e| StorageIOError::write_snapshot(signature(), &e))?;
             Ok::<_, StorageError>(restored)
         })?;
         *self.lock() = restored;
+        self.bodies.clear();
         self.sink.snapshot_installed();
         Ok(())
     }

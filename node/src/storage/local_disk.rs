@@ -1,5 +1,5 @@
 //! The production `Disk`: small records in sled, the Raft log in segment
-//! files, the snapshot in a file of its own.
+//! files, the snapshot in a file of its own, imports in `imports/`.
 //!
 //! Large values stay out of sled: it rewrites the leaf node that holds a
 //! value, and a large insert holds up the small ones behind it (a 200 MB
@@ -9,18 +9,20 @@ use std::fs::File;
 use std::io::{ErrorKind, Write as _};
 use std::path::{Path, PathBuf};
 
+use super::imports::Imports;
 use super::segment_log::SegmentLog;
 use super::{Disk, LogEntry, SnapshotBytes, StorageError};
 
-/// The log starts a new segment file past this size; purging frees disk a
-/// segment at a time.
-const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// The log starts a new segment file past this size; releasing frees disk a
+/// segment at a time, so an acknowledged backlog leaves at most one behind.
+const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 
 pub struct LocalDisk {
     /// Kept for `flush`: sled syncs the whole database, not a tree.
     db: sled::Db,
     records: sled::Tree,
     log: SegmentLog,
+    imports: Imports,
     dir: PathBuf,
 }
 
@@ -46,10 +48,12 @@ impl LocalDisk {
         // The tree of earlier formats, so their format record is found.
         let records = db.open_tree("meta")?;
         let log = SegmentLog::open(&dir.join("log"), SEGMENT_BYTES)?;
+        let imports = Imports::open(&dir.join("imports"))?;
         Ok(LocalDisk {
             db,
             records,
             log,
+            imports,
             dir: dir.to_path_buf(),
         })
     }
@@ -88,6 +92,35 @@ impl Disk for LocalDisk {
 
     fn purge(&self, upto: u64) -> Result<(), StorageError> {
         self.log.purge(upto)
+    }
+
+    fn release(&self, below: u64) -> Result<(), StorageError> {
+        self.log.release(below)?;
+        self.imports.release(below)
+    }
+
+    fn log_bytes_before(&self, below: u64) -> u64 {
+        self.log.bytes_before(below)
+    }
+
+    fn entry(&self, index: u64) -> Result<Option<LogEntry>, StorageError> {
+        self.log.get(index)
+    }
+
+    fn import(&self, id: &str, entries: Vec<LogEntry>) -> Result<(), StorageError> {
+        self.imports.import(id, entries)
+    }
+
+    fn seal_import(&self, id: &str, from: u64, to: u64) -> bool {
+        self.imports.seal(id, from, to)
+    }
+
+    fn keep_import(&self, id: &str) -> Result<(), StorageError> {
+        self.imports.keep(id)
+    }
+
+    fn imported(&self, index: u64) -> Result<Option<LogEntry>, StorageError> {
+        self.imports.get(index)
     }
 
     /// `meta length: u64 | meta | data`, written beside the old snapshot

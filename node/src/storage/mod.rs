@@ -6,6 +6,7 @@
 //! that loses whatever was not flushed when a node crashes (DESIGN.md,
 //! "Seams").
 
+mod imports;
 mod local_disk;
 mod segment_log;
 
@@ -33,11 +34,15 @@ pub enum StorageError {
     CorruptSnapshot(&'static str),
 }
 
-/// A node's storage, in three parts with their own durability:
+/// A node's storage, in four parts with their own durability:
 /// - small records (vote, commit and purge points), durable at `flush`: a
 ///   crash may lose any record put since the last one;
-/// - the Raft log, whose appends and truncations are durable on return;
-/// - the latest snapshot, replaced whole and durably.
+/// - the Raft log, whose appends, truncations and releases are durable on
+///   return; it is also the body store: a purged entry stays readable
+///   (`entry`) until released, since retained messages' bodies are in it;
+/// - the latest snapshot, replaced whole and durably;
+/// - imports: entries shipped with an installed snapshot, for the bodies
+///   its messages need, durable on return.
 pub trait Disk: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
     fn put(&self, key: &[u8], value: Vec<u8>) -> Result<(), StorageError>;
@@ -55,10 +60,31 @@ pub trait Disk: Send + Sync + 'static {
     fn last_entry(&self) -> Result<Option<LogEntry>, StorageError>;
     /// Removes the log entries with `index >= from`, durably.
     fn truncate(&self, from: u64) -> Result<(), StorageError>;
-    /// Removes the log entries with `index <= upto`. A crash may undo it:
-    /// the caller records the purge point durably first and purges again
-    /// when it opens the log.
+    /// Hides the log entries with `index <= upto` from `entries` and
+    /// `last_entry`; they stay on disk until `release`. A crash may undo
+    /// it: the caller records the purge point durably first and purges
+    /// again when it opens the log.
     fn purge(&self, upto: u64) -> Result<(), StorageError>;
+    /// Deletes what holds only purged entries below `below`, in the log and
+    /// in the kept import, a segment at a time.
+    fn release(&self, below: u64) -> Result<(), StorageError>;
+    /// Bytes of log segments `release(below)` would delete, were the log
+    /// purged that far.
+    fn log_bytes_before(&self, below: u64) -> u64;
+    /// The log entry at `index` if it is still on disk, purged or not.
+    fn entry(&self, index: u64) -> Result<Option<LogEntry>, StorageError>;
+
+    /// Stores entries shipped with snapshot `id`: a batch follows the one
+    /// before or starts the import over at its first index.
+    fn import(&self, id: &str, entries: Vec<LogEntry>) -> Result<(), StorageError>;
+    /// Whether the import of `id` holds every index in `from..=to`; once
+    /// it does, later writes to it are ignored.
+    fn seal_import(&self, id: &str, from: u64, to: u64) -> bool;
+    /// Makes the import of `id` the one `imported` reads, if there is one,
+    /// and deletes every other.
+    fn keep_import(&self, id: &str) -> Result<(), StorageError>;
+    /// The entry at `index` in the kept import.
+    fn imported(&self, index: u64) -> Result<Option<LogEntry>, StorageError>;
 
     /// Replaces the snapshot, its meta and its data: after a crash either
     /// the old or the new one is there, whole.

@@ -4,8 +4,9 @@
 //! each append: ~2.7 bytes reached the disk per byte of log (BENCHMARKS.md).
 //! Here an entry is written once, appended to the newest segment and synced
 //! with `fdatasync`. Segments are named for the first index they hold;
-//! purging deletes whole segments, truncating cuts the newest ones at a
-//! record boundary.
+//! purging hides entries from the log's reads, releasing deletes whole
+//! segments once purged and no retained message's body is in them, and
+//! truncating cuts the newest ones at a record boundary.
 //!
 //! A record is `payload length: u32 | crc32: u32 | index: u64 | payload`,
 //! little-endian, the CRC over index and payload. Indexes are consecutive
@@ -43,8 +44,8 @@ struct Inner {
     records: VecDeque<Position>,
     /// Index of `records[0]`.
     first: u64,
-    /// Records below this are purged but still in a segment that holds
-    /// live ones.
+    /// Records below this are purged: hidden from `range` and `last`, on
+    /// disk until released.
     purged_below: u64,
 }
 
@@ -294,16 +295,25 @@ impl SegmentLog {
         Ok(())
     }
 
-    /// Removes the entries with `index <= upto`. Whole segments are
-    /// deleted; a crash may bring some back, so the caller records the
-    /// purge point first and purges again on restart.
+    /// Hides the entries with `index <= upto` from `range` and `last`.
+    /// Their records stay on disk until `release` lets them go: the log is
+    /// the body store, and entries behind a snapshot may still hold the
+    /// bodies of retained messages. A crash may undo it, so the caller
+    /// records the purge point first and purges again on restart.
     pub fn purge(&self, upto: u64) -> Result<(), StorageError> {
         let mut inner = self.lock();
-        let below = upto.saturating_add(1).max(inner.purged_below);
-        inner.purged_below = below;
-        // A segment goes once the next one starts at or below the purge
-        // point; the newest stays, it takes the appends.
+        inner.purged_below = upto.saturating_add(1).max(inner.purged_below);
+        Ok(())
+    }
+
+    /// Deletes every segment whose records all lie below `below` and are
+    /// purged: whole segments, oldest first; the newest stays, it takes the
+    /// appends. Returns how many segments went.
+    pub fn release(&self, below: u64) -> Result<usize, StorageError> {
+        let mut inner = self.lock();
+        let below = below.min(inner.purged_below);
         let firsts: Vec<u64> = inner.segments.keys().copied().collect();
+        let mut released = 0;
         for pair in firsts.windows(2) {
             if pair[1] > below {
                 break;
@@ -313,8 +323,40 @@ impl SegmentLog {
             let gone = (pair[1].saturating_sub(inner.first) as usize).min(inner.records.len());
             inner.records.drain(..gone);
             inner.first += gone as u64;
+            released += 1;
         }
-        Ok(())
+        if released > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(released)
+    }
+
+    /// The record at `index` if it is still on disk, purged or not: a
+    /// body's entry behind the snapshot is read from here.
+    pub fn get(&self, index: u64) -> Result<Option<LogEntry>, StorageError> {
+        let inner = self.lock();
+        if index < inner.first || index >= inner.next() {
+            return Ok(None);
+        }
+        inner.read(&self.dir, index).map(Some)
+    }
+
+    /// Bytes of the segments `release(below)` would delete, were the log
+    /// purged that far.
+    pub fn bytes_before(&self, below: u64) -> u64 {
+        let inner = self.lock();
+        let firsts: Vec<(u64, u64)> = inner.segments.iter().map(|(f, s)| (*f, s.len)).collect();
+        firsts
+            .windows(2)
+            .take_while(|pair| pair[1].0 <= below)
+            .map(|pair| pair[0].1)
+            .sum()
+    }
+
+    /// The first index on disk and the index the next append must have.
+    pub fn bounds(&self) -> (u64, u64) {
+        let inner = self.lock();
+        (inner.first, inner.next())
     }
 }
 
@@ -555,14 +597,29 @@ mod tests {
     }
 
     #[test]
-    fn purging_deletes_whole_segments_and_can_start_over_ahead() {
+    fn purging_hides_entries_and_release_deletes_whole_segments() {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = one_per_append(dir.path(), 1..10);
         let before = segment_files(dir.path());
         log.purge(5).expect("purge");
         assert_eq!(all(&log), entries(6..10));
+        // Purged entries stay readable one by one until released.
+        assert_eq!(log.get(2).expect("get"), Some((2, b"entry 2".to_vec())));
+        assert_eq!(segment_files(dir.path()), before, "purging deletes nothing");
+        // Segments hold three entries each here ([1, 3], [4, 6], [7, 9]):
+        // released below 3, the first still holds 3 and stays; below 4 it
+        // goes, and nothing from 4 on.
+        log.release(3).expect("release");
+        assert_eq!(log.get(2).expect("get"), Some((2, b"entry 2".to_vec())));
+        log.release(4).expect("release");
+        assert_eq!(log.get(3).expect("get"), None);
+        assert_eq!(log.get(4).expect("get"), Some((4, b"entry 4".to_vec())));
+        // Released past the purge point: stops at the purge point.
+        log.release(u64::MAX).expect("release");
+        assert_eq!(all(&log), entries(6..10));
         let after = segment_files(dir.path());
         assert!(after.len() < before.len(), "{before:?} -> {after:?}");
+        assert_eq!(log.get(6).expect("get"), Some((6, b"entry 6".to_vec())));
         // Reopening without the purge point shows only what is on disk,
         // which still starts at or before it; purging again hides the rest.
         drop(log);
@@ -573,6 +630,7 @@ mod tests {
 
         // A follower that installed a snapshot ahead of its log.
         log.purge(20).expect("purge all");
+        log.release(u64::MAX).expect("release");
         assert_eq!(log.last().expect("last"), None);
         log.append(entries(21..23)).expect("append ahead");
         assert_eq!(segment_files(dir.path()), vec![format!("{:020}.seg", 21)]);

@@ -1,0 +1,180 @@
+//! Message bodies, read back from the log. The state machine keeps a
+//! record per retained message (`machine::Stored`) that names the log entry
+//! holding its body; only the node holding a consumer's session reads the
+//! body, when it sends the delivery (ARCHITECTURE.md, "Bodies").
+//!
+//! Reads go through a cache of recently applied and recently read entries,
+//! bounded in bytes, so consumers that keep up never touch the disk and a
+//! drain decodes each entry once. On a miss the entry comes from the kept
+//! import (entries shipped with an installed snapshot) or the log, and must
+//! have the term the record names: the log may still hold, below its purge
+//! point, an entry a later leader replaced.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::EntryPayload;
+
+use super::decode;
+use super::runtime::run_blocking;
+use super::typ::Entry;
+use crate::machine::{BodyRef, EntryId, Message, Request, Stored};
+use crate::planted::{self, Bug};
+use crate::storage::{Disk, LogEntry, StorageError};
+
+/// Bytes of message bodies the cache holds at most, by default.
+pub const BODY_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Why a retained message's body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("log entry {index} (term {term}) holding the body is gone")]
+    Missing { index: u64, term: u64 },
+    #[error("log entry {index} holds no message at slot {slot}")]
+    NoSlot { index: u64, slot: u32 },
+    #[error("reading log entry {index}: {reason}")]
+    Read { index: u64, reason: String },
+}
+
+pub struct Bodies {
+    disk: Arc<dyn Disk>,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    /// Bytes of bodies held at most.
+    bytes_max: usize,
+    entries: HashMap<u64, Cached>,
+    /// Indexes by when they were cached, oldest first: evicted in turn.
+    order: VecDeque<u64>,
+    bytes: usize,
+}
+
+struct Cached {
+    term: u64,
+    request: Arc<Request>,
+    bytes: usize,
+}
+
+impl Bodies {
+    /// Bodies read from `disk`, with up to `cache_bytes` of them kept.
+    pub fn new(disk: Arc<dyn Disk>, cache_bytes: usize) -> Self {
+        Bodies {
+            disk,
+            cache: Mutex::new(Cache::new(cache_bytes)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Cache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keeps an entry just applied, if it publishes anything: its
+    /// messages are the likeliest to be delivered next.
+    pub fn remember(&self, entry: EntryId, request: Arc<Request>) {
+        if request.published().next().is_none() {
+            return;
+        }
+        let bytes = published_bytes(&request);
+        self.lock().insert(entry, request, bytes);
+    }
+
+    /// The delivered message for `stored`, the record at (`partition`,
+    /// `offset`).
+    pub fn message(&self, stored: &Stored, offset: u64) -> Result<Message, BodyError> {
+        let BodyRef { index, term, slot } = stored.body;
+        let request = self.request(index, term)?;
+        let body = request
+            .message(slot)
+            .ok_or(BodyError::NoSlot { index, slot })?;
+        let mut message = stored.message(body);
+        if planted::active(Bug::CorruptPayload) && stored.key.is_none() && offset.is_multiple_of(16)
+        {
+            message.payload = bytes::Bytes::from_static(b"corrupted");
+        }
+        Ok(message)
+    }
+
+    /// The request of entry `index`, which must be of `term`.
+    fn request(&self, index: u64, term: u64) -> Result<Arc<Request>, BodyError> {
+        if let Some(cached) = self.lock().entries.get(&index).filter(|c| c.term == term) {
+            return Ok(cached.request.clone());
+        }
+        let request = run_blocking(|| match of_term(self.disk.imported(index), index, term)? {
+            Some(request) => Ok(request),
+            None => of_term(self.disk.entry(index), index, term)?
+                .ok_or(BodyError::Missing { index, term }),
+        })?;
+        let request = Arc::new(request);
+        let bytes = published_bytes(&request);
+        self.lock()
+            .insert(EntryId { index, term }, request.clone(), bytes);
+        Ok(request)
+    }
+
+    /// Forgets every cached entry: a snapshot install replaced the state
+    /// the cached entries were applied to.
+    pub fn clear(&self) {
+        let mut cache = self.lock();
+        *cache = Cache::new(cache.bytes_max);
+    }
+}
+
+/// The request in a log record read at `index`, if it is of `term`.
+fn of_term(
+    read: Result<Option<LogEntry>, StorageError>,
+    index: u64,
+    term: u64,
+) -> Result<Option<Request>, BodyError> {
+    let failed = |reason: String| BodyError::Read { index, reason };
+    let Some((_, bytes)) = read.map_err(|e| failed(e.to_string()))? else {
+        return Ok(None);
+    };
+    let entry: Entry = decode(&bytes).map_err(|e| failed(e.to_string()))?;
+    match entry.payload {
+        EntryPayload::Normal(request) if entry.log_id.leader_id.term == term => Ok(Some(request)),
+        _ => Ok(None),
+    }
+}
+
+/// What an entry's published messages weigh in the cache.
+fn published_bytes(request: &Request) -> usize {
+    request.published().map(raftmq_rules::message_bytes).sum()
+}
+
+impl Cache {
+    fn new(bytes_max: usize) -> Self {
+        Cache {
+            bytes_max,
+            ..Cache::default()
+        }
+    }
+
+    fn insert(&mut self, entry: EntryId, request: Arc<Request>, bytes: usize) {
+        if bytes > self.bytes_max {
+            return;
+        }
+        let cached = Cached {
+            term: entry.term,
+            request,
+            bytes,
+        };
+        if let Some(old) = self.entries.insert(entry.index, cached) {
+            self.bytes -= old.bytes;
+        } else {
+            self.order.push_back(entry.index);
+        }
+        self.bytes += bytes;
+        while self.bytes > self.bytes_max {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = self.entries.remove(&oldest) {
+                self.bytes -= gone.bytes;
+            }
+        }
+    }
+}
