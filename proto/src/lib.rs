@@ -20,19 +20,7 @@ pub const LEADER_METADATA_KEY: &str = "x-raftmq-leader";
 /// crate.
 pub use raftmq_rules::{message_bytes, partition_for_key, MessageParts};
 
-impl MessageParts for v1::Message {
-    fn payload(&self) -> &[u8] {
-        &self.payload
-    }
-    fn key(&self) -> Option<&[u8]> {
-        self.key.as_deref()
-    }
-    fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-    }
-}
+raftmq_rules::impl_message_parts!(v1::Message);
 
 #[cfg(test)]
 mod tests {

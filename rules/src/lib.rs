@@ -40,6 +40,28 @@ pub trait MessageParts {
     fn headers(&self) -> impl Iterator<Item = (&str, &str)>;
 }
 
+/// Implements `MessageParts` for a message type with `payload`, `key:
+/// Option<_>` and a `headers` map of strings, as every layer's message type
+/// has: one definition, so that each layer counts its messages alike.
+#[macro_export]
+macro_rules! impl_message_parts {
+    ($message:ty) => {
+        impl $crate::MessageParts for $message {
+            fn payload(&self) -> &[u8] {
+                &self.payload
+            }
+            fn key(&self) -> Option<&[u8]> {
+                self.key.as_deref()
+            }
+            fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+                self.headers
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_str()))
+            }
+        }
+    };
+}
+
 /// A message's size in bytes: its payload, its key, and each header's name
 /// and value. The one definition every limit on a message counts: the
 /// node's largest message, a topic's retained bytes, how full a log entry

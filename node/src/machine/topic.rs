@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use raftmq_rules::MessageParts;
 use serde::{Deserialize, Serialize};
 
 use super::ids::KeyHash;
@@ -106,19 +105,7 @@ pub struct TopicLimits {
     pub max_bytes: u64,
 }
 
-impl MessageParts for NewMessage {
-    fn payload(&self) -> &[u8] {
-        &self.payload
-    }
-    fn key(&self) -> Option<&[u8]> {
-        self.key.as_deref()
-    }
-    fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-    }
-}
+raftmq_rules::impl_message_parts!(NewMessage);
 
 /// What a message counts against its topic's byte limit, by the rule every
 /// limit on a message shares.
