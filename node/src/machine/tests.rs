@@ -1014,3 +1014,41 @@ fn a_tick_settles_in_topic_order_whatever_the_deadlines_order() {
     assert_eq!(sources, ["a", "b"]);
     assert_eq!(h.state.next_deadline(), None);
 }
+
+/// A retained message costs the state a fixed-size record, and a snapshot
+/// (the encoded state) at most 64 bytes, however large its body: bodies
+/// stay in the log (ARCHITECTURE.md, "Bodies").
+#[test]
+fn a_retained_message_costs_a_small_record_not_its_body() {
+    assert!(std::mem::size_of::<Stored>() <= 64);
+    let mut h = Harness::new();
+    h.topic("t", 4);
+    let body = Bytes::from(vec![b'x'; 1024]);
+    const MESSAGES: usize = 10_000;
+    for batch in 0..MESSAGES / 250 {
+        let messages = (0..250)
+            .map(|i| NewMessage {
+                key: Some(Bytes::from(format!("key-{}", (batch * 250 + i) % 97))),
+                payload: body.clone(),
+                headers: [("h".to_string(), "v".to_string())].into(),
+            })
+            .collect();
+        h.apply(Command::Publish {
+            producer: None,
+            topic: "t".into(),
+            messages,
+        });
+    }
+    assert_eq!(h.state.retained(), MESSAGES as u64);
+    let encoded = postcard::to_stdvec(&h.state).expect("encode");
+    assert!(
+        encoded.len() <= 64 * MESSAGES + 4096,
+        "{} bytes for {MESSAGES} messages",
+        encoded.len()
+    );
+    // Every record still reads back its own body.
+    let partition = h.state.partition("t", 0).expect("partition");
+    let first = h.message(partition.get(partition.base).expect("first"));
+    assert_eq!(first.payload, body);
+    assert_eq!(first.headers["h"], "v");
+}

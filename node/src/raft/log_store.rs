@@ -38,6 +38,10 @@ const PURGED_KEY: &[u8] = b"last_purged";
 /// with more than this many entries to re-apply (planted bug `read-cap`).
 const PLANTED_READ_CAP: u64 = 4096;
 
+/// Bytes of entries one AppendEntries carries at most (a single larger
+/// entry goes alone).
+const REPLICATION_BYTES_MAX: usize = 4 * 1024 * 1024;
+
 /// Log bytes appended after which the commit point is flushed when it
 /// next moves. A restarted node applies the log between its durable commit
 /// point and the leader's in one read, so this bounds that read.
@@ -147,6 +151,35 @@ fn index_bound(bound: Bound<&u64>, start: bool) -> u64 {
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
+    /// Replication's read: entries from `start`, stopping before `end` or
+    /// once they weigh `REPLICATION_BYTES_MAX` (always at least one). An
+    /// AppendEntries must arrive within openraft's heartbeat interval
+    /// (100 ms): eight entries of 4 MiB never did, so a follower far behind
+    /// (wiped, say) never caught up.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        for index in start..end {
+            if !entries.is_empty() && bytes >= REPLICATION_BYTES_MAX {
+                break;
+            }
+            let read = self
+                .disk
+                .entries(index, index + 1)
+                .map_err(|e| StorageIOError::read_logs(&e))?;
+            let Some((_, encoded)) = read.into_iter().next() else {
+                break;
+            };
+            bytes += encoded.len();
+            entries.push(decode(&encoded).map_err(|e| StorageIOError::read_logs(&e))?);
+        }
+        Ok(entries)
+    }
+
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
@@ -314,6 +347,46 @@ mod tests {
         let read = store.try_get_log_entries(1..10_001).await.expect("read");
         assert_eq!(read.len(), 10_000);
         assert_eq!(read.last().map(|e| e.log_id.index), Some(10_000));
+    }
+
+    /// Normal entries of `bytes` payload bytes each at `indexes`.
+    fn big_entries(indexes: std::ops::Range<u64>, bytes: usize) -> Vec<Entry> {
+        indexes
+            .map(|index| Entry {
+                log_id: log_id(index),
+                payload: EntryPayload::Normal(crate::machine::Request {
+                    stamp_ms: 0,
+                    commands: vec![crate::machine::Command::Publish {
+                        topic: "t".into(),
+                        messages: vec![crate::machine::NewMessage {
+                            key: None,
+                            payload: vec![0; bytes].into(),
+                            headers: Default::default(),
+                        }],
+                        producer: None,
+                    }],
+                }),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn replication_reads_stop_at_the_byte_bound_but_never_return_nothing() {
+        let (_dir, mut store) = store();
+        let mib = 1024 * 1024;
+        append(&store, big_entries(1..11, mib));
+        let read = store.limited_get_log_entries(1, 11).await.expect("read");
+        let bytes = REPLICATION_BYTES_MAX / mib;
+        // Stops at the first entry that takes it to the bound.
+        assert_eq!(read.len(), bytes);
+        assert_eq!(read[0].log_id.index, 1);
+        // An entry past the bound on its own still goes, alone.
+        append(&store, big_entries(11..13, REPLICATION_BYTES_MAX + 1));
+        let read = store.limited_get_log_entries(11, 13).await.expect("read");
+        assert_eq!(read.len(), 1);
+        // The whole range when it is small.
+        let read = store.limited_get_log_entries(1, 3).await.expect("read");
+        assert_eq!(read.len(), 2);
     }
 
     /// The appended-bytes count is advanced by hand: `append` needs

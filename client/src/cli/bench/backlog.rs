@@ -1,8 +1,10 @@
 //! A backlog deeper than consumers keep up with: fill N messages with no
 //! consumer, print what each node then holds (memory, data directory,
-//! snapshot), kill all three nodes and start them again (time to a leader
-//! and to the first delivery), drain it with one consumer acking as it
-//! goes, and print what the nodes hold once everything is acked.
+//! snapshot), wipe one node's data and time its rejoining by snapshot (and
+//! its peak memory meanwhile), kill all three nodes and start them again
+//! (time to a leader and to the first delivery), drain it with one
+//! consumer acking as it goes, and print what the nodes hold once
+//! everything is acked.
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +49,19 @@ pub(crate) async fn run(
     tokio::time::sleep(SETTLE).await;
     let held = usage(local.as_deref())?;
 
+    let rejoin = match local.as_deref_mut() {
+        Some(local) => {
+            super::progress("backlog: wiping node 3's data and starting it again");
+            let (took, peak_rss_mib) = local.wipe_and_rejoin(3).await?;
+            Some(json!({
+                "node": 3,
+                "caught_up_s": secs(took),
+                "peak_rss_mib": peak_rss_mib,
+            }))
+        }
+        None => None,
+    };
+
     let restarted = match local.as_deref_mut() {
         Some(local) => {
             super::progress("backlog: killing every node (SIGKILL) and starting them again");
@@ -73,6 +88,7 @@ pub(crate) async fn run(
         "size": args.size,
         "confirmed": confirmed,
         "fill_msgs_per_s": (confirmed as f64 / fill_s).round(),
+        "rejoin": rejoin,
         "restart": restart,
         "drained": drain.count,
         "drain_msgs_per_s": (drain.count as f64 / drain_s).round(),

@@ -54,40 +54,83 @@ impl LocalCluster {
 
     /// Starts the three processes on the data directories as they are.
     fn spawn(&mut self) -> anyhow::Result<()> {
+        for id in 1..=NODES {
+            let child = self.spawn_node(id)?;
+            self.children.push(child);
+        }
+        Ok(())
+    }
+
+    /// Starts node `id` on its data directory as it is.
+    fn spawn_node(&self, id: u16) -> anyhow::Result<Child> {
         let peers: Vec<String> = self
             .servers()
             .iter()
             .enumerate()
             .map(|(i, addr)| format!("{}={addr}", i + 1))
             .collect();
-        for id in 1..=NODES {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.join(format!("node{id}.log")))?;
-            let child = Command::new(&self.node)
-                .args(["run", "--id", &id.to_string(), "--peers", &peers.join(",")])
-                .arg("--data")
-                .arg(self.node_dir(id))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("starting {}", self.node.display()))?;
-            self.children.push(child);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("node{id}.log")))?;
+        Command::new(&self.node)
+            .args(["run", "--id", &id.to_string(), "--peers", &peers.join(",")])
+            .arg("--data")
+            .arg(self.node_dir(id))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.node.display()))
+    }
+
+    /// Kills node `id`, wipes its data directory and starts it again, so
+    /// that it rejoins by snapshot; answers how long it took to apply what
+    /// the leader had committed, and its peak resident memory meanwhile
+    /// (MiB).
+    pub(crate) async fn wipe_and_rejoin(&mut self, id: u16) -> anyhow::Result<(Duration, f64)> {
+        let index = usize::from(id - 1);
+        let _ = self.children[index].kill();
+        let _ = self.children[index].wait();
+        std::fs::remove_dir_all(self.node_dir(id))?;
+        let client = Client::connect(self.servers())?;
+        let started = Instant::now();
+        self.children[index] = self.spawn_node(id)?;
+        let addr = &self.servers()[index];
+        let mut target = None;
+        while started.elapsed() < RESTART {
+            let statuses = client.cluster_status_all().await;
+            if target.is_none() {
+                target = statuses
+                    .iter()
+                    .filter_map(|s| s.status.as_ref().ok())
+                    .find(|s| s.role == "leader")
+                    .and_then(|s| s.commit_index);
+            }
+            let caught_up = statuses.iter().any(|s| {
+                s.address == *addr
+                    && s.status.as_ref().is_ok_and(|s| {
+                        target.is_some() && s.applied_index >= target && s.role == "follower"
+                    })
+            });
+            if caught_up {
+                let status = read_proc(&self.children[index], "status")?;
+                let peak_kib = proc_field(&status, "VmHWM:").context("no VmHWM in status")?;
+                return Ok((started.elapsed(), mib(peak_kib * 1024)));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Ok(())
+        bail!(
+            "node {id} did not catch up within {RESTART:?}; see its log in {}",
+            self.dir.display()
+        )
     }
 
     /// Kills every node at once (SIGKILL: nothing is flushed on the way
     /// out), starts them again on their data, and answers how long they
     /// took to agree on a leader.
     pub(crate) async fn kill_and_restart(&mut self) -> anyhow::Result<Duration> {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        self.children.clear();
+        self.kill_all();
         let started = Instant::now();
         self.spawn()?;
         self.wait_for_leader(RESTART).await?;
@@ -181,11 +224,24 @@ impl LocalCluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        for child in &mut self.children {
+        self.kill_all();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// SIGKILL to every node still running.
+    fn kill_all(&mut self) {
+        for mut child in self.children.drain(..) {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A bench that failed half way leaves no node running behind it (`stop`
+/// is the clean way out; this is the other).
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.kill_all();
     }
 }
 

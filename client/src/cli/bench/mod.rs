@@ -33,11 +33,13 @@ pub(crate) enum Run {
     Disk,
     /// All of the above, in that order.
     All,
-    /// A deep backlog (--backlog messages, no consumer), every node killed
-    /// and started again, then drained: each node's memory, data directory
-    /// and snapshot when full, the restart's time to a leader and to the
-    /// first delivery, the drain rate, and the same figures once all is
-    /// acked. Not part of `all`: at its default it fills 1 GB per node.
+    /// A deep backlog (--backlog messages, no consumer), one node wiped and
+    /// rejoined by snapshot, every node killed and started again, then
+    /// drained: each node's memory, data directory and snapshot when full,
+    /// the rejoin's time and peak memory, the restart's time to a leader
+    /// and to the first delivery, the drain rate, and the same figures
+    /// once all is acked. Not part of `all`: at its default it fills 1 GB
+    /// per node.
     Backlog,
 }
 
