@@ -40,6 +40,8 @@ use crate::transport::{RpcFate, RpcFaults};
 const BODIES_BATCH_BYTES: usize = 2 * 1024 * 1024;
 /// How long one batch may take, its fsync on the follower included.
 const BODIES_BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a failed send of bodies waits before it is reported.
+const BODIES_RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// Why a Raft RPC got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -220,7 +222,10 @@ enum BatchError {
 
 impl<L: PeerLink> RaftNetwork<TypeConfig> for PeerClient<L> {
     /// The bodies first, then the snapshot in openraft's chunks. Cancelled
-    /// (the leader stepped down) while sending bodies, it stops there.
+    /// (the leader stepped down) while sending bodies, it stops there; a
+    /// failure waits out a pause before it is reported, as openraft tries
+    /// again at once (a peer that was down drew thousands of tries a
+    /// second).
     async fn full_snapshot(
         &mut self,
         vote: Vote,
@@ -232,7 +237,10 @@ impl<L: PeerLink> RaftNetwork<TypeConfig> for PeerClient<L> {
         let meta = snapshot.meta.clone();
         tokio::select! {
             closed = cancel.clone() => return Err(closed.into()),
-            sent = self.send_bodies(&meta) => sent?,
+            sent = self.send_bodies(&meta) => if let Err(e) = sent {
+                tokio::time::sleep(BODIES_RETRY_PAUSE).await;
+                return Err(e);
+            },
         }
         Chunked::send_snapshot(self, vote, snapshot, cancel, option).await
     }
