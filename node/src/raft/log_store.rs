@@ -7,7 +7,8 @@
 //!
 //! Reads return every entry asked for: openraft 0.9 checks that a read
 //! covers its range and stops its core otherwise. What keeps each read
-//! small is who asks: replication reads `max_payload_entries` at a time,
+//! small is who asks: replication reads at most `max_payload_entries` and
+//! `REPLICATION_BYTES_MAX` at a time (`limited_get_log_entries`),
 //! a restart re-applies up to the recorded commit point 64 entries at a
 //! time, and everything past that point is applied in one read when a
 //! leader commits it. The commit point is therefore made durable whenever
