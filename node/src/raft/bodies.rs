@@ -178,3 +178,86 @@ impl Cache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+    use crate::machine::{Command, NewMessage};
+    use crate::raft::encode;
+    use crate::raft::typ::LogId;
+    use crate::storage::LocalDisk;
+
+    const MIB: usize = 1024 * 1024;
+
+    /// An entry of term 1 publishing one message of `bytes` payload bytes.
+    fn entry(index: u64, bytes: usize) -> (EntryId, Request, Vec<u8>) {
+        let request = Request {
+            stamp_ms: 0,
+            commands: vec![Command::Publish {
+                topic: "t".into(),
+                messages: vec![NewMessage {
+                    key: None,
+                    payload: vec![index as u8; bytes].into(),
+                    headers: Default::default(),
+                }],
+                producer: None,
+            }],
+        };
+        let raft_entry = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(request.clone()),
+        };
+        let encoded = encode(&raft_entry).expect("encode");
+        (EntryId { index, term: 1 }, request, encoded)
+    }
+
+    fn stored(index: u64, term: u64) -> Stored {
+        Stored {
+            body: BodyRef {
+                index,
+                term,
+                slot: 0,
+            },
+            bytes: 0,
+            key: None,
+            publish_ms: 0,
+            added_headers: None,
+        }
+    }
+
+    /// The default cache, crossed: the oldest entries go first, and a body
+    /// no longer cached is read back from the log, once.
+    #[test]
+    fn the_cache_keeps_its_bound_and_misses_read_the_log() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disk = Arc::new(LocalDisk::open(dir.path(), MIB as u64).expect("open disk"));
+        let bodies = Bodies::new(disk.clone(), BODY_CACHE_BYTES);
+        let entries = BODY_CACHE_BYTES / MIB + 8;
+        let mut log = Vec::new();
+        for index in 1..=entries as u64 {
+            let (id, request, encoded) = entry(index, MIB);
+            log.push((index, encoded));
+            bodies.remember(id, Arc::new(request));
+        }
+        assert!(bodies.lock().bytes <= BODY_CACHE_BYTES);
+        assert!(!bodies.lock().entries.contains_key(&1), "the oldest went");
+        // Not cached and not in the log: gone.
+        assert!(matches!(
+            bodies.message(&stored(1, 1), 0),
+            Err(BodyError::Missing { index: 1, .. })
+        ));
+        // Once in the log, read from there and cached again.
+        disk.append(log).expect("append");
+        let message = bodies.message(&stored(1, 1), 0).expect("read back");
+        assert_eq!(message.payload.len(), MIB);
+        assert!(bodies.lock().entries.contains_key(&1));
+        // A record naming another term never gets this entry's body.
+        bodies.clear();
+        assert!(matches!(
+            bodies.message(&stored(2, 7), 0),
+            Err(BodyError::Missing { index: 2, term: 7 })
+        ));
+    }
+}

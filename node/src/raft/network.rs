@@ -287,3 +287,38 @@ impl<L: PeerLink> RaftNetwork<TypeConfig> for PeerClient<L> {
         answer
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::LocalDisk;
+
+    /// Records of `bytes` bytes at `indexes`, tagged with `tag`.
+    fn records(indexes: std::ops::Range<u64>, bytes: usize, tag: u8) -> Vec<LogEntry> {
+        indexes.map(|index| (index, vec![tag; bytes])).collect()
+    }
+
+    #[test]
+    fn a_bodies_batch_stops_at_its_bound_and_prefers_the_import() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disk = LocalDisk::open(dir.path(), 1 << 20).expect("open disk");
+        let mib = 1024 * 1024;
+        disk.append(records(1..6, mib, b'l')).expect("append");
+        // Two MiB records fill the 2 MiB batch; the next batch goes on.
+        let (entries, next) = batch(&disk, 1, 5).expect("batch");
+        assert_eq!(entries.len(), BODIES_BATCH_BYTES / mib);
+        assert_eq!(next, 1 + entries.len() as u64);
+        // A record past the bound still goes, alone; the range's end stops it.
+        disk.append(records(6..7, 3 * mib, b'l')).expect("append");
+        assert_eq!(batch(&disk, 6, 6).expect("batch").1, 7);
+        // What an installed snapshot's import holds is read from there.
+        disk.import("snap", records(2..4, 10, b'i'))
+            .expect("import");
+        assert!(disk.seal_import("snap", 2, 3));
+        disk.keep_import("snap").expect("keep");
+        let (entries, _) = batch(&disk, 2, 3).expect("batch");
+        assert_eq!(entries, records(2..4, 10, b'i'));
+        // A body neither has is an error, not a short batch.
+        assert!(matches!(batch(&disk, 7, 7), Err(BatchError::Gone(7))));
+    }
+}
