@@ -32,9 +32,4 @@ impl LiveBodies {
     pub fn oldest(&self) -> Option<u64> {
         self.counts.keys().next().copied()
     }
-
-    /// Entries holding retained bodies.
-    pub fn entries(&self) -> usize {
-        self.counts.len()
-    }
 }

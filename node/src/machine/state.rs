@@ -440,11 +440,6 @@ impl State {
             .sum()
     }
 
-    /// Log entries holding retained bodies.
-    pub fn body_entries(&self) -> usize {
-        self.live.entries()
-    }
-
     pub fn topics(&self) -> Vec<TopicSummary> {
         self.topics
             .iter()

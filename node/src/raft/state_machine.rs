@@ -60,9 +60,6 @@ pub struct StateMachineStore {
     /// Read only by the planted bug that stamps entries with this replica's
     /// own clock.
     clock: Arc<dyn Clock>,
-    /// The size of the latest snapshot's data: when to take the next one
-    /// depends on it (`snapshots.rs`).
-    snapshot_bytes: Arc<AtomicU64>,
     /// The oldest log entry the latest snapshot's messages' bodies are in
     /// (`u64::MAX` for none): the log keeps it and what follows, so the
     /// snapshot can be sent with its bodies.
@@ -94,14 +91,12 @@ impl StateMachineStore {
             .as_ref()
             .and_then(|stored| body_floor(&stored.meta.snapshot_id))
             .unwrap_or(u64::MAX);
-        let snapshot_bytes = stored.map_or(0, |stored| stored.data.len() as u64);
         Ok(StateMachineStore {
             applied: Arc::new(Mutex::new(applied)),
             bodies: Arc::new(Bodies::new(disk.clone(), body_cache_bytes)),
             disk,
             sink,
             clock,
-            snapshot_bytes: Arc::new(AtomicU64::new(snapshot_bytes)),
             snapshot_floor: Arc::new(AtomicU64::new(floor)),
         })
     }
@@ -117,10 +112,6 @@ impl StateMachineStore {
     pub fn release_floor(&self) -> u64 {
         let oldest = self.read(State::oldest_body).unwrap_or(u64::MAX);
         oldest.min(self.snapshot_floor.load(Ordering::Relaxed))
-    }
-
-    pub fn snapshot_bytes(&self) -> u64 {
-        self.snapshot_bytes.load(Ordering::Relaxed)
     }
 
     /// The log index the state reflects: the last entry applied, or the
@@ -151,8 +142,6 @@ impl StateMachineStore {
         self.disk
             .save_snapshot(&meta, &stored.data)
             .map_err(|e| StorageIOError::write_snapshot(signature, &e))?;
-        self.snapshot_bytes
-            .store(stored.data.len() as u64, Ordering::Relaxed);
         let floor = body_floor(&stored.meta.snapshot_id).unwrap_or(u64::MAX);
         self.snapshot_floor.store(floor, Ordering::Relaxed);
         Ok(())
