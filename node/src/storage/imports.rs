@@ -146,19 +146,20 @@ impl Imports {
     pub fn keep(&self, id: &str) -> Result<(), StorageError> {
         let name = dir_name(id);
         let mut inner = self.lock();
-        match inner.receiving.take() {
-            Some(receiving) if receiving.name == name && receiving.sealed => {
-                inner.kept = Some((receiving.name, receiving.log));
-            }
+        let found = match inner.receiving.take() {
+            // Only a whole one: an unsealed one is dropped with the others.
+            Some(receiving) if receiving.name == name => receiving.sealed.then_some(receiving.log),
             // Received and sealed before a restart: the snapshot saved
             // with it names it.
             _ if inner.kept.as_ref().is_none_or(|(kept, _)| *kept != name)
                 && self.dir.join(&name).is_dir() =>
             {
-                let log = open_import(&self.dir.join(&name))?;
-                inner.kept = Some((name, log));
+                Some(open_import(&self.dir.join(&name))?)
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(log) = found {
+            inner.kept = Some((name, log));
         }
         let kept = inner.kept.as_ref().map(|(name, _)| name.clone());
         let temp = self.dir.join(format!("{KEPT_FILE}.tmp"));
@@ -206,4 +207,45 @@ fn dir_name(id: &str) -> String {
     id.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(indexes: std::ops::Range<u64>, tag: u8) -> Vec<LogEntry> {
+        indexes.map(|index| (index, vec![tag; 8])).collect()
+    }
+
+    #[test]
+    fn an_import_is_read_only_once_whole_and_kept_and_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let imports = Imports::open(dir.path()).expect("open");
+        imports.import("a", records(5..8, 1)).expect("import");
+        // A gap is refused; a batch from the start begins again.
+        assert!(matches!(
+            imports.import("a", records(9..10, 1)),
+            Err(StorageError::LogGap { index: 9, .. })
+        ));
+        imports.import("a", records(5..7, 2)).expect("again");
+        imports.import("a", records(7..10, 2)).expect("import");
+        // Not whole for 5..=12, whole for 5..=9; nothing read before kept.
+        assert!(!imports.seal("a", 5, 12));
+        assert!(imports.seal("a", 5, 9));
+        assert_eq!(imports.get(6).expect("get"), None);
+        // A late copy changes nothing once sealed.
+        imports.import("a", records(5..6, 3)).expect("late copy");
+        imports.keep("a").expect("keep");
+        assert_eq!(imports.get(5).expect("get"), Some((5, vec![2; 8])));
+        drop(imports);
+
+        let imports = Imports::open(dir.path()).expect("reopen");
+        assert_eq!(imports.get(9).expect("get"), Some((9, vec![2; 8])));
+        // An import not whole is never kept: the kept one stays.
+        imports.import("b", records(20..22, 4)).expect("import");
+        imports.keep("b").expect("keep");
+        assert_eq!(imports.get(20).expect("get"), None);
+        assert_eq!(imports.get(9).expect("get"), Some((9, vec![2; 8])));
+        assert!(!dir.path().join("b").exists(), "the partial one is deleted");
+    }
 }
