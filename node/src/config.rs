@@ -63,6 +63,8 @@ pub struct NodeConfig {
     /// Bytes of recently applied or read message bodies kept in memory
     /// (`raft::Bodies`); deliveries of anything older read the log.
     pub body_cache_bytes: usize,
+    /// Log a relocation of old bodies must free (`broker::compact_when_due`).
+    pub compact_frees_bytes: u64,
 }
 
 impl NodeConfig {
@@ -74,6 +76,7 @@ impl NodeConfig {
             raft: RaftTimings::default(),
             snapshot_every: 20_000,
             body_cache_bytes: crate::raft::BODY_CACHE_BYTES,
+            compact_frees_bytes: crate::broker::COMPACT_FREES_BYTES,
         }
     }
 

@@ -13,7 +13,8 @@ use tonic::transport::server::Connected;
 use tonic::transport::Server;
 
 use crate::broker::{
-    reap_orphans, tick_when_due, watch_leadership, Broker, Leaderless, Proposer, Sessions,
+    compact_when_due, reap_orphans, tick_when_due, watch_leadership, Broker, Leaderless, Proposer,
+    Sessions,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::NodeConfig;
@@ -133,6 +134,7 @@ impl Node {
         let broker = Arc::new(broker);
         tokio::spawn(reap_orphans(broker.clone()));
         tokio::spawn(tick_when_due(broker.clone(), seams.clock));
+        tokio::spawn(compact_when_due(broker.clone(), config.compact_frees_bytes));
         Ok(Node { broker })
     }
 
@@ -150,6 +152,12 @@ impl Node {
     /// Reads this replica's applied state (tests and the simulation check it).
     pub fn read_state<T>(&self, f: impl FnOnce(&crate::machine::State) -> T) -> T {
         self.broker.machine.read(f)
+    }
+
+    /// The body at `at`, as this node's reader finds it (the simulation
+    /// compares replicas whose records name different places for one body).
+    pub fn body(&self, at: crate::machine::BodyRef) -> Result<crate::machine::NewMessage, String> {
+        self.broker.bodies.body(at).map_err(|e| e.to_string())
     }
 
     /// The node's metrics in Prometheus text format.

@@ -58,10 +58,13 @@ pub enum Bug {
     /// messages' bodies are in them (checker: every confirmed message is
     /// delivered).
     ReleaseReferenced = 13,
+    /// The compactor copies each relocated body to its neighbour's place
+    /// (checker: a message is delivered as it was confirmed).
+    RelocateShifted = 14,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 13] = [
+    pub const ALL: [Bug; 14] = [
         Bug::AckDropsLast,
         Bug::ReturnedLast,
         Bug::PrefetchPlusOne,
@@ -75,6 +78,7 @@ impl Bug {
         Bug::StaleSnapshotInstall,
         Bug::BatchReversed,
         Bug::ReleaseReferenced,
+        Bug::RelocateShifted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -92,6 +96,7 @@ impl Bug {
             Bug::StaleSnapshotInstall => "stale-snapshot-install",
             Bug::BatchReversed => "batch-reversed",
             Bug::ReleaseReferenced => "release-referenced",
+            Bug::RelocateShifted => "relocate-shifted",
         }
     }
 
@@ -118,7 +123,8 @@ impl Bug {
             | Bug::ReadCap
             | Bug::VotesAlwaysGranted
             | Bug::StaleSnapshotInstall
-            | Bug::ReleaseReferenced => None,
+            | Bug::ReleaseReferenced
+            | Bug::RelocateShifted => None,
         }
     }
 }

@@ -287,6 +287,91 @@ async fn a_wiped_follower_rejoins_by_snapshot_with_the_bodies_and_serves_them_un
     assert_eq!(served, published, "served by the node that was wiped");
 }
 
+/// A few old messages nobody consumed must not pin the log of a busy topic
+/// beside them: with the defaults (a relocation frees 64 MiB at least, a
+/// snapshot for the disk frees 32 MiB), 80 MiB published and consumed
+/// after three stuck messages end as a log of a few segments on every
+/// node, and the stuck messages are still served, byte for byte. Without
+/// compaction every node keeps all 80 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_old_messages_do_not_pin_the_log_the_leader_copies_them_forward() {
+    const BUSY_BYTES: usize = 80 * 1024 * 1024;
+    const PER_PUBLISH: usize = 16;
+    const MESSAGE_BYTES: usize = 4096;
+    const LOG_AFTER_MAX: u64 = 48 * 1024 * 1024;
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic("stuck", 1).await.expect("create topic");
+    client.create_topic("busy", 1).await.expect("create topic");
+    let stuck: Vec<Bytes> = (0..3)
+        .map(|i| Bytes::from(format!("stuck {i} {}", "s".repeat(i * 100))))
+        .collect();
+    for payload in &stuck {
+        client
+            .publish("stuck", vec![Message::new(payload.clone())])
+            .await
+            .expect("publish stuck");
+    }
+    let publishes = BUSY_BYTES / (PER_PUBLISH * MESSAGE_BYTES);
+    let mut consumer = client
+        .subscribe("busy", "drain", 256)
+        .await
+        .expect("subscribe");
+    for n in 0..publishes {
+        let batch = (0..PER_PUBLISH)
+            .map(|i| Message::new(Bytes::from(vec![(n + i) as u8; MESSAGE_BYTES])))
+            .collect();
+        client.publish("busy", batch).await.expect("publish busy");
+    }
+    let drained = consume_until(&mut consumer, 128, Duration::from_secs(10), |got| {
+        got.len() >= publishes * PER_PUBLISH
+    })
+    .await;
+    assert_eq!(drained.len(), publishes * PER_PUBLISH);
+    drop(consumer);
+
+    for id in 1..=3 {
+        let log = cluster.data_dir(id).join("log");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let bytes = dir_bytes(&log);
+            if bytes <= LOG_AFTER_MAX {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id}'s log still holds {bytes} bytes"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut consumer = client
+        .subscribe("stuck", "late", 10)
+        .await
+        .expect("subscribe");
+    let served = consume_until(&mut consumer, 1, Duration::from_secs(10), |got| {
+        got.len() >= 3
+    })
+    .await;
+    let served: Vec<Bytes> = served.into_iter().map(|d| d.payload).collect();
+    assert_eq!(served, stuck, "the stuck messages, relocated");
+}
+
+/// The bytes of every file under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// Waits (at most 30 seconds) until node `id` has applied `index`.
 async fn wait_applied(cluster: &Cluster, id: u64, index: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -243,6 +243,11 @@ impl Oracle {
             .collect()
     }
 
+    /// A violation found outside the judged topic.
+    pub fn violation(&self, what: String) {
+        self.lock().violations.push(what);
+    }
+
     pub fn violations(&self) -> Vec<String> {
         self.lock().violations.clone()
     }

@@ -146,6 +146,13 @@ pub fn run(seed: u64, trace: Trace) -> Report {
     } else {
         NodeConfig::new(0, BTreeMap::new()).body_cache_bytes
     };
+    // A third of the seeds compact at the default; the others as soon as a
+    // few kilobytes of log are pinned, so relocations happen in every run.
+    let compact_frees_bytes = [
+        NodeConfig::new(0, BTreeMap::new()).compact_frees_bytes,
+        4 * 1024,
+        32 * 1024,
+    ][rng.gen_range(0..3)];
     let mut long_log = workload
         .bulk_done
         .clone()
@@ -187,6 +194,7 @@ pub fn run(seed: u64, trace: Trace) -> Report {
             let config = NodeConfig {
                 snapshot_every,
                 body_cache_bytes,
+                compact_frees_bytes,
                 ..NodeConfig::new(id, peers.clone())
             };
             let registry = registry.clone();

@@ -5,7 +5,10 @@
 //! handing some messages back (nacks) and sometimes crashing. Every client uses the production defaults and
 //! reaches the nodes through the simulated network (`net::ClientConnector`).
 //! Everything they see goes to the oracle and the trace. On some seeds a
-//! bulk publisher grows the log fast besides, unjudged.
+//! bulk publisher grows the log fast besides, unjudged. A few messages
+//! published first to a topic read only at the end pin the oldest log
+//! entries, so the leader relocates their bodies while the rest goes by;
+//! they must come back as published.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +38,9 @@ const BULK_TOPIC: &str = "bulk";
 /// own.
 const BULK_EVERY: Duration = Duration::from_millis(1);
 const SUBSCRIPTION: &str = "checker";
+/// Read only once every judged message was delivered.
+const PINNED_TOPIC: &str = "pinned";
+const PINNED_MESSAGES: usize = 3;
 /// A consumer quiet this long acks what it holds.
 const IDLE_ACK: Duration = Duration::from_millis(500);
 
@@ -77,6 +83,7 @@ pub struct Workload {
 enum App {
     Admin,
     Bulk,
+    Pinned,
     Producer(u32),
     Consumer(u32),
 }
@@ -86,6 +93,7 @@ impl App {
         match self {
             App::Admin => 0x7091c,
             App::Bulk => 0xb01c,
+            App::Pinned => 0x9177ed,
             App::Producer(p) => 0x9e37 + u64::from(p),
             App::Consumer(c) => 0xc045 + u64::from(c),
         }
@@ -129,6 +137,8 @@ pub async fn run(
     trace: Trace,
 ) -> Result<(), Box<dyn std::error::Error>> {
     create_topic(&workload, App::Admin, TOPIC, workload.partitions, &trace).await;
+    create_topic(&workload, App::Pinned, PINNED_TOPIC, 1, &trace).await;
+    let pinned = publish_pinned(&workload, &trace).await;
     let bulk = workload.bulk_done.clone().map(|done| {
         let (workload, trace) = (workload.clone(), trace.clone());
         tokio::spawn(async move {
@@ -166,6 +176,7 @@ pub async fn run(
     for consumer in consumers {
         consumer.await?;
     }
+    check_pinned(&workload, &pinned, &oracle, &trace).await;
     trace.record(
         now(),
         format!("workload done: {} delivered", oracle.delivered_count()),
@@ -215,6 +226,78 @@ async fn publish_bulk(workload: &Workload, done: &AtomicBool, trace: &Trace) {
         }
     }
     trace.record(now(), format!("bulk done: {sent} sent"));
+}
+
+/// Publishes `PINNED_MESSAGES` to `PINNED_TOPIC`, one request each, until
+/// each is confirmed or the chaos phase ends: where each is stored.
+async fn publish_pinned(workload: &Workload, trace: &Trace) -> Vec<(ClientPosition, Bytes)> {
+    let (client, mut rng) = workload.client(App::Pinned);
+    let mut pinned = Vec::new();
+    for n in 0..PINNED_MESSAGES {
+        let payload = Bytes::from(format!("pinned {n} {}", "p".repeat(n * 10)));
+        while now() < workload.produce_until {
+            let sent = client
+                .publish(PINNED_TOPIC, vec![Message::new(payload.clone())])
+                .await;
+            match sent.map(|positions| positions.first().copied()) {
+                Ok(Some(position)) => {
+                    pinned.push((position, payload));
+                    break;
+                }
+                Ok(None) => {}
+                Err(error) => trace.record(now(), format!("pinned publish: {error}")),
+            }
+            pause(&mut rng).await;
+        }
+    }
+    trace.record(now(), format!("pinned: {} confirmed", pinned.len()));
+    pinned
+}
+
+/// Reads `PINNED_TOPIC` from its start: each pinned message must be served
+/// at its place, as published.
+async fn check_pinned(
+    workload: &Workload,
+    pinned: &[(ClientPosition, Bytes)],
+    oracle: &Oracle,
+    trace: &Trace,
+) {
+    let (client, mut rng) = workload.client(App::Pinned);
+    let mut unseen: Vec<&(ClientPosition, Bytes)> = pinned.iter().collect();
+    while !unseen.is_empty() && now() < workload.deadline {
+        let Some(Ok(mut consumer)) = workload
+            .by_deadline(client.subscribe(PINNED_TOPIC, SUBSCRIPTION, 16))
+            .await
+        else {
+            pause(&mut rng).await;
+            continue;
+        };
+        while let Some(Some(Ok(delivery))) = workload.by_deadline(consumer.next()).await {
+            let at = (delivery.partition, delivery.offset);
+            if let Some(i) = unseen
+                .iter()
+                .position(|(p, _)| (p.partition, p.offset) == at)
+            {
+                let (_, published) = unseen.remove(i);
+                if *published != delivery.payload {
+                    oracle.violation(format!(
+                        "pinned {at:?} delivered {:?}, confirmed as {published:?}",
+                        delivery.payload
+                    ));
+                }
+            }
+            if unseen.is_empty() {
+                break;
+            }
+        }
+    }
+    for (position, _) in unseen {
+        oracle.violation(format!(
+            "pinned {:?} not delivered",
+            (position.partition, position.offset)
+        ));
+    }
+    trace.record(now(), "pinned checked".to_string());
 }
 
 /// One message of a judged producer: what it was and how its confirm ended.

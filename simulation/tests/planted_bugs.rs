@@ -112,3 +112,8 @@ fn a_batch_stored_last_first_is_caught_as_out_of_send_order() {
 fn a_released_segment_still_holding_bodies_is_caught_as_messages_never_delivered() {
     check("release-referenced", "not delivered");
 }
+
+#[test]
+fn relocated_bodies_shifted_by_one_are_caught_as_bodies_other_than_confirmed() {
+    check("relocate-shifted", "confirmed as");
+}

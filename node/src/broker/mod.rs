@@ -1,7 +1,9 @@
 //! The node's broker runtime between gRPC and Raft: the proposer that
 //! batches commands into log entries, the registry of local consumer
-//! sessions that effects are routed to, and the leader watch.
+//! sessions that effects are routed to, the leader watch, and the
+//! leader's own proposals (ticks, orphan detaches, compaction).
 
+mod compactor;
 mod leader;
 mod proposer;
 mod reaper;
@@ -12,6 +14,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+pub use compactor::{compact_when_due, COMPACT_FREES_BYTES};
 pub use leader::{watch_leadership, Leaderless};
 pub use proposer::{Committed, ProposeError, Proposer};
 pub use reaper::reap_orphans;

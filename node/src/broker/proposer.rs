@@ -152,11 +152,11 @@ fn answer_all(replies: Vec<Reply>, result: Result<(u64, Vec<Outcome>), ProposeEr
 /// encoding in the entry, so that many tiny messages still close one.
 fn weight(command: &Command) -> usize {
     const OVERHEAD_BYTES: usize = 64;
-    match command {
-        Command::Publish { messages, .. } => messages
+    match command.bodies() {
+        [] => OVERHEAD_BYTES,
+        bodies => bodies
             .iter()
             .map(|m| OVERHEAD_BYTES + raftmq_rules::message_bytes(m))
             .sum(),
-        _ => OVERHEAD_BYTES,
     }
 }

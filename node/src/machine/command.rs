@@ -8,7 +8,7 @@ use super::ids::{ConsumerId, NodeId};
 use super::producers::ProducerTag;
 use super::rejection::Rejection;
 use super::subscription::SubscriptionConfig;
-use super::topic::{NewMessage, TopicLimits};
+use super::topic::{BodyRef, NewMessage, TopicLimits};
 
 /// One Raft log entry's payload: commands batched by the leader, stamped
 /// with the leader's clock. The state machine's time is
@@ -20,13 +20,24 @@ pub struct Request {
 }
 
 impl Request {
-    /// The messages this entry publishes, in slot order: a stored
-    /// message's `BodyRef::slot` counts them across the entry's publishes,
-    /// whether or not each publish was accepted.
+    /// The bodies this entry holds, in slot order: a stored message's
+    /// `BodyRef::slot` counts them across the entry's publishes and
+    /// relocations, whether or not each command was accepted.
     pub fn published(&self) -> impl Iterator<Item = &NewMessage> {
-        self.commands.iter().flat_map(|command| match command {
-            Command::Publish { messages, .. } => messages.as_slice(),
-            _ => &[],
+        self.commands.iter().flat_map(Command::bodies)
+    }
+
+    /// Each body this entry's relocations copied, with its slot here.
+    pub fn relocated(&self) -> impl Iterator<Item = (BodyRef, u32)> + '_ {
+        let mut next_slot = 0u32;
+        self.commands.iter().flat_map(move |command| {
+            let first_slot = next_slot;
+            next_slot += command.bodies().len() as u32;
+            let from: &[BodyRef] = match command {
+                Command::Relocate { from, .. } => from,
+                _ => &[],
+            };
+            from.iter().copied().zip(first_slot..)
         })
     }
 
@@ -83,6 +94,25 @@ pub enum Command {
     /// Appended by a newly elected leader: consumer streams lived on the old
     /// leader, so every consumer is detached and its messages return.
     LeaderStarted { node: NodeId },
+    /// Appended by the leader's compactor: copies the bodies at `from`
+    /// (`messages[i]` is the body at `from[i]`) into this entry, and every
+    /// retained record pointing at one of them points here instead, so the
+    /// old entries they kept alive can go (ARCHITECTURE.md, "Compaction").
+    /// A body no record points at any more is ignored.
+    Relocate {
+        from: Vec<BodyRef>,
+        messages: Vec<NewMessage>,
+    },
+}
+
+impl Command {
+    /// The bodies this command stores in its entry.
+    pub fn bodies(&self) -> &[NewMessage] {
+        match self {
+            Command::Publish { messages, .. } | Command::Relocate { messages, .. } => messages,
+            _ => &[],
+        }
+    }
 }
 
 /// The answer to one command, returned to whoever proposed it.

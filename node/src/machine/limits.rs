@@ -31,5 +31,6 @@ pub const POSITIONS_PER_COMMAND_MAX: usize = 10_000;
 
 /// The rules version this build applies; snapshots carry it. 2: a topic's
 /// retained bytes count headers too (`raftmq_rules::message_bytes`). 3:
-/// messages are records pointing at their bodies in the log.
-pub const MACHINE_VERSION: u32 = 3;
+/// messages are records pointing at their bodies in the log. 4: the
+/// leader relocates old bodies (`Command::Relocate`).
+pub const MACHINE_VERSION: u32 = 4;

@@ -9,7 +9,7 @@
 
 // Each module uses only those on the lines above its own, so the imports
 // run one way (bottom up):
-//   ids, limits, live, quirks, rejection, deadlines
+//   ids, limits, live, quirks, records, rejection, deadlines
 //   consumer, producers, subscription
 //   topic
 //   command, effect
@@ -30,6 +30,7 @@ mod limits;
 mod live;
 mod producers;
 pub(crate) mod quirks;
+mod records;
 mod rejection;
 mod settle;
 mod state;
@@ -41,7 +42,9 @@ pub use consumer::SessionAddr;
 pub use effect::{Delivery, Effect};
 pub use ids::{ConsumerId, EntryId, KeyHash, NodeId};
 pub use limits::*;
+pub use live::Held;
 pub use producers::ProducerTag;
+pub use records::Records;
 pub use rejection::Rejection;
 pub use settle::{REASON_MAX_DELIVERIES, REASON_REJECTED};
 pub use state::{State, TopicSummary};

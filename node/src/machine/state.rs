@@ -1,6 +1,6 @@
 //! The whole replicated state and the apply function.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -12,12 +12,12 @@ use super::effect::Effect;
 use super::ids::{ConsumerId, EntryId, NodeId};
 use super::ledger::Ledger;
 use super::limits::*;
-use super::live::LiveBodies;
+use super::live::{Held, LiveBodies};
 use super::producers::{ProducerTag, Verdict};
 use super::rejection::Rejection;
 use super::settle::{self, Settle};
 use super::subscription::{Mode, Start, Subscription, SubscriptionConfig};
-use super::topic::{NewMessage, Partition, Topic, TopicLimits};
+use super::topic::{BodyRef, NewMessage, Partition, Topic, TopicLimits};
 
 /// What `ListTopics` shows of a topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,9 +118,7 @@ impl State {
             .iter()
             .map(|command| {
                 let first_slot = slot;
-                if let Command::Publish { messages, .. } = command {
-                    slot += messages.len() as u32;
-                }
+                slot += command.bodies().len() as u32;
                 self.apply_command(command, first_slot, effects)
                     .unwrap_or_else(Outcome::Rejected)
             })
@@ -194,7 +192,50 @@ impl State {
                 self.leader_started(*node, effects);
                 Ok(Outcome::Done)
             }
+            Command::Relocate { from, messages } => self.relocate(from, messages.len(), first_slot),
         }
+    }
+
+    /// Points every retained record whose body is at `from[i]` at slot
+    /// `first_slot + i` of the entry being applied. One pass over the
+    /// retained records: the compactor proposes it only when it frees far
+    /// more log than it copies.
+    fn relocate(&mut self, from: &[BodyRef], bodies: usize, first_slot: u32) -> Applied {
+        if from.len() != bodies {
+            return Err(Rejection::Invalid(format!(
+                "relocate: {} bodies for {} places",
+                bodies,
+                from.len()
+            )));
+        }
+        let Some(newest) = from.iter().map(|body| body.index).max() else {
+            return Err(Rejection::Empty("relocate".into()));
+        };
+        let entry = self.applying;
+        let to: BTreeMap<BodyRef, BodyRef> = (0u32..)
+            .zip(from)
+            .map(|(i, old)| {
+                let new = BodyRef {
+                    index: entry.index,
+                    term: entry.term,
+                    slot: first_slot + i,
+                };
+                (*old, new)
+            })
+            .collect();
+        for topic in self.topics.values_mut() {
+            for message in topic.partitions.iter_mut().flat_map(|p| &mut p.messages) {
+                if message.body.index > newest {
+                    continue;
+                }
+                if let Some(new) = to.get(&message.body) {
+                    self.live.release(message.body.index, message.bytes);
+                    self.live.hold(new.index, message.bytes);
+                    message.body = *new;
+                }
+            }
+        }
+        Ok(Outcome::Done)
     }
 
     fn create_topic(&mut self, name: String, partitions: u32, limits: TopicLimits) -> Applied {
@@ -419,7 +460,7 @@ impl State {
         let mut live = LiveBodies::default();
         for topic in self.topics.values() {
             for message in topic.partitions.iter().flat_map(|p| &p.messages) {
-                live.hold(message.body.index);
+                live.hold(message.body.index, message.bytes);
             }
         }
         live
@@ -429,6 +470,23 @@ impl State {
     /// keep it and every later entry.
     pub fn oldest_body(&self) -> Option<u64> {
         self.live.oldest()
+    }
+
+    /// The log entries holding retained bodies, oldest first.
+    pub fn live_bodies(&self) -> impl Iterator<Item = (u64, Held)> + '_ {
+        self.live.entries()
+    }
+
+    /// Every body of a retained message in an entry below `below`, once
+    /// each: what a relocation must copy to free those entries.
+    pub fn bodies_below(&self, below: u64) -> BTreeSet<BodyRef> {
+        self.topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .flat_map(|p| &p.messages)
+            .filter(|m| m.body.index < below)
+            .map(|m| m.body)
+            .collect()
     }
 
     /// Messages retained, over every topic.

@@ -1052,3 +1052,135 @@ fn a_retained_message_costs_a_small_record_not_its_body() {
     assert_eq!(first.payload, body);
     assert_eq!(first.headers["h"], "v");
 }
+
+/// The bodies of every record `h` retains in `topic`'s partition 0, read
+/// from the log as a node would.
+fn payloads(h: &Harness, topic: &str) -> Vec<Bytes> {
+    let partition = h.state.partition(topic, 0).expect("partition");
+    partition
+        .messages
+        .iter()
+        .map(|stored| h.message(stored).payload)
+        .collect()
+}
+
+#[test]
+fn a_relocation_moves_every_record_of_a_body_and_frees_the_old_entries() {
+    let mut h = Harness::new();
+    dead_letter_setup(&mut h, 0);
+    // The poison message is dead-lettered: two records, one body.
+    assert_eq!(nack(&mut h, false, 0), Outcome::Done);
+    h.topic("u", 1);
+    h.publish("u", &[None, None]);
+    let old = h
+        .state
+        .partition("dlq", 0)
+        .expect("dlq")
+        .messages
+        .get(0)
+        .expect("record")
+        .body;
+    let first_u = h
+        .state
+        .partition("u", 0)
+        .expect("u")
+        .messages
+        .get(0)
+        .expect("record")
+        .body;
+    assert_eq!(h.state.oldest_body(), Some(old.index));
+    let before = (payloads(&h, "dlq"), payloads(&h, "u"));
+
+    // A publish shares the relocation's entry: the copies' slots come
+    // after its message.
+    let moved = |at: BodyRef, h: &Harness| h.log[&at.index].message(at.slot).cloned().unwrap();
+    let request = Request {
+        stamp_ms: h.stamp_ms + 1,
+        commands: vec![
+            Command::Publish {
+                producer: None,
+                topic: "u".into(),
+                messages: vec![NewMessage {
+                    key: None,
+                    payload: Bytes::from_static(b"beside"),
+                    headers: Default::default(),
+                }],
+            },
+            Command::Relocate {
+                from: vec![old, first_u],
+                messages: vec![moved(old, &h), moved(first_u, &h)],
+            },
+        ],
+    };
+    let index = h.stamp_ms + 1;
+    let outcomes = h.apply_at(index, request);
+    assert_eq!(outcomes[1], Outcome::Done);
+    h.state.check_invariants().expect("invariants");
+
+    let dlq = h
+        .state
+        .partition("dlq", 0)
+        .expect("dlq")
+        .messages
+        .get(0)
+        .expect("record");
+    assert_eq!(
+        dlq.body,
+        BodyRef {
+            index,
+            term: 1,
+            slot: 1
+        }
+    );
+    let u = &h.state.partition("u", 0).expect("u").messages;
+    assert_eq!(
+        u.get(0).expect("record").body,
+        BodyRef {
+            index,
+            term: 1,
+            slot: 2
+        }
+    );
+    let second_u = BodyRef {
+        slot: first_u.slot + 1,
+        ..first_u
+    };
+    assert_eq!(
+        u.get(1).expect("record").body,
+        second_u,
+        "not relocated: stays"
+    );
+    // Delivered the same, wherever the body is now.
+    let mut after_u = payloads(&h, "u");
+    assert_eq!(after_u.pop(), Some(Bytes::from_static(b"beside")));
+    assert_eq!((payloads(&h, "dlq"), after_u), before);
+    // The old entries hold nothing now.
+    assert_eq!(h.state.oldest_body(), Some(first_u.index));
+    assert!(h.state.bodies_below(old.index + 1).is_empty());
+
+    // A relocation whose bodies are gone changes nothing; a malformed one
+    // is refused.
+    let state = h.state.clone();
+    assert_eq!(
+        h.apply(Command::Relocate {
+            from: vec![old],
+            messages: vec![moved(old, &h)],
+        }),
+        Outcome::Done
+    );
+    assert_eq!(h.state.partition("dlq", 0), state.partition("dlq", 0));
+    assert!(matches!(
+        rejected(h.apply(Command::Relocate {
+            from: vec![old, first_u],
+            messages: vec![],
+        })),
+        Rejection::Invalid(_)
+    ));
+    assert!(matches!(
+        rejected(h.apply(Command::Relocate {
+            from: vec![],
+            messages: vec![],
+        })),
+        Rejection::Empty(_)
+    ));
+}

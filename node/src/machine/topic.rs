@@ -2,7 +2,7 @@
 //! with dense offsets, trimmed from the front once every subscription acked
 //! them. A record points at its body in the log (`BodyRef`).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::ids::KeyHash;
 use super::live::LiveBodies;
 use super::producers::Producers;
+use super::records::Records;
 use super::rejection::Rejection;
 use super::subscription::Subscription;
 
@@ -92,7 +93,7 @@ impl Stored {
 pub struct Partition {
     /// Offset of the first retained message.
     pub base: u64,
-    pub messages: VecDeque<Stored>,
+    pub messages: Records<Stored>,
     /// Bytes retained, as `raftmq_rules::message_bytes` counts them.
     pub bytes: u64,
 }
@@ -126,7 +127,7 @@ impl Partition {
 
     pub fn append(&mut self, message: Stored, live: &mut LiveBodies) -> u64 {
         self.bytes += u64::from(message.bytes);
-        live.hold(message.body.index);
+        live.hold(message.body.index, message.bytes);
         self.messages.push_back(message);
         self.end() - 1
     }
@@ -138,7 +139,7 @@ impl Partition {
                 break;
             };
             self.bytes -= u64::from(message.bytes);
-            live.release(message.body.index);
+            live.release(message.body.index, message.bytes);
             self.base += 1;
         }
     }

@@ -9,6 +9,10 @@
 //! import (entries shipped with an installed snapshot) or the log, and must
 //! have the term the record names: the log may still hold, below its purge
 //! point, an entry a later leader replaced.
+//!
+//! A delivery decided before a relocation (`Command::Relocate`) names the
+//! body's old place, which may be released before the delivery is sent:
+//! the reader remembers where the latest relocations put each body.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,12 +22,16 @@ use openraft::EntryPayload;
 use super::decode;
 use super::runtime::run_blocking;
 use super::typ::Entry;
-use crate::machine::{BodyRef, EntryId, Message, Request, Stored};
+use crate::machine::{BodyRef, EntryId, Message, NewMessage, Request, Stored};
 use crate::planted::{self, Bug};
 use crate::storage::{Disk, LogEntry, StorageError};
 
 /// Bytes of message bodies the cache holds at most, by default.
 pub const BODY_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// Relocated bodies whose new place is remembered, the latest ones: far
+/// more than the deliveries a node's sessions hold unsent between a
+/// relocation and the release of the entries it freed.
+const MOVES_REMEMBERED_MAX: usize = 65_536;
 
 /// Why a retained message's body could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +47,14 @@ pub enum BodyError {
 pub struct Bodies {
     disk: Arc<dyn Disk>,
     cache: Mutex<Cache>,
+    moves: Mutex<Moves>,
+}
+
+/// Where relocations put bodies, oldest forgotten first.
+#[derive(Default)]
+struct Moves {
+    to: HashMap<BodyRef, BodyRef>,
+    order: VecDeque<BodyRef>,
 }
 
 #[derive(Default)]
@@ -63,6 +79,7 @@ impl Bodies {
         Bodies {
             disk,
             cache: Mutex::new(Cache::new(cache_bytes)),
+            moves: Mutex::new(Moves::default()),
         }
     }
 
@@ -72,12 +89,36 @@ impl Bodies {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn moves(&self) -> MutexGuard<'_, Moves> {
+        self.moves
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Keeps an entry just applied, if it publishes anything: its
-    /// messages are the likeliest to be delivered next.
+    /// messages are the likeliest to be delivered next. Notes where its
+    /// relocations put bodies.
     pub fn remember(&self, entry: EntryId, request: Arc<Request>) {
         if request.published().next().is_none() {
             return;
         }
+        let mut moves = self.moves();
+        for (from, slot) in request.relocated() {
+            let to = BodyRef {
+                index: entry.index,
+                term: entry.term,
+                slot,
+            };
+            if moves.to.insert(from, to).is_none() {
+                moves.order.push_back(from);
+            }
+            while moves.order.len() > MOVES_REMEMBERED_MAX {
+                if let Some(oldest) = moves.order.pop_front() {
+                    moves.to.remove(&oldest);
+                }
+            }
+        }
+        drop(moves);
         let bytes = published_bytes(&request);
         self.lock().insert(entry, request, bytes);
     }
@@ -85,17 +126,29 @@ impl Bodies {
     /// The delivered message for `stored`, the record at (`partition`,
     /// `offset`).
     pub fn message(&self, stored: &Stored, offset: u64) -> Result<Message, BodyError> {
-        let BodyRef { index, term, slot } = stored.body;
-        let request = self.request(index, term)?;
-        let body = request
-            .message(slot)
-            .ok_or(BodyError::NoSlot { index, slot })?;
-        let mut message = stored.message(body);
+        let body = match self.body(stored.body) {
+            Err(missing @ BodyError::Missing { .. }) => {
+                let moved = self.moves().to.get(&stored.body).copied();
+                self.body(moved.ok_or(missing)?)?
+            }
+            read => read?,
+        };
+        let mut message = stored.message(&body);
         if planted::active(Bug::CorruptPayload) && stored.key.is_none() && offset.is_multiple_of(16)
         {
             message.payload = bytes::Bytes::from_static(b"corrupted");
         }
         Ok(message)
+    }
+
+    /// The body at `at`, as its entry holds it.
+    pub fn body(&self, at: BodyRef) -> Result<NewMessage, BodyError> {
+        let BodyRef { index, term, slot } = at;
+        let request = self.request(index, term)?;
+        request
+            .message(slot)
+            .cloned()
+            .ok_or(BodyError::NoSlot { index, slot })
     }
 
     /// The request of entry `index`, which must be of `term`.
