@@ -19,7 +19,7 @@ use crate::error::describe;
 use crate::routing::{Decision, Failure, Router};
 use crate::{
     ClientError, ClientOptions, ClusterStatus, Consumer, Message, NackOptions, NodeStatus,
-    Position, Producer, ProducerOptions, SubscribeOptions, TopicInfo, TopicOptions,
+    Position, Producer, ProducerOptions, SnapshotTaken, SubscribeOptions, TopicInfo, TopicOptions,
 };
 
 /// Attempts one operation may make, on top of its deadline: with the
@@ -195,18 +195,19 @@ impl Client {
     /// Asks one node for its view of the cluster, once, without retrying
     /// elsewhere: the point is to see that particular node.
     pub async fn cluster_status(&self, address: &str) -> Result<ClusterStatus, ClientError> {
-        let address = normalize(address);
         let timeout = self.inner.options.rpc_timeout;
-        let mut broker = self.broker(&address)?;
+        let mut broker = self.broker(&normalize(address))?;
         let request = unary(proto::ClusterStatusRequest {}, timeout);
-        match tokio::time::timeout(timeout, broker.cluster_status(request)).await {
-            Ok(Ok(response)) => Ok(response.into_inner().into()),
-            Ok(Err(status)) => Err(ClientError::from(&status)),
-            Err(_) => Err(ClientError::Rpc {
-                code: tonic::Code::DeadlineExceeded,
-                message: format!("no answer within {timeout:?}"),
-            }),
-        }
+        answer_within(timeout, broker.cluster_status(request)).await
+    }
+
+    /// Asks one node to take a snapshot now, and waits until it is written
+    /// (a node gives it a minute at most).
+    pub async fn take_snapshot(&self, address: &str) -> Result<SnapshotTaken, ClientError> {
+        const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(65);
+        let mut broker = self.broker(&normalize(address))?;
+        let request = unary(proto::TakeSnapshotRequest {}, SNAPSHOT_TIMEOUT);
+        answer_within(SNAPSHOT_TIMEOUT, broker.take_snapshot(request)).await
     }
 
     /// Asks every seed at once; one answer per seed, in seed order, errors
@@ -533,6 +534,22 @@ fn endpoint(address: &str, options: &ClientOptions) -> Result<Endpoint, ClientEr
 
 /// Addresses are compared as strings; accept an `http://` prefix from users
 /// and trim stray whitespace from comma-separated lists.
+/// One node's answer to a unary call, or why there was none within
+/// `timeout`.
+async fn answer_within<T, A: Into<T>>(
+    timeout: Duration,
+    call: impl Future<Output = Result<Response<A>, Status>>,
+) -> Result<T, ClientError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(response)) => Ok(response.into_inner().into()),
+        Ok(Err(status)) => Err(ClientError::from(&status)),
+        Err(_) => Err(ClientError::Rpc {
+            code: tonic::Code::DeadlineExceeded,
+            message: format!("no answer within {timeout:?}"),
+        }),
+    }
+}
+
 fn normalize(address: &str) -> String {
     let address = address.trim();
     address

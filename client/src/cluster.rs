@@ -34,6 +34,24 @@ pub struct Member {
     pub matched_index: Option<u64>,
 }
 
+/// A node's answer to `TakeSnapshot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SnapshotTaken {
+    /// The last log index the snapshot covers.
+    pub snapshot_index: u64,
+    /// From the request to the snapshot written, in milliseconds.
+    pub took_ms: u64,
+}
+
+impl From<proto::TakeSnapshotResponse> for SnapshotTaken {
+    fn from(taken: proto::TakeSnapshotResponse) -> SnapshotTaken {
+        SnapshotTaken {
+            snapshot_index: taken.snapshot_index,
+            took_ms: taken.took_ms,
+        }
+    }
+}
+
 /// The outcome of asking one address, for `cluster_status_all`: one dead
 /// node must not hide the others' answers.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -51,7 +51,7 @@ mod sequence;
 mod topic;
 
 pub use client::{Acked, Client};
-pub use cluster::{ClusterStatus, Member, NodeStatus};
+pub use cluster::{ClusterStatus, Member, NodeStatus, SnapshotTaken};
 pub use connector::{Connector, TcpConnector};
 pub use consumer::Consumer;
 pub use delivery::Delivery;

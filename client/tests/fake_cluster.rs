@@ -203,6 +203,13 @@ impl Broker for Fake {
         Ok(Response::new(proto::NackResponse {}))
     }
 
+    async fn take_snapshot(
+        &self,
+        _: Request<proto::TakeSnapshotRequest>,
+    ) -> Result<Response<proto::TakeSnapshotResponse>, Status> {
+        Err(Status::unimplemented("the fake keeps no log"))
+    }
+
     async fn cluster_status(
         &self,
         _: Request<proto::ClusterStatusRequest>,

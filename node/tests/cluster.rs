@@ -357,6 +357,33 @@ async fn a_few_old_messages_do_not_pin_the_log_the_leader_copies_them_forward() 
     assert_eq!(served, stuck, "the stuck messages, relocated");
 }
 
+/// `TakeSnapshot` (`raftmq cluster snapshot`) answers once the node asked
+/// has written a snapshot covering everything it had applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_taken_on_request_covers_everything_applied_before_it() {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic("t", 1).await.expect("create topic");
+    client
+        .publish("t", vec![Message::new(Bytes::from_static(b"x"))])
+        .await
+        .expect("publish");
+    for id in 1..=3 {
+        let applied = cluster.status(id).await.and_then(|s| s.applied_index);
+        let taken = client
+            .take_snapshot(cluster.addr(id))
+            .await
+            .expect("take a snapshot");
+        assert!(
+            Some(taken.snapshot_index) >= applied,
+            "node {id}: snapshot at {} but {applied:?} applied before",
+            taken.snapshot_index
+        );
+        let status = cluster.status(id).await.expect("status");
+        assert!(status.snapshot_index >= Some(taken.snapshot_index));
+    }
+}
+
 /// The bytes of every file under `dir`.
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {

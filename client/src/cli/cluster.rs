@@ -17,10 +17,63 @@ pub(crate) enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Ask every server to take a snapshot now and wait until each is
+    /// written (up to a minute); the log behind it can then go. Fails if
+    /// any server did not take one.
+    Snapshot {
+        /// Print one JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(crate) async fn run(client: &Client, command: ClusterCommand) -> anyhow::Result<ExitCode> {
-    let ClusterCommand::Status { json } = command;
+    match command {
+        ClusterCommand::Status { json } => status(client, json).await,
+        ClusterCommand::Snapshot { json } => snapshot(client, json).await,
+    }
+}
+
+async fn snapshot(client: &Client, json: bool) -> anyhow::Result<ExitCode> {
+    let asks = client
+        .seeds()
+        .iter()
+        .map(|address| async move { (address.clone(), client.take_snapshot(address).await) });
+    let taken = futures::future::join_all(asks).await;
+    if json {
+        let nodes: Vec<serde_json::Value> = taken
+            .iter()
+            .map(|(address, taken)| match taken {
+                Ok(taken) => json!({ "address": address, "snapshot": taken }),
+                Err(error) => json!({ "address": address, "error": error.to_string() }),
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "nodes": nodes }))?
+        );
+    } else {
+        let rows: Vec<Vec<String>> = taken
+            .iter()
+            .map(|(address, taken)| match taken {
+                Ok(taken) => vec![
+                    address.clone(),
+                    taken.snapshot_index.to_string(),
+                    taken.took_ms.to_string(),
+                    String::new(),
+                ],
+                Err(error) => vec![address.clone(), "-".into(), "-".into(), error.to_string()],
+            })
+            .collect();
+        table::print(&["ADDRESS", "SNAPSHOT INDEX", "TOOK MS", "ERROR"], &rows);
+    }
+    if let Some((address, Err(error))) = taken.iter().find(|(_, taken)| taken.is_err()) {
+        anyhow::bail!("{address} took no snapshot: {error}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(client: &Client, json: bool) -> anyhow::Result<ExitCode> {
     let nodes = client.cluster_status_all().await;
     if json {
         print_json(&nodes)?;

@@ -3,6 +3,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use raftmq_proto::v1;
@@ -337,7 +338,27 @@ impl BrokerRpc for BrokerService {
             self.broker.leaderless.duration(),
         )))
     }
+
+    async fn take_snapshot(
+        &self,
+        _request: Request<v1::TakeSnapshotRequest>,
+    ) -> Result<Response<v1::TakeSnapshotResponse>, Status> {
+        let started = std::time::Instant::now();
+        let index = self
+            .broker
+            .raft
+            .take_snapshot(SNAPSHOT_WAIT_MAX)
+            .await
+            .map_err(|e| status::snapshot_failed(&e))?;
+        Ok(Response::new(v1::TakeSnapshotResponse {
+            snapshot_index: index,
+            took_ms: started.elapsed().as_millis() as u64,
+        }))
+    }
 }
+
+/// Longest a `TakeSnapshot` waits for the snapshot to be written.
+const SNAPSHOT_WAIT_MAX: Duration = Duration::from_secs(60);
 
 fn rejected_response(request_id: u64, status: Status) -> v1::PublishResponse {
     v1::PublishResponse {

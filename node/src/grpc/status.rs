@@ -5,7 +5,7 @@ use tonic::{Code, Status};
 
 use crate::broker::ProposeError;
 use crate::machine::Rejection;
-use crate::raft::{BodyError, WireError};
+use crate::raft::{BodyError, SnapshotError, WireError};
 
 pub fn rejected(rejection: &Rejection) -> Status {
     let code = match rejection {
@@ -94,6 +94,14 @@ pub fn body_unreadable(error: &BodyError) -> Status {
 }
 
 /// Something this node got wrong; the client cannot fix it by retrying.
+pub fn snapshot_failed(error: &SnapshotError) -> Status {
+    match error {
+        SnapshotError::NothingApplied => Status::failed_precondition(error.to_string()),
+        SnapshotError::Stopped => Status::unavailable(error.to_string()),
+        SnapshotError::TimedOut(_) => Status::deadline_exceeded(error.to_string()),
+    }
+}
+
 pub fn internal(message: impl Into<String>) -> Status {
     Status::internal(message)
 }

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError as OpenRaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
@@ -50,6 +51,17 @@ pub enum WriteError {
     Unknown(String),
     #[error("raft has stopped")]
     Stopped,
+}
+
+/// Why `take_snapshot` did not answer with a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("nothing applied yet to snapshot")]
+    NothingApplied,
+    #[error("the Raft core stopped")]
+    Stopped,
+    #[error("no snapshot written within {0:?}")]
+    TimedOut(Duration),
 }
 
 /// A node's role in its Raft group.
@@ -264,6 +276,34 @@ impl RaftHandle {
                     .map(|log_id| log_id.index),
             })
             .collect()
+    }
+
+    /// Takes a snapshot of everything applied now and waits, at most
+    /// `within`, until it is written: the index it covers.
+    pub async fn take_snapshot(&self, within: Duration) -> Result<u64, SnapshotError> {
+        let mut metrics = self.raft.metrics();
+        let Some(target) = metrics.borrow().last_applied.map(|id| id.index) else {
+            return Err(SnapshotError::NothingApplied);
+        };
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|_| SnapshotError::Stopped)?;
+        let taken = async {
+            loop {
+                let index = metrics.borrow_and_update().snapshot.map(|id| id.index);
+                if let Some(index) = index.filter(|index| *index >= target) {
+                    return Ok(index);
+                }
+                if metrics.changed().await.is_err() {
+                    return Err(SnapshotError::Stopped);
+                }
+            }
+        };
+        tokio::time::timeout(within, taken)
+            .await
+            .map_err(|_| SnapshotError::TimedOut(within))?
     }
 
     /// Follows leader and term changes.

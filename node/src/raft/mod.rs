@@ -27,7 +27,9 @@ pub use bodies::{Bodies, BodyError, BODY_CACHE_BYTES};
 pub use codec::{decode, encode, CodecError};
 use elections::break_election_ties;
 pub use format::{check_format, FormatError, STORAGE_FORMAT};
-pub use handle::{Member, RaftError, RaftHandle, RaftStatus, RaftWatch, Role, WriteError};
+pub use handle::{
+    Member, RaftError, RaftHandle, RaftStatus, RaftWatch, Role, SnapshotError, WriteError,
+};
 pub use log_store::{LogStats, LogStore};
 use network::Network;
 pub use network::{PeerError, PeerLink, Peers};

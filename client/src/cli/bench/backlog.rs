@@ -1,7 +1,9 @@
 //! A backlog deeper than consumers keep up with: fill N messages with no
 //! consumer, print what each node then holds (memory, data directory,
-//! snapshot), wipe one node's data and time its rejoining by snapshot (and
-//! its peak memory meanwhile), kill all three nodes and start them again
+//! snapshot), run the e2e bench beside it while every node takes a
+//! snapshot of the whole backlog, wipe one node's data and time its
+//! rejoining by snapshot (and its peak memory meanwhile), kill all three
+//! nodes and start them again
 //! (time to a leader and to the first delivery), drain it with one
 //! consumer acking as it goes, and print what the nodes hold once
 //! everything is acked.
@@ -26,6 +28,9 @@ const ACKS_IN_FLIGHT: usize = 8;
 /// Let background work (snapshots, log purges) finish before reading the
 /// nodes' usage.
 const SETTLE: Duration = Duration::from_secs(5);
+/// How far into the e2e run beside the backlog every node is asked for a
+/// snapshot.
+const SNAPSHOT_AFTER: Duration = Duration::from_secs(3);
 /// How long the drain may go without a delivery before it gives up.
 const DRAIN_IDLE_MAX: Duration = Duration::from_secs(30);
 
@@ -48,6 +53,8 @@ pub(crate) async fn run(
     let fill_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(SETTLE).await;
     let held = usage(local.as_deref())?;
+    let across_snapshot = e2e_across_snapshot(client, tag, args).await?;
+    let snapshotted = usage(local.as_deref())?;
 
     let rejoin = match local.as_deref_mut() {
         Some(local) => {
@@ -94,8 +101,34 @@ pub(crate) async fn run(
         "drain_msgs_per_s": (drain.count as f64 / drain_s).round(),
         "idle": idle,
         "held": held,
+        "e2e_across_snapshot": across_snapshot,
+        "snapshotted": snapshotted,
         "acked": acked,
     }))
+}
+
+/// The e2e bench on a topic of its own while, `SNAPSHOT_AFTER` into it,
+/// every node takes a snapshot holding the whole backlog: its latencies,
+/// and each node's snapshot.
+async fn e2e_across_snapshot(
+    client: &Client,
+    tag: &str,
+    args: &BenchArgs,
+) -> anyhow::Result<Value> {
+    let snapshots = async {
+        tokio::time::sleep(SNAPSHOT_AFTER).await;
+        super::progress("backlog: every node takes a snapshot of the backlog");
+        let asks = client.seeds().iter().map(|address| async move {
+            match client.take_snapshot(address).await {
+                Ok(taken) => json!({ "address": address, "index": taken.snapshot_index, "took_s": taken.took_ms as f64 / 1000.0 }),
+                Err(error) => json!({ "address": address, "error": error.to_string() }),
+            }
+        });
+        futures::future::join_all(asks).await
+    };
+    let tag = format!("{tag}-across");
+    let (e2e, snapshots) = tokio::join!(super::e2e::run(client, &tag, args), snapshots);
+    Ok(json!({ "e2e": e2e?, "snapshots": snapshots }))
 }
 
 fn secs(duration: Duration) -> f64 {
