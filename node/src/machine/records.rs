@@ -1,4 +1,4 @@
-//! A partition's retained records, kept in chunks.
+//! A partition's retained records, kept in shared chunks.
 //!
 //! One `VecDeque` per partition doubles its capacity as it grows: with
 //! 5,000,000 records over eight partitions, each held room for 1,048,576,
@@ -6,9 +6,18 @@
 //! partition inside one apply. Chunks of `CHUNK` records grow one at a time
 //! instead, so a partition holds at most one partly used chunk of spare
 //! room, and appending never moves what is already stored.
+//!
+//! Chunks are shared (`Arc`) and copied on write: a snapshot copies the
+//! state under the apply lock and encodes the copy outside it, and with
+//! shared chunks that copy costs a pointer per chunk instead of every
+//! record (tens of milliseconds of stalled applies at 1,000,000 records).
+//! Appending and trimming copy at most the last and the first chunk while a
+//! snapshot holds them; the chunks in between are never written again
+//! but by a relocation.
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
@@ -23,7 +32,7 @@ const CHUNK: usize = 4096;
 /// replaces.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Records<T> {
-    chunks: VecDeque<VecDeque<T>>,
+    chunks: VecDeque<Arc<VecDeque<T>>>,
     len: usize,
 }
 
@@ -36,7 +45,7 @@ impl<T> Default for Records<T> {
     }
 }
 
-impl<T> Records<T> {
+impl<T: Clone> Records<T> {
     pub fn len(&self) -> usize {
         self.len
     }
@@ -55,15 +64,15 @@ impl<T> Records<T> {
 
     pub fn push_back(&mut self, record: T) {
         match self.chunks.back_mut() {
-            Some(last) if last.len() < CHUNK => last.push_back(record),
-            _ => self.chunks.push_back(VecDeque::from([record])),
+            Some(last) if last.len() < CHUNK => Arc::make_mut(last).push_back(record),
+            _ => self.chunks.push_back(Arc::new(VecDeque::from([record]))),
         }
         self.len += 1;
     }
 
     pub fn pop_front(&mut self) -> Option<T> {
         let first = self.chunks.front_mut()?;
-        let record = first.pop_front();
+        let record = Arc::make_mut(first).pop_front();
         if first.is_empty() {
             self.chunks.pop_front();
         }
@@ -74,46 +83,36 @@ impl<T> Records<T> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.chunks.iter().flatten()
+        self.chunks.iter().flat_map(|chunk| chunk.iter())
     }
 
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
-        self.chunks.iter_mut().flatten()
-    }
-}
-
-impl<'a, T> IntoIterator for &'a Records<T> {
-    type Item = &'a T;
-    type IntoIter = std::iter::Flatten<std::collections::vec_deque::Iter<'a, VecDeque<T>>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.chunks.iter().flatten()
-    }
-}
-
-impl<'a, T> IntoIterator for &'a mut Records<T> {
-    type Item = &'a mut T;
-    type IntoIter = std::iter::Flatten<std::collections::vec_deque::IterMut<'a, VecDeque<T>>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.chunks.iter_mut().flatten()
+    /// Changes every record `wanted` picks: copies only the chunks holding
+    /// one that a snapshot still shares.
+    pub fn change(&mut self, wanted: impl Fn(&T) -> bool, mut change: impl FnMut(&mut T)) {
+        for chunk in &mut self.chunks {
+            if chunk.iter().any(&wanted) {
+                for record in Arc::make_mut(chunk).iter_mut().filter(|r| wanted(r)) {
+                    change(record);
+                }
+            }
+        }
     }
 }
 
-impl<T: Serialize> Serialize for Records<T> {
+impl<T: Serialize + Clone> Serialize for Records<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(Some(self.len))?;
-        for record in self {
+        for record in self.iter() {
             seq.serialize_element(record)?;
         }
         seq.end()
     }
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Records<T> {
+impl<'de, T: Deserialize<'de> + Clone> Deserialize<'de> for Records<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Sequence<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for Sequence<T> {
+        impl<'de, T: Deserialize<'de> + Clone> Visitor<'de> for Sequence<T> {
             type Value = Records<T>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a sequence of records")
@@ -174,5 +173,42 @@ mod tests {
         assert!(decoded.iter().eq(model.iter()));
         while records.pop_front().is_some() {}
         assert!(records.is_empty() && records.chunks.is_empty());
+    }
+
+    /// A copy taken for a snapshot keeps what it saw, whatever is
+    /// appended, trimmed or changed after it.
+    #[test]
+    fn a_copy_keeps_what_it_saw() {
+        let mut records: Records<u64> = Records::default();
+        for n in 0..(CHUNK as u64 * 3) {
+            records.push_back(n);
+        }
+        let seen: Vec<u64> = records.iter().copied().collect();
+        let copy = records.clone();
+        records.push_back(u64::MAX);
+        records.pop_front();
+        records.change(|r| *r % 1000 == 0, |r| *r += 1);
+        assert!(copy.iter().eq(seen.iter()));
+        assert_eq!(
+            records.get(999),
+            Some(&1001),
+            "1000, changed, after one trimmed"
+        );
+        assert_eq!(records.len(), seen.len());
+        // Chunks nothing changed are still shared.
+        let shared = copy
+            .chunks
+            .iter()
+            .zip(&records.chunks)
+            .filter(|(a, b)| Arc::ptr_eq(a, b))
+            .count();
+        assert_eq!(shared, 0, "every chunk held a multiple of 1000");
+        let mut untouched = copy.clone();
+        untouched.change(|r| *r == u64::MAX, |r| *r = 0);
+        assert!(untouched
+            .chunks
+            .iter()
+            .zip(&copy.chunks)
+            .all(|(a, b)| Arc::ptr_eq(a, b)));
     }
 }

@@ -17,7 +17,7 @@ use super::producers::{ProducerTag, Verdict};
 use super::rejection::Rejection;
 use super::settle::{self, Settle};
 use super::subscription::{Mode, Start, Subscription, SubscriptionConfig};
-use super::topic::{BodyRef, NewMessage, Partition, Topic, TopicLimits};
+use super::topic::{self, BodyRef, NewMessage, Partition, Topic, TopicLimits};
 
 /// What `ListTopics` shows of a topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -223,17 +223,15 @@ impl State {
                 (*old, new)
             })
             .collect();
-        for topic in self.topics.values_mut() {
-            for message in topic.partitions.iter_mut().flat_map(|p| &mut p.messages) {
-                if message.body.index > newest {
-                    continue;
-                }
-                if let Some(new) = to.get(&message.body) {
-                    self.live.release(message.body.index, message.bytes);
-                    self.live.hold(new.index, message.bytes);
-                    message.body = *new;
-                }
-            }
+        let live = &mut self.live;
+        let moved = |m: &topic::Stored| m.body.index <= newest && to.contains_key(&m.body);
+        for partition in self.topics.values_mut().flat_map(|t| &mut t.partitions) {
+            partition.messages.change(moved, |message| {
+                let new = to[&message.body];
+                live.release(message.body.index, message.bytes);
+                live.hold(new.index, message.bytes);
+                message.body = new;
+            });
         }
         Ok(Outcome::Done)
     }
@@ -459,7 +457,7 @@ impl State {
     pub(super) fn implied_live(&self) -> LiveBodies {
         let mut live = LiveBodies::default();
         for topic in self.topics.values() {
-            for message in topic.partitions.iter().flat_map(|p| &p.messages) {
+            for message in topic.partitions.iter().flat_map(|p| p.messages.iter()) {
                 live.hold(message.body.index, message.bytes);
             }
         }
@@ -483,7 +481,7 @@ impl State {
         self.topics
             .values()
             .flat_map(|t| &t.partitions)
-            .flat_map(|p| &p.messages)
+            .flat_map(|p| p.messages.iter())
             .filter(|m| m.body.index < below)
             .map(|m| m.body)
             .collect()
