@@ -102,8 +102,17 @@ impl Bodies {
         if request.published().next().is_none() {
             return;
         }
+        if request.relocated().next().is_some() {
+            self.note_moves(entry, request.relocated());
+        }
+        let bytes = published_bytes(&request);
+        self.lock().insert(entry, request, bytes);
+    }
+
+    /// Remembers where entry `entry` put the bodies it relocated.
+    fn note_moves(&self, entry: EntryId, relocated: impl Iterator<Item = (BodyRef, u32)>) {
         let mut moves = self.moves();
-        for (from, slot) in request.relocated() {
+        for (from, slot) in relocated {
             let to = BodyRef {
                 index: entry.index,
                 term: entry.term,
@@ -118,22 +127,19 @@ impl Bodies {
                 }
             }
         }
-        drop(moves);
-        let bytes = published_bytes(&request);
-        self.lock().insert(entry, request, bytes);
     }
 
     /// The delivered message for `stored`, the record at (`partition`,
     /// `offset`).
     pub fn message(&self, stored: &Stored, offset: u64) -> Result<Message, BodyError> {
-        let body = match self.body(stored.body) {
+        let assemble = |body: &NewMessage| stored.message(body);
+        let mut message = match self.with_body(stored.body, assemble) {
             Err(missing @ BodyError::Missing { .. }) => {
                 let moved = self.moves().to.get(&stored.body).copied();
-                self.body(moved.ok_or(missing)?)?
+                self.with_body(moved.ok_or(missing)?, assemble)?
             }
             read => read?,
         };
-        let mut message = stored.message(&body);
         if planted::active(Bug::CorruptPayload) && stored.key.is_none() && offset.is_multiple_of(16)
         {
             message.payload = bytes::Bytes::from_static(b"corrupted");
@@ -143,12 +149,17 @@ impl Bodies {
 
     /// The body at `at`, as its entry holds it.
     pub fn body(&self, at: BodyRef) -> Result<NewMessage, BodyError> {
+        self.with_body(at, NewMessage::clone)
+    }
+
+    /// `f` of the body at `at`, read in place.
+    fn with_body<R>(&self, at: BodyRef, f: impl FnOnce(&NewMessage) -> R) -> Result<R, BodyError> {
         let BodyRef { index, term, slot } = at;
         let request = self.request(index, term)?;
-        request
+        let body = request
             .message(slot)
-            .cloned()
-            .ok_or(BodyError::NoSlot { index, slot })
+            .ok_or(BodyError::NoSlot { index, slot })?;
+        Ok(f(body))
     }
 
     /// The request of entry `index`, which must be of `term`.
@@ -311,6 +322,82 @@ mod tests {
         assert!(matches!(
             bodies.message(&stored(2, 7), 0),
             Err(BodyError::Missing { index: 2, term: 7 })
+        ));
+    }
+
+    /// A delivery decided before a relocation names the body's old place:
+    /// once that entry is gone, the body is read where the relocation put
+    /// it, for as many relocated bodies as `MOVES_REMEMBERED_MAX`.
+    #[test]
+    fn a_body_relocated_and_gone_from_its_old_entry_is_read_at_its_new_place() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disk = Arc::new(LocalDisk::open(dir.path(), MIB as u64).expect("open disk"));
+        let bodies = Bodies::new(disk, 0);
+        let (_, old_request, _) = entry(3, 10);
+        let body = old_request.message(0).expect("the body").clone();
+        let relocation = |index: u64, count: u64| Request {
+            stamp_ms: 0,
+            commands: vec![Command::Relocate {
+                from: (0..count)
+                    .map(|i| BodyRef {
+                        index: index - 100 + i,
+                        term: 1,
+                        slot: 0,
+                    })
+                    .collect(),
+                messages: vec![body.clone(); count as usize],
+            }],
+        };
+        // A cache of 0 bytes keeps nothing: every read goes to the disk,
+        // where neither entry is, so only the moves answer.
+        bodies.remember(
+            EntryId {
+                index: 103,
+                term: 1,
+            },
+            Arc::new(relocation(103, 1)),
+        );
+        assert!(matches!(
+            bodies.message(&stored(3, 1), 0),
+            Err(BodyError::Missing { index: 103, .. })
+        ));
+        let with_cache = Bodies::new(bodies.disk.clone(), BODY_CACHE_BYTES);
+        with_cache.remember(
+            EntryId {
+                index: 103,
+                term: 1,
+            },
+            Arc::new(relocation(103, 1)),
+        );
+        let message = with_cache
+            .message(&stored(3, 1), 0)
+            .expect("read at its new place");
+        assert_eq!(message.payload, body.payload);
+        // Past the bound, the oldest moves are forgotten.
+        let many = MOVES_REMEMBERED_MAX as u64;
+        with_cache.remember(
+            EntryId {
+                index: 200,
+                term: 1,
+            },
+            Arc::new(Request {
+                stamp_ms: 0,
+                commands: vec![Command::Relocate {
+                    from: (0..many)
+                        .map(|i| BodyRef {
+                            index: 1_000 + i,
+                            term: 1,
+                            slot: 0,
+                        })
+                        .collect(),
+                    messages: vec![body.clone(); many as usize],
+                }],
+            }),
+        );
+        assert_eq!(with_cache.moves().to.len(), MOVES_REMEMBERED_MAX);
+        assert!(matches!(
+            with_cache.message(&stored(3, 1), 0),
+            Err(BodyError::Missing { index: 3, .. })
         ));
     }
 }

@@ -53,6 +53,14 @@ pub(crate) async fn run(
     let fill_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(SETTLE).await;
     let held = usage(local.as_deref())?;
+    if local.is_some() {
+        // The fill left a gigabyte of dirty pages that the kernel writes
+        // back over the next half minute, stalling every fsync of the one
+        // disk the three nodes share: flush them, so that the e2e run
+        // measures the snapshot, not the fill's writeback.
+        super::progress("backlog: flushing the fill to disk (sync)");
+        let _ = tokio::process::Command::new("sync").status().await;
+    }
     let across_snapshot = e2e_across_snapshot(client, tag, args).await?;
     let snapshotted = usage(local.as_deref())?;
 
