@@ -55,8 +55,9 @@ pub enum Bug {
     /// sent).
     BatchReversed = 12,
     /// The log deletes segments behind the snapshot whether or not retained
-    /// messages' bodies are in them (checker: every confirmed message is
-    /// delivered).
+    /// messages' bodies are in them (checker: every node catches up after
+    /// healing: a follower sent the snapshot never gets the bodies it
+    /// needs, those of the messages pinned at the start of the log).
     ReleaseReferenced = 13,
     /// The compactor copies each relocated body to its neighbour's place
     /// (checker: a message is delivered as it was confirmed).

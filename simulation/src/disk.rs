@@ -225,10 +225,12 @@ impl Disk for SimDisk {
 
     fn log_bytes_before(&self, below: u64) -> u64 {
         let contents = self.lock();
-        contents
-            .live
-            .log
-            .range(..below)
+        let imports = &contents.imports;
+        let kept = imports.kept.as_ref().and_then(|id| imports.all.get(id));
+        [Some(&contents.live.log), kept]
+            .into_iter()
+            .flatten()
+            .flat_map(|records| records.range(..below))
             .map(|(_, bytes)| bytes.len() as u64)
             .sum()
     }

@@ -109,8 +109,8 @@ fn a_batch_stored_last_first_is_caught_as_out_of_send_order() {
 }
 
 #[test]
-fn a_released_segment_still_holding_bodies_is_caught_as_messages_never_delivered() {
-    check("release-referenced", "not delivered");
+fn a_released_segment_still_holding_bodies_is_caught_as_a_follower_never_caught_up() {
+    check("release-referenced", "has applied");
 }
 
 #[test]

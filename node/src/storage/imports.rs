@@ -186,6 +186,14 @@ impl Imports {
     }
 
     /// Deletes the kept import's segments wholly below `below`.
+    /// Bytes of the kept import's segments wholly before entry `below`.
+    pub fn bytes_before(&self, below: u64) -> u64 {
+        self.lock()
+            .kept
+            .as_ref()
+            .map_or(0, |(_, log)| log.bytes_before(below))
+    }
+
     pub fn release(&self, below: u64) -> Result<(), StorageError> {
         if let Some((_, log)) = &self.lock().kept {
             log.release(below)?;
@@ -247,5 +255,33 @@ mod tests {
         assert_eq!(imports.get(20).expect("get"), None);
         assert_eq!(imports.get(9).expect("get"), Some((9, vec![2; 8])));
         assert!(!dir.path().join("b").exists(), "the partial one is deleted");
+    }
+
+    /// A node that rejoined by snapshot holds its bodies in the import: the
+    /// snapshot rule by the disk and the compactor weigh it as log, and
+    /// releasing frees its whole segments.
+    #[test]
+    fn the_kept_import_counts_in_what_a_release_frees() {
+        const EIGHT_MIB: usize = 8 * 1024 * 1024;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let imports = Imports::open(dir.path()).expect("open");
+        // One batch each, as the bodies stream sends them: a segment closes
+        // between batches once past its size.
+        for index in 0..3 {
+            let batch = vec![(index, vec![index as u8; EIGHT_MIB])];
+            imports.import("a", batch).expect("import");
+        }
+        assert!(imports.seal("a", 0, 2));
+        imports.keep("a").expect("keep");
+        assert_eq!(imports.bytes_before(1), 0, "a segment still in use");
+        let freed = imports.bytes_before(2);
+        assert!(
+            freed >= 2 * EIGHT_MIB as u64,
+            "{freed} bytes before entry 2"
+        );
+        imports.release(2).expect("release");
+        assert_eq!(imports.bytes_before(3), 0);
+        assert_eq!(imports.get(2).expect("get").map(|(i, _)| i), Some(2));
+        assert_eq!(imports.get(0).expect("get"), None);
     }
 }

@@ -100,7 +100,7 @@ impl Disk for LocalDisk {
     }
 
     fn log_bytes_before(&self, below: u64) -> u64 {
-        self.log.bytes_before(below)
+        self.log.bytes_before(below) + self.imports.bytes_before(below)
     }
 
     fn entry(&self, index: u64) -> Result<Option<LogEntry>, StorageError> {

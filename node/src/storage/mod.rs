@@ -68,8 +68,9 @@ pub trait Disk: Send + Sync + 'static {
     /// Deletes what holds only purged entries below `below`, in the log and
     /// in the kept import, a segment at a time.
     fn release(&self, below: u64) -> Result<(), StorageError>;
-    /// Bytes of log segments `release(below)` would delete, were the log
-    /// purged that far.
+    /// Bytes of log segments, the kept import's included, that
+    /// `release(below)` would delete, were the log purged that far: a node
+    /// that rejoined by snapshot holds most of its bodies in the import.
     fn log_bytes_before(&self, below: u64) -> u64;
     /// The log entry at `index` if it is still on disk, purged or not.
     fn entry(&self, index: u64) -> Result<Option<LogEntry>, StorageError>;
