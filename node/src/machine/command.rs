@@ -27,18 +27,26 @@ impl Request {
         self.commands.iter().flat_map(Command::bodies)
     }
 
-    /// Each body this entry's relocations copied, with its slot here.
-    pub fn relocated(&self) -> impl Iterator<Item = (BodyRef, u32)> + '_ {
+    /// Each command with the slot of its first body in this entry.
+    pub fn commands_with_first_slot(&self) -> impl Iterator<Item = (&Command, u32)> {
         let mut next_slot = 0u32;
-        self.commands.iter().flat_map(move |command| {
+        self.commands.iter().map(move |command| {
             let first_slot = next_slot;
             next_slot += command.bodies().len() as u32;
-            let from: &[BodyRef] = match command {
-                Command::Relocate { from, .. } => from,
-                _ => &[],
-            };
-            from.iter().copied().zip(first_slot..)
+            (command, first_slot)
         })
+    }
+
+    /// Each body this entry's relocations copied, with its slot here.
+    pub fn relocated(&self) -> impl Iterator<Item = (BodyRef, u32)> + '_ {
+        self.commands_with_first_slot()
+            .flat_map(|(command, first_slot)| {
+                let from: &[BodyRef] = match command {
+                    Command::Relocate { from, .. } => from,
+                    _ => &[],
+                };
+                from.iter().copied().zip(first_slot..)
+            })
     }
 
     /// The message at `slot` (`Request::published`).

@@ -112,13 +112,9 @@ impl State {
     ) -> Vec<Outcome> {
         self.now_ms = self.now_ms.max(request.stamp_ms);
         self.applying = entry;
-        let mut slot = 0;
         let outcomes = request
-            .commands
-            .iter()
-            .map(|command| {
-                let first_slot = slot;
-                slot += command.bodies().len() as u32;
+            .commands_with_first_slot()
+            .map(|(command, first_slot)| {
                 self.apply_command(command, first_slot, effects)
                     .unwrap_or_else(Outcome::Rejected)
             })

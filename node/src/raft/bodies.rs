@@ -46,31 +46,25 @@ pub enum BodyError {
 
 pub struct Bodies {
     disk: Arc<dyn Disk>,
-    cache: Mutex<Cache>,
-    moves: Mutex<Moves>,
-}
-
-/// Where relocations put bodies, oldest forgotten first.
-#[derive(Default)]
-struct Moves {
-    to: HashMap<BodyRef, BodyRef>,
-    order: VecDeque<BodyRef>,
-}
-
-#[derive(Default)]
-struct Cache {
-    /// Bytes of bodies held at most.
-    bytes_max: usize,
-    entries: HashMap<u64, Cached>,
-    /// Indexes by when they were cached, oldest first: evicted in turn.
-    order: VecDeque<u64>,
-    bytes: usize,
+    /// Entries by index, weighed by their bodies' bytes.
+    cache: Mutex<Fifo<u64, Cached>>,
+    /// Where relocations put bodies, one each.
+    moves: Mutex<Fifo<BodyRef, BodyRef>>,
 }
 
 struct Cached {
     term: u64,
     request: Arc<Request>,
-    bytes: usize,
+}
+
+/// A map bounded by the summed weight of its values, forgetting the
+/// oldest insertions first.
+struct Fifo<K, V> {
+    weight_max: usize,
+    entries: HashMap<K, (V, usize)>,
+    /// Keys by when they came, oldest first.
+    order: VecDeque<K>,
+    weight: usize,
 }
 
 impl Bodies {
@@ -78,18 +72,18 @@ impl Bodies {
     pub fn new(disk: Arc<dyn Disk>, cache_bytes: usize) -> Self {
         Bodies {
             disk,
-            cache: Mutex::new(Cache::new(cache_bytes)),
-            moves: Mutex::new(Moves::default()),
+            cache: Mutex::new(Fifo::new(cache_bytes)),
+            moves: Mutex::new(Fifo::new(MOVES_REMEMBERED_MAX)),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Cache> {
+    fn lock(&self) -> MutexGuard<'_, Fifo<u64, Cached>> {
         self.cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn moves(&self) -> MutexGuard<'_, Moves> {
+    fn moves(&self) -> MutexGuard<'_, Fifo<BodyRef, BodyRef>> {
         self.moves
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -105,8 +99,17 @@ impl Bodies {
         if request.relocated().next().is_some() {
             self.note_moves(entry, request.relocated());
         }
+        self.cache(entry, request);
+    }
+
+    /// Keeps `request`, the entry `entry`, in the cache.
+    fn cache(&self, entry: EntryId, request: Arc<Request>) {
         let bytes = published_bytes(&request);
-        self.lock().insert(entry, request, bytes);
+        let cached = Cached {
+            term: entry.term,
+            request,
+        };
+        self.lock().insert(entry.index, cached, bytes);
     }
 
     /// Remembers where entry `entry` put the bodies it relocated.
@@ -118,14 +121,7 @@ impl Bodies {
                 term: entry.term,
                 slot,
             };
-            if moves.to.insert(from, to).is_none() {
-                moves.order.push_back(from);
-            }
-            while moves.order.len() > MOVES_REMEMBERED_MAX {
-                if let Some(oldest) = moves.order.pop_front() {
-                    moves.to.remove(&oldest);
-                }
-            }
+            moves.insert(from, to, 1);
         }
     }
 
@@ -135,7 +131,7 @@ impl Bodies {
         let assemble = |body: &NewMessage| stored.message(body);
         let mut message = match self.with_body(stored.body, assemble) {
             Err(missing @ BodyError::Missing { .. }) => {
-                let moved = self.moves().to.get(&stored.body).copied();
+                let moved = self.moves().get(&stored.body).copied();
                 self.with_body(moved.ok_or(missing)?, assemble)?
             }
             read => read?,
@@ -164,7 +160,7 @@ impl Bodies {
 
     /// The request of entry `index`, which must be of `term`.
     fn request(&self, index: u64, term: u64) -> Result<Arc<Request>, BodyError> {
-        if let Some(cached) = self.lock().entries.get(&index).filter(|c| c.term == term) {
+        if let Some(cached) = self.lock().get(&index).filter(|c| c.term == term) {
             return Ok(cached.request.clone());
         }
         let request = run_blocking(|| match of_term(self.disk.imported(index), index, term)? {
@@ -173,9 +169,7 @@ impl Bodies {
                 .ok_or(BodyError::Missing { index, term }),
         })?;
         let request = Arc::new(request);
-        let bytes = published_bytes(&request);
-        self.lock()
-            .insert(EntryId { index, term }, request.clone(), bytes);
+        self.cache(EntryId { index, term }, request.clone());
         Ok(request)
     }
 
@@ -183,7 +177,7 @@ impl Bodies {
     /// the cached entries were applied to.
     pub fn clear(&self) {
         let mut cache = self.lock();
-        *cache = Cache::new(cache.bytes_max);
+        *cache = Fifo::new(cache.weight_max);
     }
 }
 
@@ -209,35 +203,37 @@ fn published_bytes(request: &Request) -> usize {
     request.published().map(raftmq_rules::message_bytes).sum()
 }
 
-impl Cache {
-    fn new(bytes_max: usize) -> Self {
-        Cache {
-            bytes_max,
-            ..Cache::default()
+impl<K: Copy + Eq + std::hash::Hash, V> Fifo<K, V> {
+    fn new(weight_max: usize) -> Self {
+        Fifo {
+            weight_max,
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            weight: 0,
         }
     }
 
-    fn insert(&mut self, entry: EntryId, request: Arc<Request>, bytes: usize) {
-        if bytes > self.bytes_max {
+    fn get(&self, key: &K) -> Option<&V> {
+        self.entries.get(key).map(|(value, _)| value)
+    }
+
+    /// Keeps `value` unless it alone outweighs the bound, forgetting the
+    /// oldest until the rest fits. A key kept already keeps its age.
+    fn insert(&mut self, key: K, value: V, weight: usize) {
+        if weight > self.weight_max {
             return;
         }
-        let cached = Cached {
-            term: entry.term,
-            request,
-            bytes,
-        };
-        if let Some(old) = self.entries.insert(entry.index, cached) {
-            self.bytes -= old.bytes;
-        } else {
-            self.order.push_back(entry.index);
+        match self.entries.insert(key, (value, weight)) {
+            Some((_, old)) => self.weight -= old,
+            None => self.order.push_back(key),
         }
-        self.bytes += bytes;
-        while self.bytes > self.bytes_max {
+        self.weight += weight;
+        while self.weight > self.weight_max {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
-            if let Some(gone) = self.entries.remove(&oldest) {
-                self.bytes -= gone.bytes;
+            if let Some((_, gone)) = self.entries.remove(&oldest) {
+                self.weight -= gone;
             }
         }
     }
@@ -305,7 +301,7 @@ mod tests {
             log.push((index, encoded));
             bodies.remember(id, Arc::new(request));
         }
-        assert!(bodies.lock().bytes <= BODY_CACHE_BYTES);
+        assert!(bodies.lock().weight <= BODY_CACHE_BYTES);
         assert!(!bodies.lock().entries.contains_key(&1), "the oldest went");
         // Not cached and not in the log: gone.
         assert!(matches!(
@@ -394,7 +390,7 @@ mod tests {
                 }],
             }),
         );
-        assert_eq!(with_cache.moves().to.len(), MOVES_REMEMBERED_MAX);
+        assert_eq!(with_cache.moves().entries.len(), MOVES_REMEMBERED_MAX);
         assert!(matches!(
             with_cache.message(&stored(3, 1), 0),
             Err(BodyError::Missing { index: 3, .. })
