@@ -18,7 +18,7 @@ use crate::broker::{
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::NodeConfig;
-use crate::grpc::{BrokerService, GrpcPeers, RaftService};
+use crate::grpc::{date_header, BrokerService, GrpcPeers, RaftService};
 use crate::raft::{LogStore, RaftHandle, StateMachineStore, RAFT_MESSAGE_BYTES_MAX};
 use crate::storage::{Disk, LocalDisk};
 use crate::transport::{Connector, RpcFaults, TcpConnector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
@@ -80,6 +80,7 @@ impl Seams {
 #[derive(Clone)]
 pub struct Node {
     broker: Arc<Broker>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Node {
@@ -133,9 +134,12 @@ impl Node {
         };
         let broker = Arc::new(broker);
         tokio::spawn(reap_orphans(broker.clone()));
-        tokio::spawn(tick_when_due(broker.clone(), seams.clock));
+        tokio::spawn(tick_when_due(broker.clone(), seams.clock.clone()));
         tokio::spawn(compact_when_due(broker.clone(), config.compact_frees_bytes));
-        Ok(Node { broker })
+        Ok(Node {
+            broker,
+            clock: seams.clock,
+        })
     }
 
     /// What this node's Raft knows now (the simulation's checkers read it).
@@ -196,6 +200,7 @@ impl Node {
         let served = Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .layer(date_header(self.clock.clone()))
             .add_service(broker)
             .add_service(raft)
             .serve_with_incoming_shutdown(incoming, shutdown);

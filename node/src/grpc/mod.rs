@@ -4,10 +4,12 @@
 
 mod broker_service;
 mod convert;
+mod date;
 mod raft_client;
 mod raft_service;
 mod status;
 
 pub use broker_service::BrokerService;
+pub use date::date_header;
 pub use raft_client::GrpcPeers;
 pub use raft_service::RaftService;
