@@ -11,11 +11,11 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
-use raftmq_client::{Client, Confirm, Message, Position, ProducerOptions};
+use raftmq_client::{Client, Confirm, Message, ProducerOptions};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::acker::Acker;
 use super::local::LocalCluster;
 use super::BenchArgs;
 
@@ -195,20 +195,7 @@ struct Drain {
 /// several acks in flight, until every ack is answered.
 async fn drain(client: &Client, topic: &str, expected: u64) -> anyhow::Result<Drain> {
     let mut consumer = client.subscribe(topic, "drain", PREFETCH).await?;
-    let (batches, acks) = mpsc::channel::<Vec<Position>>(ACKS_IN_FLIGHT);
-    let acker = {
-        let (client, topic) = (client.clone(), topic.to_string());
-        tokio::spawn(async move {
-            tokio_stream::wrappers::ReceiverStream::new(acks)
-                .map(|batch| {
-                    let (client, topic) = (client.clone(), topic.clone());
-                    async move { client.ack(&topic, "drain", batch).await }
-                })
-                .buffer_unordered(ACKS_IN_FLIGHT)
-                .fold(Ok(()), |all, acked| async move { all.and(acked.map(drop)) })
-                .await
-        })
-    };
+    let acker = Acker::start(client, topic, "drain", ACKS_IN_FLIGHT);
     let (mut drained, mut batch) = (0u64, Vec::with_capacity(ACK_BATCH));
     let mut first = None;
     let tenth = (expected / 10).max(1);
@@ -227,14 +214,11 @@ async fn drain(client: &Client, topic: &str, expected: u64) -> anyhow::Result<Dr
         }
         batch.push(delivery.position());
         if batch.len() >= ACK_BATCH {
-            batches.send(std::mem::take(&mut batch)).await?;
+            acker.send(std::mem::take(&mut batch)).await?;
         }
     }
-    if !batch.is_empty() {
-        batches.send(batch).await?;
-    }
-    drop(batches);
-    acker.await??;
+    acker.send(batch).await?;
+    acker.finish().await?;
     Ok(Drain {
         count: drained,
         first: first.unwrap_or_else(Instant::now),

@@ -1,5 +1,6 @@
 //! Publish-to-delivery latency at a fixed rate: a producer paced to R
-//! messages per second for T seconds, a consumer acking as it goes; every
+//! messages per second for T seconds, a consumer acking as it goes (from a
+//! task of its own, so that no delivery waits behind an ack); every
 //! payload carries its send time, and every confirmed message must arrive.
 
 use std::collections::BTreeSet;
@@ -10,6 +11,7 @@ use raftmq_client::{Client, Message};
 use serde_json::{json, Value};
 use tokio::time::MissedTickBehavior;
 
+use super::acker::Acker;
 use super::stats::Latencies;
 use super::BenchArgs;
 
@@ -18,12 +20,15 @@ const DRAIN: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_millis(1);
 const PREFETCH: u32 = 1_000;
 const ACK_BATCH: usize = 100;
+/// Ack requests in flight at once.
+const ACKS_IN_FLIGHT: usize = 8;
 
 pub(crate) async fn run(client: &Client, tag: &str, args: &BenchArgs) -> anyhow::Result<Value> {
     let topic = format!("{tag}-e2e");
     client.create_topic(&topic, 4).await?;
     let origin = Instant::now();
     let mut consumer = client.subscribe(&topic, "bench", PREFETCH).await?;
+    let acker = Acker::start(client, &topic, "bench", ACKS_IN_FLIGHT);
     super::progress(format!("e2e: {} msgs/s for {} s", args.rate, args.seconds));
 
     let total = args.rate * args.seconds;
@@ -71,24 +76,18 @@ pub(crate) async fn run(client: &Client, tag: &str, args: &BenchArgs) -> anyhow:
                             .saturating_sub(Duration::from_micros(sent_us)),
                     );
                 }
-                unacked.push(delivery);
+                unacked.push(delivery.position());
                 if unacked.len() >= ACK_BATCH {
-                    consumer.ack(&unacked).await?;
-                    unacked.clear();
+                    acker.send(std::mem::take(&mut unacked)).await?;
                 }
             }
             Ok(Some(Err(e))) => return Err(e.into()),
             Ok(None) => break,
-            Err(_idle) if !unacked.is_empty() => {
-                consumer.ack(&unacked).await?;
-                unacked.clear();
-            }
-            Err(_idle) => {}
+            Err(_idle) => acker.send(std::mem::take(&mut unacked)).await?,
         }
     }
-    if !unacked.is_empty() {
-        consumer.ack(&unacked).await?;
-    }
+    acker.send(unacked).await?;
+    acker.finish().await?;
     let confirmed = sender.await??;
     let lost = confirmed.difference(&delivered).count();
     Ok(json!({

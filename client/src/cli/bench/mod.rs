@@ -5,6 +5,7 @@
 //! (the binary next to this one) on fresh data, so that it can also read the
 //! bytes the nodes wrote to disk (`/proc/PID/io`).
 
+mod acker;
 mod backlog;
 mod disk;
 mod e2e;
