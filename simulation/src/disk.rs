@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use raftmq_node::storage::{Disk, LogEntry, SnapshotBytes, StorageError};
+use raftmq_node::storage::{Disk, LogEntry, SnapshotBytes, SnapshotData, StorageError};
 use rand::Rng;
 
 #[derive(Clone, Default)]
@@ -320,9 +320,11 @@ impl Disk for SimDisk {
             .map(|bytes| (index, bytes.clone())))
     }
 
-    fn save_snapshot(&self, meta: &[u8], data: &[u8]) -> Result<(), StorageError> {
+    fn save_snapshot(&self, meta: &[u8], data: SnapshotData<'_>) -> Result<(), StorageError> {
+        let mut bytes = Vec::new();
+        data(&mut bytes)?;
         let mut contents = self.lock();
-        let snapshot = (meta.to_vec(), data.to_vec());
+        let snapshot = (meta.to_vec(), bytes);
         contents.live.snapshot = Some(snapshot.clone());
         contents.durable.snapshot = Some(snapshot);
         Ok(())

@@ -24,7 +24,7 @@ mod wire;
 use std::io::Cursor;
 
 pub use bodies::{Bodies, BodyError, BODY_CACHE_BYTES};
-pub use codec::{decode, encode, CodecError};
+pub use codec::{decode, encode, encode_into, encoded_size, CodecError};
 use elections::break_election_ties;
 pub use format::{check_format, FormatError, STORAGE_FORMAT};
 pub use handle::{

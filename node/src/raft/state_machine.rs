@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::bodies::Bodies;
 use super::runtime::run_blocking;
 use super::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
-use super::{decode, encode, Response, TypeConfig};
+use super::{decode, encode, encode_into, encoded_size, Response, TypeConfig};
 use crate::clock::Clock;
 use crate::machine::{Effect, EntryId, State};
 use crate::planted::{self, Bug};
@@ -133,16 +133,19 @@ impl StateMachineStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Meta and data go to the disk apart, so a large state is never
-    /// copied into one buffer with its meta.
-    fn save_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
-        let signature = Some(stored.meta.signature());
-        let meta = encode(&stored.meta)
-            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+    /// Writes the snapshot `meta` names, its data as `data` writes it.
+    fn save_snapshot(
+        &self,
+        meta: &SnapshotMeta,
+        mut data: impl FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<(), StorageError> {
+        let signature = Some(meta.signature());
+        let encoded_meta =
+            encode(meta).map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
         self.disk
-            .save_snapshot(&meta, &stored.data)
+            .save_snapshot(&encoded_meta, &mut data)
             .map_err(|e| StorageIOError::write_snapshot(signature, &e))?;
-        let floor = body_floor(&stored.meta.snapshot_id).unwrap_or(u64::MAX);
+        let floor = body_floor(&meta.snapshot_id).unwrap_or(u64::MAX);
         self.snapshot_floor.store(floor, Ordering::Relaxed);
         Ok(())
     }
@@ -184,21 +187,27 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let applied = self.lock().clone();
         let copied = started.elapsed();
         run_blocking(|| {
-            let data = encode(&applied).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-            let encoded = started.elapsed();
+            // The id holds the size, so it is counted first; the state is
+            // then encoded straight into the file (never one buffer of the
+            // whole: 71 MB at 5,000,000 retained messages, twice that while
+            // a growing buffer doubled).
+            let bytes =
+                encoded_size(&applied).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+            let sized = started.elapsed();
             let floor = applied.state.oldest_body();
-            let snapshot_id = snapshot_id(applied.last_applied, data.len(), floor);
             let meta = SnapshotMeta {
                 last_log_id: applied.last_applied,
-                last_membership: applied.membership,
-                snapshot_id,
+                last_membership: applied.membership.clone(),
+                snapshot_id: snapshot_id(applied.last_applied, bytes, floor),
             };
-            let stored = StoredSnapshot { meta, data };
-            self.save_snapshot(&stored)?;
-            tracing::info!(bytes = stored.data.len(), ?copied, ?encoded, written = ?started.elapsed(), "snapshot built");
+            self.save_snapshot(&meta, |out| encode_into(&applied, out))?;
+            tracing::info!(bytes, ?copied, ?sized, written = ?started.elapsed(), "snapshot built");
+            // openraft 0.9 keeps only the meta of a snapshot it had built
+            // (`core::sm::worker`), and reads one it sends through
+            // `get_current_snapshot`: the data stays on disk.
             Ok(Snapshot {
-                meta: stored.meta,
-                snapshot: Box::new(Cursor::new(stored.data)),
+                meta,
+                snapshot: Box::new(Cursor::new(Vec::new())),
             })
         })
     }
@@ -276,10 +285,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let signature = || Some(meta.signature());
             let restored =
                 decode(&data).map_err(|e| StorageIOError::read_snapshot(signature(), &e))?;
-            self.save_snapshot(&StoredSnapshot {
-                meta: meta.clone(),
-                data,
-            })?;
+            self.save_snapshot(meta, |out| out.write_all(&data))?;
             // The bodies it came with (`network.rs`) are read from now on.
             self.disk
                 .keep_import(&meta.snapshot_id)

@@ -6,12 +6,12 @@
 //! snapshot stalled every commit-point write for two seconds).
 
 use std::fs::File;
-use std::io::{ErrorKind, Write as _};
+use std::io::{BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use super::imports::Imports;
 use super::segment_log::SegmentLog;
-use super::{Disk, LogEntry, SnapshotBytes, StorageError};
+use super::{Disk, LogEntry, SnapshotBytes, SnapshotData, StorageError};
 
 /// The log starts a new segment file past this size; releasing frees disk a
 /// segment at a time, so an acknowledged backlog leaves at most one behind.
@@ -32,6 +32,8 @@ const SNAPSHOT_TEMP: &str = "raft-snapshot.tmp";
 /// at most a chunk: written whole, a 200 MB snapshot held them up for a
 /// second.
 const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// The encoder writes a field at a time; the file sees writes this large.
+const SNAPSHOT_WRITE_BUFFER: usize = 64 * 1024;
 
 impl LocalDisk {
     /// Opens (or creates) the records in `dir`, the log in `dir/log` and
@@ -124,19 +126,14 @@ impl Disk for LocalDisk {
     }
 
     /// `meta length: u64 | meta | data`, written beside the old snapshot
-    /// a chunk at a time, synced, then renamed over it.
-    fn save_snapshot(&self, meta: &[u8], data: &[u8]) -> Result<(), StorageError> {
+    /// as it is encoded, synced a chunk at a time, then renamed over it.
+    fn save_snapshot(&self, meta: &[u8], data: SnapshotData<'_>) -> Result<(), StorageError> {
         let temp = self.dir.join(SNAPSHOT_TEMP);
-        let mut file = File::create(&temp)?;
+        let mut file = ChunkSynced::new(File::create(&temp)?);
         file.write_all(&(meta.len() as u64).to_le_bytes())?;
         file.write_all(meta)?;
-        for (n, chunk) in data.chunks(SNAPSHOT_CHUNK_BYTES).enumerate() {
-            if n > 0 {
-                file.sync_data()?;
-            }
-            file.write_all(chunk)?;
-        }
-        file.sync_data()?;
+        data(&mut file)?;
+        file.finish()?;
         std::fs::rename(&temp, self.dir.join(SNAPSHOT_FILE))?;
         File::open(&self.dir)?.sync_all()?;
         Ok(())
@@ -165,6 +162,46 @@ impl Disk for LocalDisk {
     }
 }
 
+/// A file written through a buffer and synced each time another
+/// `SNAPSHOT_CHUNK_BYTES` have gone out, so that the log's syncs queue
+/// behind at most a chunk of it.
+struct ChunkSynced {
+    file: BufWriter<File>,
+    unsynced: usize,
+}
+
+impl ChunkSynced {
+    fn new(file: File) -> Self {
+        ChunkSynced {
+            file: BufWriter::with_capacity(SNAPSHOT_WRITE_BUFFER, file),
+            unsynced: 0,
+        }
+    }
+
+    /// Writes out and syncs what is left.
+    fn finish(mut self) -> std::io::Result<()> {
+        self.file.flush()?;
+        self.file.get_ref().sync_data()
+    }
+}
+
+impl Write for ChunkSynced {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.file.write(bytes)?;
+        self.unsynced += written;
+        if self.unsynced >= SNAPSHOT_CHUNK_BYTES {
+            self.file.flush()?;
+            self.file.get_ref().sync_data()?;
+            self.unsynced = 0;
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,12 +215,17 @@ mod tests {
         assert!(disk.is_empty().expect("is_empty"));
         assert_eq!(disk.load_snapshot().expect("load"), None);
         let big = vec![7; 3 * SNAPSHOT_CHUNK_BYTES + 5];
-        disk.save_snapshot(b"meta 1", &big).expect("save");
+        disk.save_snapshot(b"meta 1", &mut |out| {
+            // As an encoder writes: many small pieces.
+            big.chunks(1000).try_for_each(|piece| out.write_all(piece))
+        })
+        .expect("save");
         assert_eq!(
             disk.load_snapshot().expect("load"),
             Some((b"meta 1".to_vec(), big))
         );
-        disk.save_snapshot(b"meta 2", b"data 2").expect("save");
+        disk.save_snapshot(b"meta 2", &mut |out| out.write_all(b"data 2"))
+            .expect("save");
         drop(disk);
 
         let disk = LocalDisk::open(dir.path(), CACHE).expect("reopen");

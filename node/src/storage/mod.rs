@@ -18,6 +18,10 @@ pub type LogEntry = (u64, Vec<u8>);
 /// A snapshot's encoded meta and data.
 pub type SnapshotBytes = (Vec<u8>, Vec<u8>);
 
+/// Writes a snapshot's data as it is encoded, so that no buffer ever holds
+/// the whole state (`Disk::save_snapshot`).
+pub type SnapshotData<'a> = &'a mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("disk i/o: {0}")]
@@ -87,9 +91,9 @@ pub trait Disk: Send + Sync + 'static {
     /// The entry at `index` in the kept import.
     fn imported(&self, index: u64) -> Result<Option<LogEntry>, StorageError>;
 
-    /// Replaces the snapshot, its meta and its data: after a crash either
-    /// the old or the new one is there, whole.
-    fn save_snapshot(&self, meta: &[u8], data: &[u8]) -> Result<(), StorageError>;
+    /// Replaces the snapshot: its meta, then its data as `data` writes it.
+    /// After a crash either the old or the new one is there, whole.
+    fn save_snapshot(&self, meta: &[u8], data: SnapshotData<'_>) -> Result<(), StorageError>;
     /// The snapshot's meta and data.
     fn load_snapshot(&self) -> Result<Option<SnapshotBytes>, StorageError>;
 
