@@ -61,25 +61,158 @@ pub async fn snapshot_when_due(raft: Raft, log: LogStore, machine: StateMachineS
             tracing::warn!(error = %e, "releasing log segments");
         }
         let log_bytes = log.stats().entry_bytes.load(Ordering::Relaxed);
-        let since = log_bytes.saturating_sub(log_bytes_at_last);
-        let retained = machine.read(|state| state.retained());
-        let next_bytes = retained * SNAPSHOT_BYTES_PER_MESSAGE;
-        let by_log = (applied.saturating_sub(snapshotted) >= every
-            || since >= LOG_BYTES_PER_SNAPSHOT)
-            && (next_bytes <= SMALL_SNAPSHOT_BYTES || since >= LOG_PER_SNAPSHOT * next_bytes);
         // What the log could release after a snapshot now, beyond what it
         // can release already.
         let oldest_now = machine.read(|state| state.oldest_body()).unwrap_or(applied);
         let reclaimable = log
             .bytes_before(oldest_now.min(applied))
             .saturating_sub(log.bytes_before(machine.release_floor().min(snapshotted)));
-        let by_disk = applied > snapshotted
-            && reclaimable >= RECLAIM_BYTES.max(RECLAIM_PER_SNAPSHOT * next_bytes);
-        if by_log || by_disk {
+        let weights = Weights {
+            applied,
+            snapshotted,
+            every,
+            log_since: log_bytes.saturating_sub(log_bytes_at_last),
+            retained: machine.read(|state| state.retained()),
+            reclaimable,
+        };
+        if due(&weights) {
             if raft.trigger().snapshot().await.is_err() {
                 return;
             }
             log_bytes_at_last = log_bytes;
         }
+    }
+}
+
+/// What the rules weigh at a check.
+#[derive(Clone, Copy, Debug)]
+struct Weights {
+    /// Entries applied, and covered by the latest snapshot.
+    applied: u64,
+    snapshotted: u64,
+    /// The rule by the log's entry count.
+    every: u64,
+    /// Log bytes written since the latest snapshot.
+    log_since: u64,
+    /// Messages the state retains: what the next snapshot will weigh.
+    retained: u64,
+    /// Log bytes a snapshot now would let go, beyond what can go already.
+    reclaimable: u64,
+}
+
+/// Whether a snapshot is due, by the log or by the disk (module doc).
+fn due(weights: &Weights) -> bool {
+    let next_bytes = weights.retained * SNAPSHOT_BYTES_PER_MESSAGE;
+    let by_log = (weights.applied.saturating_sub(weights.snapshotted) >= weights.every
+        || weights.log_since >= LOG_BYTES_PER_SNAPSHOT)
+        && (next_bytes <= SMALL_SNAPSHOT_BYTES
+            || weights.log_since >= LOG_PER_SNAPSHOT * next_bytes);
+    let by_disk = weights.applied > weights.snapshotted
+        && weights.reclaimable >= RECLAIM_BYTES.max(RECLAIM_PER_SNAPSHOT * next_bytes);
+    by_log || by_disk
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+    /// Messages whose snapshot is reckoned at `SMALL_SNAPSHOT_BYTES`.
+    const SMALL: u64 = SMALL_SNAPSHOT_BYTES / SNAPSHOT_BYTES_PER_MESSAGE;
+
+    /// Nothing due: a few entries since a snapshot, an empty state.
+    const QUIET: Weights = Weights {
+        applied: 1_100,
+        snapshotted: 1_000,
+        every: 20_000,
+        log_since: MIB,
+        retained: 0,
+        reclaimable: 0,
+    };
+
+    fn check(weights: Weights, expected: bool) {
+        assert_eq!(due(&weights), expected, "{weights:?}");
+    }
+
+    #[test]
+    fn the_log_rule_takes_one_every_so_many_entries_or_bytes() {
+        check(QUIET, false);
+        let entries = |n: u64| Weights {
+            applied: 1_000 + n,
+            ..QUIET
+        };
+        check(entries(19_999), false);
+        check(entries(20_000), true);
+        let bytes = |log_since| Weights { log_since, ..QUIET };
+        check(bytes(LOG_BYTES_PER_SNAPSHOT - 1), false);
+        check(bytes(LOG_BYTES_PER_SNAPSHOT), true);
+    }
+
+    #[test]
+    fn a_large_state_waits_until_the_log_outweighs_it() {
+        // Up to a MiB of snapshot, the count alone decides.
+        let due_by_count = Weights {
+            applied: 21_000,
+            ..QUIET
+        };
+        check(
+            Weights {
+                retained: SMALL,
+                ..due_by_count
+            },
+            true,
+        );
+        check(
+            Weights {
+                retained: SMALL + 1,
+                ..due_by_count
+            },
+            false,
+        );
+        // Beyond it, the log since must weigh sixteen snapshots.
+        let retained = 1_000_000;
+        let next = retained * SNAPSHOT_BYTES_PER_MESSAGE;
+        let large = Weights {
+            retained,
+            ..due_by_count
+        };
+        check(
+            Weights {
+                log_since: LOG_PER_SNAPSHOT * next - 1,
+                ..large
+            },
+            false,
+        );
+        check(
+            Weights {
+                log_since: LOG_PER_SNAPSHOT * next,
+                ..large
+            },
+            true,
+        );
+    }
+
+    #[test]
+    fn the_disk_rule_takes_one_that_frees_enough() {
+        let reclaim = |reclaimable, retained| Weights {
+            reclaimable,
+            retained,
+            ..QUIET
+        };
+        check(reclaim(RECLAIM_BYTES - 1, 0), false);
+        check(reclaim(RECLAIM_BYTES, 0), true);
+        // It must free four times what it writes once that is more.
+        let retained = 1_000_000;
+        let four = RECLAIM_PER_SNAPSHOT * retained * SNAPSHOT_BYTES_PER_MESSAGE;
+        check(reclaim(four - 1, retained), false);
+        check(reclaim(four, retained), true);
+        // Never with nothing applied since the last one.
+        check(
+            Weights {
+                snapshotted: QUIET.applied,
+                ..reclaim(four, 0)
+            },
+            false,
+        );
     }
 }
