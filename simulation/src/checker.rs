@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use raftmq_node::machine::Stored;
+use raftmq_node::machine::{BodyRef, Stored};
 use raftmq_node::raft::Role;
 use raftmq_node::Node;
 
@@ -128,6 +128,13 @@ impl Checker {
     }
 }
 
+/// `record` with its body at `body`.
+fn at(record: &Stored, body: BodyRef) -> Stored {
+    let mut moved = record.clone();
+    moved.set_body(body);
+    moved
+}
+
 /// The first (partition, offset) two replicas both hold with different
 /// messages. Records may name different places for one body (one replica
 /// applied a relocation the other has not yet): then the bodies, read from
@@ -142,14 +149,8 @@ fn compare(a: &Node, b: &Node) -> Option<String> {
                     let from = l.base.max(r.base);
                     let to = l.end().min(r.end());
                     (from..to).find_map(|offset| match (l.get(offset), r.get(offset)) {
-                        (Some(l), Some(r))
-                            if l != r
-                                && Stored {
-                                    body: r.body,
-                                    ..l.clone()
-                                } == *r =>
-                        {
-                            moved.push((format!("{p}/{offset}"), l.body, r.body));
+                        (Some(l), Some(r)) if l != r && at(l, r.body()) == *r => {
+                            moved.push((format!("{p}/{offset}"), l.body(), r.body()));
                             None
                         }
                         (l, r) if l != r => Some(format!("{p}/{offset}")),

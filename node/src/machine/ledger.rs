@@ -76,13 +76,8 @@ impl Ledger<'_> {
             .into_iter()
             .map(|(slot, m)| {
                 let key = m.key.as_deref().map(raftmq_rules::key_hash);
-                let stored = Stored {
-                    body: BodyRef { index, term, slot },
-                    bytes: u32::try_from(counted_bytes(m)).unwrap_or(u32::MAX),
-                    key,
-                    publish_ms: now_ms,
-                    added_headers: None,
-                };
+                let bytes = u32::try_from(counted_bytes(m)).unwrap_or(u32::MAX);
+                let stored = Stored::new(BodyRef { index, term, slot }, bytes, key, now_ms);
                 topic.store(stored, self.live)
             })
             .collect();

@@ -220,13 +220,13 @@ impl State {
             })
             .collect();
         let live = &mut self.live;
-        let moved = |m: &topic::Stored| m.body.index <= newest && to.contains_key(&m.body);
+        let moved = |m: &topic::Stored| m.body().index <= newest && to.contains_key(&m.body());
         for partition in self.topics.values_mut().flat_map(|t| &mut t.partitions) {
             partition.messages.change(moved, |message| {
-                let new = to[&message.body];
-                live.release(message.body.index, message.bytes);
+                let new = to[&message.body()];
+                live.release(message.body().index, message.bytes);
                 live.hold(new.index, message.bytes);
-                message.body = new;
+                message.set_body(new);
             });
         }
         Ok(Outcome::Done)
@@ -454,7 +454,7 @@ impl State {
         let mut live = LiveBodies::default();
         for topic in self.topics.values() {
             for message in topic.partitions.iter().flat_map(|p| p.messages.iter()) {
-                live.hold(message.body.index, message.bytes);
+                live.hold(message.body().index, message.bytes);
             }
         }
         live
@@ -478,8 +478,8 @@ impl State {
             .values()
             .flat_map(|t| &t.partitions)
             .flat_map(|p| p.messages.iter())
-            .filter(|m| m.body.index < below)
-            .map(|m| m.body)
+            .map(topic::Stored::body)
+            .filter(|body| body.index < below)
             .collect()
     }
 

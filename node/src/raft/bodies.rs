@@ -129,9 +129,9 @@ impl Bodies {
     /// `offset`).
     pub fn message(&self, stored: &Stored, offset: u64) -> Result<Message, BodyError> {
         let assemble = |body: &NewMessage| stored.message(body);
-        let mut message = match self.with_body(stored.body, assemble) {
+        let mut message = match self.with_body(stored.body(), assemble) {
             Err(missing @ BodyError::Missing { .. }) => {
-                let moved = self.moves().get(&stored.body).copied();
+                let moved = self.moves().get(&stored.body()).copied();
                 self.with_body(moved.ok_or(missing)?, assemble)?
             }
             read => read?,
@@ -274,17 +274,16 @@ mod tests {
     }
 
     fn stored(index: u64, term: u64) -> Stored {
-        Stored {
-            body: BodyRef {
+        Stored::new(
+            BodyRef {
                 index,
                 term,
                 slot: 0,
             },
-            bytes: 0,
-            key: None,
-            publish_ms: 0,
-            added_headers: None,
-        }
+            0,
+            None,
+            0,
+        )
     }
 
     /// The default cache, crossed: the oldest entries go first, and a body
