@@ -160,7 +160,7 @@ impl RaftHandle {
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
-            Network::new(peers, faults, log.disk()),
+            Network::new(peers, faults, log.disk(), config.raft.heartbeat),
             log.clone(),
             machine.clone(),
         )

@@ -5,7 +5,12 @@
 //! A snapshot goes with the log entries its messages' bodies are in: they
 //! are sent first, a batch at a time, read from this node's disk (its kept
 //! import, else its log), and the follower takes the snapshot's last chunk
-//! only once it holds them all (`wire::serve`).
+//! only once it holds them all (`wire::serve`). While they go, the leader
+//! sends the follower empty AppendEntries every heartbeat interval:
+//! openraft's own heartbeats wait until the snapshot is sent, and a wiped
+//! follower that heard nothing for an election timeout stood for election,
+//! its higher term deposed the leader, and the next leader sent the bodies
+//! from the start again (5,000,000 messages: 5 GB of bodies, never done).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -81,14 +86,22 @@ pub struct Network<P> {
     faults: Option<Arc<dyn RpcFaults>>,
     /// Where the bodies a snapshot is sent with are read.
     disk: Arc<dyn Disk>,
+    /// Raft's heartbeat interval, kept while bodies are sent.
+    heartbeat: Duration,
 }
 
 impl<P: Peers> Network<P> {
-    pub fn new(peers: Arc<P>, faults: Option<Arc<dyn RpcFaults>>, disk: Arc<dyn Disk>) -> Self {
+    pub fn new(
+        peers: Arc<P>,
+        faults: Option<Arc<dyn RpcFaults>>,
+        disk: Arc<dyn Disk>,
+        heartbeat: Duration,
+    ) -> Self {
         Network {
             peers,
             faults,
             disk,
+            heartbeat,
         }
     }
 }
@@ -102,6 +115,7 @@ impl<P: Peers> RaftNetworkFactory<TypeConfig> for Network<P> {
             link: self.peers.link(&node.addr).map_err(|e| e.to_string()),
             faults: self.faults.clone(),
             disk: self.disk.clone(),
+            heartbeat: self.heartbeat,
         }
     }
 }
@@ -111,6 +125,7 @@ pub struct PeerClient<L> {
     link: Result<L, String>,
     faults: Option<Arc<dyn RpcFaults>>,
     disk: Arc<dyn Disk>,
+    heartbeat: Duration,
 }
 
 impl<L: PeerLink> PeerClient<L> {
@@ -160,16 +175,23 @@ impl<L: PeerLink> PeerClient<L> {
 
 impl<L: PeerLink> PeerClient<L> {
     /// Sends the log entries from the snapshot's body floor to its last
-    /// entry, a batch at a time.
+    /// entry, a batch at a time, with a heartbeat of `vote`'s leader each
+    /// heartbeat interval.
     async fn send_bodies(
         &mut self,
+        vote: Vote,
         meta: &SnapshotMeta,
     ) -> Result<(), StreamingError<TypeConfig, Fatal<NodeId>>> {
         let (Some(floor), Some(last)) = (body_floor(&meta.snapshot_id), meta.last_log_id) else {
             return Ok(());
         };
         let mut next = floor;
+        let mut beat_due = tokio::time::Instant::now();
         while next <= last.index {
+            if tokio::time::Instant::now() >= beat_due {
+                self.beat(vote).await;
+                beat_due = tokio::time::Instant::now() + self.heartbeat;
+            }
             // Unreachable, not a network error: openraft backs off before
             // trying again, and a body this node lacks stays lacking.
             let (entries, after) = run_blocking(|| batch(self.disk.as_ref(), next, last.index))
@@ -190,6 +212,25 @@ impl<L: PeerLink> PeerClient<L> {
             next = after;
         }
         Ok(())
+    }
+
+    /// An AppendEntries with no entries, no previous entry and no commit
+    /// point: the follower takes it as its leader's heartbeat (its election
+    /// timer starts over) and changes nothing else. Whatever it answers is
+    /// left to openraft's own replication to find out.
+    async fn beat(&mut self, vote: Vote) {
+        let heartbeat = AppendEntriesRequest {
+            vote,
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        };
+        let answer: Result<AppendEntriesResponse, RpcError> = self
+            .call(RpcKind::AppendEntries, &heartbeat, self.heartbeat)
+            .await;
+        if let Err(e) = answer {
+            tracing::debug!(target = self.target, error = %e, "heartbeat while sending bodies");
+        }
     }
 }
 
@@ -237,7 +278,7 @@ impl<L: PeerLink> RaftNetwork<TypeConfig> for PeerClient<L> {
         let meta = snapshot.meta.clone();
         tokio::select! {
             closed = cancel.clone() => return Err(closed.into()),
-            sent = self.send_bodies(&meta) => if let Err(e) = sent {
+            sent = self.send_bodies(vote, &meta) => if let Err(e) = sent {
                 tokio::time::sleep(BODIES_RETRY_PAUSE).await;
                 return Err(e);
             },
@@ -290,8 +331,97 @@ impl<L: PeerLink> RaftNetwork<TypeConfig> for PeerClient<L> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use openraft::{CommittedLeaderId, LogId};
+
     use super::*;
+    use crate::raft::typ::RaftError;
+    use crate::raft::{decode, encode};
     use crate::storage::LocalDisk;
+
+    /// What a peer was sent: each call's kind and request body.
+    type Calls = Arc<Mutex<Vec<(RpcKind, Vec<u8>)>>>;
+
+    /// A follower that takes `batch_takes` to store each batch of bodies,
+    /// and notes what it was sent.
+    #[derive(Clone)]
+    struct SlowFollower {
+        batch_takes: Duration,
+        calls: Calls,
+    }
+
+    impl PeerLink for SlowFollower {
+        async fn call(
+            &self,
+            kind: RpcKind,
+            body: Vec<u8>,
+            _ttl: Duration,
+        ) -> Result<Vec<u8>, PeerError> {
+            self.calls.lock().expect("calls").push((kind, body));
+            let reply = match kind {
+                RpcKind::SnapshotBodies => {
+                    tokio::time::sleep(self.batch_takes).await;
+                    encode(&Ok::<Result<(), String>, RaftError>(Ok(())))
+                }
+                RpcKind::AppendEntries => {
+                    encode(&Ok::<_, RaftError>(AppendEntriesResponse::Success))
+                }
+                _ => unreachable!("only bodies and heartbeats are sent here"),
+            };
+            Ok(reply.expect("encode the reply"))
+        }
+    }
+
+    /// Sending bodies that take longer than an election timeout, the
+    /// leader keeps its heartbeat: an empty AppendEntries of its own vote
+    /// before the first batch and after every batch that took longer than
+    /// the interval, so the follower never stands for election meanwhile.
+    #[tokio::test]
+    async fn the_leader_keeps_its_heartbeat_while_bodies_go() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disk = LocalDisk::open(dir.path(), 1 << 20).expect("open disk");
+        const BATCHES: u64 = 4;
+        disk.append(records(1..1 + BATCHES, BODIES_BATCH_BYTES, b'b'))
+            .expect("append");
+        let follower = SlowFollower {
+            batch_takes: Duration::from_millis(120),
+            calls: Arc::default(),
+        };
+        let heartbeat = Duration::from_millis(40);
+        let mut client = PeerClient {
+            target: 2,
+            link: Ok(follower.clone()),
+            faults: None,
+            disk: Arc::new(disk),
+            heartbeat,
+        };
+        let vote = Vote::new_committed(7, 1);
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(7, 1), BATCHES)),
+            last_membership: Default::default(),
+            snapshot_id: "7-1-6-100-bodies-1".to_string(),
+        };
+        client.send_bodies(vote, &meta).await.expect("bodies sent");
+
+        let calls = follower.calls.lock().expect("calls").clone();
+        let kinds: Vec<RpcKind> = calls.iter().map(|(kind, _)| *kind).collect();
+        let expected: Vec<RpcKind> = (0..BATCHES)
+            .flat_map(|_| [RpcKind::AppendEntries, RpcKind::SnapshotBodies])
+            .collect();
+        assert_eq!(kinds, expected, "a heartbeat before each slow batch");
+        let beats: Vec<_> = calls
+            .iter()
+            .filter(|(kind, ..)| *kind == RpcKind::AppendEntries)
+            .collect();
+        for (_, body) in beats {
+            let beat: AppendEntriesRequest = decode(body).expect("an AppendEntries");
+            assert_eq!(beat.vote, vote);
+            assert_eq!(beat.prev_log_id, None);
+            assert!(beat.entries.is_empty());
+            assert_eq!(beat.leader_commit, None);
+        }
+    }
 
     /// Records of `bytes` bytes at `indexes`, tagged with `tag`.
     fn records(indexes: std::ops::Range<u64>, bytes: usize, tag: u8) -> Vec<LogEntry> {
