@@ -111,11 +111,10 @@ impl Stored {
         let added_bytes: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
         let mut added = self.added_headers.as_deref().cloned().unwrap_or_default();
         added.extend(headers);
+        let bytes = self.bytes.saturating_add(added_bytes as u32);
         Stored {
-            bytes: self.bytes.saturating_add(added_bytes as u32),
-            publish_ms,
             added_headers: Some(Box::new(added)),
-            ..Stored::new(self.body(), 0, self.key, 0)
+            ..Stored::new(self.body(), bytes, self.key, publish_ms)
         }
     }
 }
