@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use raftmq_node::storage::{Disk, LogEntry, SnapshotBytes, SnapshotData, StorageError};
+use raftmq_node::storage::{Disk, LogEntry, SnapshotData, StorageError, WriteSnapshot};
 use rand::Rng;
 
 #[derive(Clone, Default)]
@@ -24,7 +24,8 @@ struct Image {
     /// Records below are purged: hidden from `entries` and `last_entry`.
     /// Not durable: a restart purges again from the recorded point.
     purged_below: u64,
-    snapshot: Option<SnapshotBytes>,
+    /// The snapshot's meta and data.
+    snapshot: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Image {
@@ -320,7 +321,7 @@ impl Disk for SimDisk {
             .map(|bytes| (index, bytes.clone())))
     }
 
-    fn save_snapshot(&self, meta: &[u8], data: SnapshotData<'_>) -> Result<(), StorageError> {
+    fn save_snapshot(&self, meta: &[u8], data: WriteSnapshot<'_>) -> Result<(), StorageError> {
         let mut bytes = Vec::new();
         data(&mut bytes)?;
         let mut contents = self.lock();
@@ -330,8 +331,14 @@ impl Disk for SimDisk {
         Ok(())
     }
 
-    fn load_snapshot(&self) -> Result<Option<SnapshotBytes>, StorageError> {
-        Ok(self.lock().live.snapshot.clone())
+    fn load_snapshot(&self) -> Result<Option<(Vec<u8>, SnapshotData)>, StorageError> {
+        let snapshot = self.lock().live.snapshot.clone();
+        Ok(snapshot.map(|(meta, data)| (meta, SnapshotData::Memory(std::io::Cursor::new(data)))))
+    }
+
+    /// In memory, where openraft holds it: a crash forgets it.
+    fn receive_snapshot(&self) -> Result<SnapshotData, StorageError> {
+        Ok(SnapshotData::Memory(Default::default()))
     }
 
     fn is_empty(&self) -> Result<bool, StorageError> {

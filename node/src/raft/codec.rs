@@ -1,12 +1,19 @@
 //! postcard encoding for everything the Raft layer writes to disk or sends
 //! to peers: compact, deterministic, and serde-driven.
 
+use std::io::Read;
+
+use postcard::de_flavors::Flavor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
-#[error("postcard: {0}")]
-pub struct CodecError(#[from] postcard::Error);
+pub enum CodecError {
+    #[error("postcard: {0}")]
+    Postcard(#[from] postcard::Error),
+    #[error("reading what to decode: {0}")]
+    Read(#[from] std::io::Error),
+}
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     Ok(postcard::to_stdvec(value)?)
@@ -29,4 +36,119 @@ pub fn encode_into<T: Serialize>(value: &T, out: &mut dyn std::io::Write) -> std
     postcard::to_io(value, out)
         .map(drop)
         .map_err(std::io::Error::other)
+}
+
+/// Decodes what `encode_into` wrote, reading it as it goes: no buffer of
+/// the whole, only of the largest string in it.
+pub fn decode_from<T: DeserializeOwned>(from: impl Read) -> Result<T, CodecError> {
+    let mut flavor = Reading {
+        from,
+        scratch: Vec::new(),
+        failed: None,
+    };
+    let decoded = T::deserialize(&mut postcard::Deserializer::from_flavor(&mut flavor));
+    match (decoded, flavor.failed) {
+        (_, Some(failed)) => Err(failed.into()),
+        (decoded, None) => Ok(decoded?),
+    }
+}
+
+/// postcard's input from a reader. postcard's own (`from_io`) needs a
+/// buffer as large as the largest string up front; this one grows its
+/// buffer to each string it reads. Owned values never borrow from the
+/// input, so borrowing is refused.
+struct Reading<R> {
+    from: R,
+    scratch: Vec<u8>,
+    /// Why reading failed: postcard's errors cannot carry it.
+    failed: Option<std::io::Error>,
+}
+
+impl<R: Read> Reading<R> {
+    fn read_exact(&mut self, into: &mut [u8]) -> postcard::Result<()> {
+        self.from.read_exact(into).map_err(|e| {
+            self.failed = Some(e);
+            postcard::Error::DeserializeUnexpectedEnd
+        })
+    }
+}
+
+impl<'de, R: Read + 'de> Flavor<'de> for &'de mut Reading<R> {
+    type Remainder = ();
+    type Source = ();
+
+    fn pop(&mut self) -> postcard::Result<u8> {
+        let mut byte = [0];
+        self.read_exact(&mut byte)?;
+        Ok(byte[0])
+    }
+
+    fn try_take_n(&mut self, _ct: usize) -> postcard::Result<&'de [u8]> {
+        Err(postcard::Error::DeserializeUnexpectedEnd)
+    }
+
+    fn try_take_n_temp<'a>(&'a mut self, ct: usize) -> postcard::Result<&'a [u8]>
+    where
+        'de: 'a,
+    {
+        // Grown as bytes arrive, not to the length the input claims: a
+        // damaged length fails at the end of the input, not in allocating.
+        self.scratch.clear();
+        let read = (&mut self.from)
+            .take(ct as u64)
+            .read_to_end(&mut self.scratch);
+        match read {
+            Ok(n) if n == ct => Ok(&self.scratch[..]),
+            Ok(_) => {
+                self.failed = Some(std::io::ErrorKind::UnexpectedEof.into());
+                Err(postcard::Error::DeserializeUnexpectedEnd)
+            }
+            Err(e) => {
+                self.failed = Some(e);
+                Err(postcard::Error::DeserializeUnexpectedEnd)
+            }
+        }
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// What is decoded from a reader is what `decode` gives from the
+    /// bytes, strings of any length included; a short input is an error.
+    #[test]
+    fn decoding_from_a_reader_matches_decoding_bytes() {
+        type Value = (u64, Vec<u8>, BTreeMap<String, Option<String>>, bytes::Bytes);
+        let long = "x".repeat(100_000);
+        let value: Value = (
+            u64::MAX,
+            vec![1, 2, 3],
+            BTreeMap::from([("a".into(), None), (long.clone(), Some(long))]),
+            bytes::Bytes::from_static(b"payload"),
+        );
+        let mut written = Vec::new();
+        encode_into(&value, &mut written).expect("encode");
+        assert_eq!(written, encode(&value).expect("encode"));
+        let decoded: Value = decode_from(&written[..]).expect("decode");
+        assert_eq!(decoded, value);
+
+        let short = &written[..written.len() - 1];
+        assert!(matches!(
+            decode_from::<Value>(short),
+            Err(CodecError::Read(_))
+        ));
+        // A string that claims 4 GiB fails at the end of the input.
+        let damaged = [0xff, 0xff, 0xff, 0xff, 0x0f, b'x'];
+        assert!(matches!(
+            decode_from::<String>(&damaged[..]),
+            Err(CodecError::Read(_))
+        ));
+    }
 }

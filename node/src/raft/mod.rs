@@ -21,10 +21,8 @@ mod snapshots;
 mod state_machine;
 mod wire;
 
-use std::io::Cursor;
-
 pub use bodies::{Bodies, BodyError, BODY_CACHE_BYTES};
-pub use codec::{decode, encode, encode_into, encoded_size, CodecError};
+pub use codec::{decode, decode_from, encode, encode_into, encoded_size, CodecError};
 use elections::break_election_ties;
 pub use format::{check_format, FormatError, STORAGE_FORMAT};
 pub use handle::{
@@ -51,7 +49,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = crate::storage::SnapshotData,
         AsyncRuntime = SeededRuntime,
 );
 

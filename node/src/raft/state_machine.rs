@@ -8,11 +8,13 @@
 //! record per retained message and no body; its id names the oldest entry
 //! its messages' bodies are in, which the log keeps while the snapshot is
 //! the latest and which a follower sent the snapshot receives first
-//! (`network.rs`). A restarted node loads its last snapshot and openraft
+//! (`network.rs`). A snapshot is written, sent, received and read back a
+//! piece at a time: the state it encodes is never also one buffer. A
+//! restarted node loads its last snapshot and openraft
 //! re-applies the log after it, so applying and recording the last applied
 //! id can never disagree.
 
-use std::io::Cursor;
+use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,11 +25,11 @@ use serde::{Deserialize, Serialize};
 use super::bodies::Bodies;
 use super::runtime::run_blocking;
 use super::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
-use super::{decode, encode, encode_into, encoded_size, Response, TypeConfig};
+use super::{decode, decode_from, encode, encode_into, encoded_size, Response, TypeConfig};
 use crate::clock::Clock;
 use crate::machine::{Effect, EntryId, State};
 use crate::planted::{self, Bug};
-use crate::storage::Disk;
+use crate::storage::{Disk, SnapshotData};
 
 /// Receives the effects of applied entries. Called on the apply path: it
 /// must not block.
@@ -45,11 +47,6 @@ struct Applied {
     state: State,
     last_applied: Option<LogId>,
     membership: StoredMembership,
-}
-
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
 }
 
 #[derive(Clone)]
@@ -77,20 +74,23 @@ impl StateMachineStore {
         body_cache_bytes: usize,
     ) -> Result<Self, StorageError> {
         let stored = load_snapshot(disk.as_ref())?;
-        let applied = match &stored {
-            Some(stored) => {
+        let floor = stored
+            .as_ref()
+            .and_then(|(meta, _)| body_floor(&meta.snapshot_id))
+            .unwrap_or(u64::MAX);
+        let applied = match stored {
+            Some((meta, data)) => {
                 // Its import, if it came with one: a crash after saving the
                 // snapshot left the import received but not yet kept.
-                disk.keep_import(&stored.meta.snapshot_id)
+                disk.keep_import(&meta.snapshot_id)
                     .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-                decode(&stored.data).map_err(|e| StorageIOError::read_snapshot(None, &e))?
+                let data = data
+                    .into_reader()
+                    .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+                decode_from(data).map_err(|e| StorageIOError::read_snapshot(None, &e))?
             }
             None => Applied::default(),
         };
-        let floor = stored
-            .as_ref()
-            .and_then(|stored| body_floor(&stored.meta.snapshot_id))
-            .unwrap_or(u64::MAX);
         Ok(StateMachineStore {
             applied: Arc::new(Mutex::new(applied)),
             bodies: Arc::new(Bodies::new(disk.clone(), body_cache_bytes)),
@@ -166,7 +166,7 @@ pub fn body_floor(snapshot_id: &str) -> Option<u64> {
     snapshot_id.rsplit_once("-bodies-")?.1.parse().ok()
 }
 
-fn load_snapshot(disk: &dyn Disk) -> Result<Option<StoredSnapshot>, StorageError> {
+fn load_snapshot(disk: &dyn Disk) -> Result<Option<(SnapshotMeta, SnapshotData)>, StorageError> {
     let Some((meta, data)) = disk
         .load_snapshot()
         .map_err(|e| StorageIOError::read_snapshot(None, &e))?
@@ -174,7 +174,7 @@ fn load_snapshot(disk: &dyn Disk) -> Result<Option<StoredSnapshot>, StorageError
         return Ok(None);
     };
     let meta = decode(&meta).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-    Ok(Some(StoredSnapshot { meta, data }))
+    Ok(Some((meta, data)))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
@@ -207,7 +207,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             // `get_current_snapshot`: the data stays on disk.
             Ok(Snapshot {
                 meta,
-                snapshot: Box::new(Cursor::new(Vec::new())),
+                snapshot: Box::new(SnapshotData::Memory(Default::default())),
             })
         })
     }
@@ -266,26 +266,38 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
+        let data = run_blocking(|| self.disk.receive_snapshot())
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(data))
     }
 
+    /// Decodes the received data as it copies it into the snapshot file.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError> {
-        let mut data = snapshot.into_inner();
+        let mut data = *snapshot;
         if planted::active(Bug::StaleSnapshotInstall) {
-            if let Some(own) = run_blocking(|| load_snapshot(self.disk.as_ref()))? {
-                data = own.data;
+            if let Some((_, own)) = run_blocking(|| load_snapshot(self.disk.as_ref()))? {
+                data = own;
             }
         }
         let restored: Applied = run_blocking(|| {
             let signature = || Some(meta.signature());
-            let restored =
-                decode(&data).map_err(|e| StorageIOError::read_snapshot(signature(), &e))?;
-            self.save_snapshot(meta, |out| out.write_all(&data))?;
+            let mut received = data
+                .into_reader()
+                .map_err(|e| StorageIOError::read_snapshot(signature(), &e))?;
+            let mut restored = Applied::default();
+            self.save_snapshot(meta, |out| {
+                let copied = Copied {
+                    from: &mut received,
+                    to: out,
+                };
+                restored = decode_from(copied).map_err(std::io::Error::other)?;
+                Ok(())
+            })?;
             // The bodies it came with (`network.rs`) are read from now on.
             self.disk
                 .keep_import(&meta.snapshot_id)
@@ -300,10 +312,24 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         Ok(
-            run_blocking(|| load_snapshot(self.disk.as_ref()))?.map(|stored| Snapshot {
-                meta: stored.meta,
-                snapshot: Box::new(Cursor::new(stored.data)),
+            run_blocking(|| load_snapshot(self.disk.as_ref()))?.map(|(meta, data)| Snapshot {
+                meta,
+                snapshot: Box::new(data),
             }),
         )
+    }
+}
+
+/// A reader that writes out whatever is read through it.
+struct Copied<'a> {
+    from: &'a mut dyn Read,
+    to: &'a mut dyn std::io::Write,
+}
+
+impl Read for Copied<'_> {
+    fn read(&mut self, into: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.from.read(into)?;
+        self.to.write_all(&into[..n])?;
+        Ok(n)
     }
 }

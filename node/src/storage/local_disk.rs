@@ -6,12 +6,13 @@
 //! snapshot stalled every commit-point write for two seconds).
 
 use std::fs::File;
-use std::io::{BufWriter, ErrorKind, Write};
+use std::io::{BufWriter, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::imports::Imports;
 use super::segment_log::SegmentLog;
-use super::{Disk, LogEntry, SnapshotBytes, SnapshotData, StorageError};
+use super::snapshot_data::FILE_BUFFER_BYTES;
+use super::{Disk, LogEntry, SnapshotData, StorageError, WriteSnapshot};
 
 /// The log starts a new segment file past this size; releasing frees disk a
 /// segment at a time, so an acknowledged backlog leaves at most one behind.
@@ -32,8 +33,6 @@ const SNAPSHOT_TEMP: &str = "raft-snapshot.tmp";
 /// at most a chunk: written whole, a 200 MB snapshot held them up for a
 /// second.
 const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
-/// The encoder writes a field at a time; the file sees writes this large.
-const SNAPSHOT_WRITE_BUFFER: usize = 64 * 1024;
 
 impl LocalDisk {
     /// Opens (or creates) the records in `dir`, the log in `dir/log` and
@@ -127,7 +126,7 @@ impl Disk for LocalDisk {
 
     /// `meta length: u64 | meta | data`, written beside the old snapshot
     /// as it is encoded, synced a chunk at a time, then renamed over it.
-    fn save_snapshot(&self, meta: &[u8], data: SnapshotData<'_>) -> Result<(), StorageError> {
+    fn save_snapshot(&self, meta: &[u8], data: WriteSnapshot<'_>) -> Result<(), StorageError> {
         let temp = self.dir.join(SNAPSHOT_TEMP);
         let mut file = ChunkSynced::new(File::create(&temp)?);
         file.write_all(&(meta.len() as u64).to_le_bytes())?;
@@ -139,20 +138,29 @@ impl Disk for LocalDisk {
         Ok(())
     }
 
-    fn load_snapshot(&self) -> Result<Option<SnapshotBytes>, StorageError> {
-        let mut bytes = match std::fs::read(self.dir.join(SNAPSHOT_FILE)) {
-            Ok(bytes) => bytes,
+    fn load_snapshot(&self) -> Result<Option<(Vec<u8>, SnapshotData)>, StorageError> {
+        let mut file = match File::open(self.dir.join(SNAPSHOT_FILE)) {
+            Ok(file) => file,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let meta_len = bytes
-            .get(..8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-            .filter(|len| *len <= bytes.len() as u64 - 8)
+        let size = file.metadata()?.len();
+        let mut meta_len = [0; 8];
+        let meta_len = file
+            .read_exact(&mut meta_len)
+            .ok()
+            .map(|()| u64::from_le_bytes(meta_len))
+            .filter(|len| *len <= size.saturating_sub(8))
             .ok_or(StorageError::CorruptSnapshot("its meta length is wrong"))?;
-        let mut meta = bytes.split_off(8);
-        let data = meta.split_off(meta_len as usize);
-        Ok(Some((meta, data)))
+        let mut meta = vec![0; meta_len as usize];
+        file.read_exact(&mut meta)?;
+        Ok(Some((meta, SnapshotData::file(file, 8 + meta_len))))
+    }
+
+    /// A file with no name, in the data directory so it can be large: a
+    /// crash leaves nothing of it behind.
+    fn receive_snapshot(&self) -> Result<SnapshotData, StorageError> {
+        Ok(SnapshotData::file(tempfile::tempfile_in(&self.dir)?, 0))
     }
 
     fn is_empty(&self) -> Result<bool, StorageError> {
@@ -173,7 +181,7 @@ struct ChunkSynced {
 impl ChunkSynced {
     fn new(file: File) -> Self {
         ChunkSynced {
-            file: BufWriter::with_capacity(SNAPSHOT_WRITE_BUFFER, file),
+            file: BufWriter::with_capacity(FILE_BUFFER_BYTES, file),
             unsynced: 0,
         }
     }
@@ -208,33 +216,62 @@ mod tests {
 
     const CACHE: u64 = 1 << 20;
 
+    /// The snapshot's meta and data, read whole.
+    fn loaded(disk: &LocalDisk) -> Option<(Vec<u8>, Vec<u8>)> {
+        let (meta, data) = disk.load_snapshot().expect("load")?;
+        let mut bytes = Vec::new();
+        data.into_reader()
+            .expect("reader")
+            .read_to_end(&mut bytes)
+            .expect("read");
+        Some((meta, bytes))
+    }
+
     #[test]
     fn a_snapshot_replaces_the_last_one_whole() {
         let dir = tempfile::tempdir().expect("temp dir");
         let disk = LocalDisk::open(dir.path(), CACHE).expect("open");
         assert!(disk.is_empty().expect("is_empty"));
-        assert_eq!(disk.load_snapshot().expect("load"), None);
+        assert_eq!(loaded(&disk), None);
         let big = vec![7; 3 * SNAPSHOT_CHUNK_BYTES + 5];
         disk.save_snapshot(b"meta 1", &mut |out| {
             // As an encoder writes: many small pieces.
             big.chunks(1000).try_for_each(|piece| out.write_all(piece))
         })
         .expect("save");
-        assert_eq!(
-            disk.load_snapshot().expect("load"),
-            Some((b"meta 1".to_vec(), big))
-        );
+        assert_eq!(loaded(&disk), Some((b"meta 1".to_vec(), big)));
         disk.save_snapshot(b"meta 2", &mut |out| out.write_all(b"data 2"))
             .expect("save");
         drop(disk);
 
         let disk = LocalDisk::open(dir.path(), CACHE).expect("reopen");
         assert_eq!(
-            disk.load_snapshot().expect("load"),
+            loaded(&disk),
             Some((b"meta 2".to_vec(), b"data 2".to_vec()))
         );
         assert!(!disk.is_empty().expect("is_empty"));
         assert!(!dir.path().join(SNAPSHOT_TEMP).exists());
+    }
+
+    /// A snapshot is received into a file with no name, saved from it, and
+    /// leaves no file behind but the snapshot's own.
+    #[tokio::test]
+    async fn a_received_snapshot_is_saved_from_its_file() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disk = LocalDisk::open(dir.path(), CACHE).expect("open");
+        let files = || std::fs::read_dir(dir.path()).expect("read dir").count();
+        let before = files();
+        let mut received = disk.receive_snapshot().expect("receive");
+        let big = vec![9; 2 * SNAPSHOT_CHUNK_BYTES + 3];
+        received.write_all(&big).await.expect("write");
+        received.shutdown().await.expect("shutdown");
+        assert_eq!(files(), before, "the received data has no name");
+        let mut from = received.into_reader().expect("reader");
+        disk.save_snapshot(b"meta", &mut |out| std::io::copy(&mut from, out).map(drop))
+            .expect("save");
+        assert_eq!(loaded(&disk), Some((b"meta".to_vec(), big)));
+        assert_eq!(files(), before + 1, "only the snapshot's file");
     }
 
     #[test]

@@ -9,18 +9,17 @@
 mod imports;
 mod local_disk;
 mod segment_log;
+mod snapshot_data;
 
 pub use local_disk::LocalDisk;
+pub use snapshot_data::SnapshotData;
 
 /// A log entry's index and its encoded bytes.
 pub type LogEntry = (u64, Vec<u8>);
 
-/// A snapshot's encoded meta and data.
-pub type SnapshotBytes = (Vec<u8>, Vec<u8>);
-
-/// Writes a snapshot's data as it is encoded, so that no buffer ever holds
-/// the whole state (`Disk::save_snapshot`).
-pub type SnapshotData<'a> = &'a mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>;
+/// Writes a snapshot's data as it is encoded or received, so that no
+/// buffer ever holds the whole state (`Disk::save_snapshot`).
+pub type WriteSnapshot<'a> = &'a mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -44,7 +43,8 @@ pub enum StorageError {
 /// - the Raft log, whose appends, truncations and releases are durable on
 ///   return; it is also the body store: a purged entry stays readable
 ///   (`entry`) until released, since retained messages' bodies are in it;
-/// - the latest snapshot, replaced whole and durably;
+/// - the latest snapshot, replaced whole and durably, and one being
+///   received, which a crash forgets;
 /// - imports: entries shipped with an installed snapshot, for the bodies
 ///   its messages need, durable on return.
 pub trait Disk: Send + Sync + 'static {
@@ -93,9 +93,12 @@ pub trait Disk: Send + Sync + 'static {
 
     /// Replaces the snapshot: its meta, then its data as `data` writes it.
     /// After a crash either the old or the new one is there, whole.
-    fn save_snapshot(&self, meta: &[u8], data: SnapshotData<'_>) -> Result<(), StorageError>;
-    /// The snapshot's meta and data.
-    fn load_snapshot(&self) -> Result<Option<SnapshotBytes>, StorageError>;
+    fn save_snapshot(&self, meta: &[u8], data: WriteSnapshot<'_>) -> Result<(), StorageError>;
+    /// The snapshot's meta, and its data to read.
+    fn load_snapshot(&self) -> Result<Option<(Vec<u8>, SnapshotData)>, StorageError>;
+    /// Somewhere empty to receive a snapshot's data into, before
+    /// `save_snapshot` makes it the snapshot.
+    fn receive_snapshot(&self) -> Result<SnapshotData, StorageError>;
 
     /// True when nothing was ever stored: no record, entry or snapshot.
     fn is_empty(&self) -> Result<bool, StorageError>;
