@@ -201,13 +201,25 @@ type Sent = (Option<Bytes>, Bytes, BTreeMap<String, String>);
 /// is then made the only node that can lead (the other two go, one comes
 /// back wiped too, so it must catch up from the first one's import) and
 /// serves every message, byte for byte, at the (partition, offset) it was
-/// published at.
+/// published at. Another topic holds enough records that the snapshot
+/// spans several of openraft's chunks (`snapshot_max_chunk_size`, left at
+/// its default): it is sent, received into a file and installed a chunk
+/// at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_follower_rejoins_by_snapshot_with_the_bodies_and_serves_them_unchanged() {
     const BATCHES: usize = 30;
     const PER_BATCH: usize = 10;
+    const BULK_BATCHES: usize = 400;
+    const BULK_PER_BATCH: usize = 1000;
     let mut cluster = Cluster::start(3, &["--snapshot-every", "10"]).await;
     let client = cluster.client();
+    client.create_topic("bulk", 1).await.expect("create topic");
+    for _ in 0..BULK_BATCHES {
+        let bulk = (0..BULK_PER_BATCH)
+            .map(|_| Message::new(Bytes::from_static(b"b")))
+            .collect();
+        client.publish("bulk", bulk).await.expect("publish");
+    }
     client.create_topic("jobs", 3).await.expect("create topic");
     let mut published: BTreeMap<(u32, u64), Sent> = BTreeMap::new();
     for batch in 0..BATCHES {
@@ -244,6 +256,14 @@ async fn a_wiped_follower_rejoins_by_snapshot_with_the_bodies_and_serves_them_un
         wait_for_snapshot(&cluster, id).await;
     }
 
+    // Past 1 MiB a snapshot waits for a log 16 times its size: ask each
+    // node for one that holds everything, as whichever leads sends its own.
+    for id in 1..=3 {
+        client
+            .take_snapshot(cluster.addr(id))
+            .await
+            .expect("take a snapshot");
+    }
     let leader = cluster.wait_for_leader(None).await;
     let mut others = (1..=3).filter(|id| *id != leader);
     let (wiped, other) = (
@@ -264,6 +284,20 @@ async fn a_wiped_follower_rejoins_by_snapshot_with_the_bodies_and_serves_them_un
         .map(|dirs| dirs.filter_map(Result::ok).any(|d| d.path().is_dir()))
         .unwrap_or(false);
     assert!(imported, "no import in {}", imports.display());
+    // A leader that saw its follower's log go back stopped its core
+    // when openraft's `loosen-follower-log-revert` was off, and the node
+    // exited.
+    for id in 1..=3 {
+        assert!(cluster.is_running(id), "node {id} exited during the rejoin");
+    }
+    let chunk = openraft::Config::default().snapshot_max_chunk_size;
+    let installed = std::fs::metadata(cluster.data_dir(wiped).join("raft-snapshot"))
+        .expect("the installed snapshot")
+        .len();
+    assert!(
+        installed > 2 * chunk,
+        "a snapshot of {installed} bytes spans fewer than three {chunk}-byte chunks"
+    );
 
     cluster.kill(leader);
     cluster.kill(other);

@@ -32,6 +32,12 @@ const ENTRIES_PER_APPEND_MAX: u64 = 8;
 /// `max_in_snapshot_log_to_keep`).
 const ENTRIES_KEPT_BEHIND_SNAPSHOT_MAX: u64 = 256;
 
+/// How long sending one snapshot chunk may take, and the last chunk's
+/// install with it: decoding the whole snapshot as it is copied to its
+/// file and synced. openraft's 200 ms timed out every try of a 7 MB
+/// snapshot in a debug build, and each try started over.
+const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 10_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RaftError {
     #[error("raft configuration: {0}")]
@@ -153,6 +159,7 @@ impl RaftHandle {
             // are up to 4 MiB and disk should follow what is retained.
             max_in_snapshot_log_to_keep: (config.snapshot_every / 4)
                 .min(ENTRIES_KEPT_BEHIND_SNAPSHOT_MAX),
+            install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
             ..Default::default()
         }
         .validate()
