@@ -22,7 +22,9 @@ mod state_machine;
 mod wire;
 
 pub use bodies::{Bodies, BodyError, BODY_CACHE_BYTES};
-pub use codec::{decode, decode_from, encode, encode_into, encoded_size, CodecError};
+pub use codec::{
+    decode, decode_compressed_from, encode, encode_compressed_into, encoded_size, CodecError,
+};
 use elections::break_election_ties;
 pub use format::{check_format, FormatError, STORAGE_FORMAT};
 pub use handle::{

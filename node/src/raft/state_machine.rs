@@ -4,8 +4,8 @@
 //!
 //! The state lives in memory, message bodies excepted: those stay in the
 //! log entries that published them (`Bodies`). A snapshot is the serialized
-//! state with the last applied log id and membership, so it holds a small
-//! record per retained message and no body; its id names the oldest entry
+//! state with the last applied log id and membership, compressed, so it
+//! holds a small record per retained message and no body; its id names the oldest entry
 //! its messages' bodies are in, which the log keeps while the snapshot is
 //! the latest and which a follower sent the snapshot receives first
 //! (`network.rs`). A snapshot is written, sent, received and read back a
@@ -25,7 +25,10 @@ use serde::{Deserialize, Serialize};
 use super::bodies::Bodies;
 use super::runtime::run_blocking;
 use super::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
-use super::{decode, decode_from, encode, encode_into, encoded_size, Response, TypeConfig};
+use super::{
+    decode, decode_compressed_from, encode, encode_compressed_into, encoded_size, Response,
+    TypeConfig,
+};
 use crate::clock::Clock;
 use crate::machine::{Effect, EntryId, State};
 use crate::planted::{self, Bug};
@@ -87,7 +90,8 @@ impl StateMachineStore {
                 let data = data
                     .into_reader()
                     .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-                decode_from(data).map_err(|e| StorageIOError::read_snapshot(None, &e))?
+                decode_compressed_from(data)
+                    .map_err(|e| StorageIOError::read_snapshot(None, &e))?
             }
             None => Applied::default(),
         };
@@ -188,9 +192,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let copied = started.elapsed();
         run_blocking(|| {
             // The id holds the size, so it is counted first; the state is
-            // then encoded straight into the file (never one buffer of the
-            // whole: 71 MB at 5,000,000 retained messages, twice that while
-            // a growing buffer doubled).
+            // then encoded and compressed straight into the file (never one
+            // buffer of the whole: 71 MB at 5,000,000 retained messages
+            // before compression, twice that while a growing buffer
+            // doubled).
             let bytes =
                 encoded_size(&applied).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
             let sized = started.elapsed();
@@ -200,7 +205,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 last_membership: applied.membership.clone(),
                 snapshot_id: snapshot_id(applied.last_applied, bytes, floor),
             };
-            self.save_snapshot(&meta, |out| encode_into(&applied, out))?;
+            self.save_snapshot(&meta, |out| encode_compressed_into(&applied, out))?;
             tracing::info!(bytes, ?copied, ?sized, written = ?started.elapsed(), "snapshot built");
             // openraft 0.9 keeps only the meta of a snapshot it had built
             // (`core::sm::worker`), and reads one it sends through
@@ -295,7 +300,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     from: &mut received,
                     to: out,
                 };
-                restored = decode_from(copied).map_err(std::io::Error::other)?;
+                restored = decode_compressed_from(copied).map_err(std::io::Error::other)?;
                 Ok(())
             })?;
             // The bodies it came with (`network.rs`) are read from now on.
