@@ -90,8 +90,7 @@ impl StateMachineStore {
                 let data = data
                     .into_reader()
                     .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-                decode_compressed_from(data)
-                    .map_err(|e| StorageIOError::read_snapshot(None, &e))?
+                decode_compressed_from(data).map_err(|e| StorageIOError::read_snapshot(None, &e))?
             }
             None => Applied::default(),
         };
