@@ -1,7 +1,7 @@
 //! A backlog deeper than consumers keep up with: fill N messages with no
 //! consumer, print what each node then holds (memory, data directory,
-//! snapshot), run the e2e bench beside it while every node takes a
-//! snapshot of the whole backlog, wipe one node's data and time its
+//! snapshot), run the e2e bench beside it, then again while every node
+//! takes a snapshot of the whole backlog, wipe one node's data and time its
 //! rejoining by snapshot (and its peak memory meanwhile), kill all three
 //! nodes and start them again
 //! (time to a leader and to the first delivery), drain it with one
@@ -61,6 +61,9 @@ pub(crate) async fn run(
         super::progress("backlog: flushing the fill to disk (sync)");
         let _ = tokio::process::Command::new("sync").status().await;
     }
+    // The same run without a snapshot first: what this machine's tail is
+    // beside the backlog, against which the snapshot's cost shows.
+    let beside = super::e2e::run(client, &format!("{tag}-beside"), args).await?;
     let across_snapshot = e2e_across_snapshot(client, tag, args).await?;
     let snapshotted = usage(local.as_deref())?;
 
@@ -109,6 +112,7 @@ pub(crate) async fn run(
         "drain_msgs_per_s": (drain.count as f64 / drain_s).round(),
         "idle": idle,
         "held": held,
+        "e2e_beside": beside,
         "e2e_across_snapshot": across_snapshot,
         "snapshotted": snapshotted,
         "acked": acked,
