@@ -18,8 +18,9 @@ use crate::connector::{Connector, TcpConnector};
 use crate::error::describe;
 use crate::routing::{Decision, Failure, Router};
 use crate::{
-    ClientError, ClientOptions, ClusterStatus, Consumer, Message, NackOptions, NodeStatus,
-    Position, Producer, ProducerOptions, SnapshotTaken, SubscribeOptions, TopicInfo, TopicOptions,
+    ClientError, ClientOptions, ClusterStatus, Consumer, Declared, DeleteOptions, Message,
+    NackOptions, NodeStatus, Position, Producer, ProducerOptions, SnapshotTaken, SubscribeOptions,
+    TopicInfo, TopicOptions,
 };
 
 /// Attempts one operation may make, on top of its deadline: with the
@@ -144,31 +145,89 @@ impl Client {
         lock(&self.inner.leader).clone()
     }
 
-    /// Creates a topic. A retry after a lost answer may report
-    /// ALREADY_EXISTS for a topic this very call created.
-    pub async fn create_topic(&self, name: &str, partitions: u32) -> Result<(), ClientError> {
+    /// Declares a topic: creates it, or succeeds if it exists with the same
+    /// settings. Other settings fail with FAILED_PRECONDITION naming the
+    /// first that differs.
+    pub async fn create_topic(&self, name: &str, partitions: u32) -> Result<Declared, ClientError> {
         self.create_topic_with(name, partitions, TopicOptions::default())
             .await
     }
 
-    /// Creates a topic with retention bounds: publishes past them are
-    /// refused with RESOURCE_EXHAUSTED until consumers ack.
+    /// Declares a topic with retention bounds: publishes past them are
+    /// refused with RESOURCE_EXHAUSTED until consumers ack. With
+    /// `fail_if_exists`, a retry after a lost answer may report
+    /// ALREADY_EXISTS for a topic this very call created.
     pub async fn create_topic_with(
         &self,
         name: &str,
         partitions: u32,
         options: TopicOptions,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Declared, ClientError> {
         let request = proto::CreateTopicRequest {
             name: name.to_string(),
             partitions,
             max_messages: options.max_messages,
             max_bytes: options.max_bytes,
+            fail_if_exists: options.fail_if_exists,
+        };
+        let timeout = self.inner.options.rpc_timeout;
+        let response = self
+            .call(Route::Leader, self.deadline(), |mut broker| {
+                let request = unary(request.clone(), timeout);
+                async move { broker.create_topic(request).await.map(Response::into_inner) }
+            })
+            .await?;
+        Ok(if response.value.created {
+            Declared::Created
+        } else {
+            Declared::Existed
+        })
+    }
+
+    /// Deletes a topic with its subscriptions and retained messages (their
+    /// consumers' streams end): the messages it still retained. A retry
+    /// after a lost answer may report NOT_FOUND for a topic this very call
+    /// deleted.
+    pub async fn delete_topic(
+        &self,
+        name: &str,
+        options: DeleteOptions,
+    ) -> Result<u64, ClientError> {
+        let request = proto::DeleteTopicRequest {
+            name: name.to_string(),
+            if_unused: options.if_unused,
+            if_empty: options.if_empty,
+        };
+        let timeout = self.inner.options.rpc_timeout;
+        let response = self
+            .call(Route::Leader, self.deadline(), |mut broker| {
+                let request = unary(request.clone(), timeout);
+                async move { broker.delete_topic(request).await.map(Response::into_inner) }
+            })
+            .await?;
+        Ok(response.value.messages)
+    }
+
+    /// Deletes a subscription: its consumers' streams end, and messages
+    /// only it had not acked are dropped.
+    pub async fn delete_subscription(
+        &self,
+        topic: &str,
+        subscription: &str,
+    ) -> Result<(), ClientError> {
+        let request = proto::DeleteSubscriptionRequest {
+            topic: topic.to_string(),
+            subscription: subscription.to_string(),
         };
         let timeout = self.inner.options.rpc_timeout;
         self.call(Route::Leader, self.deadline(), |mut broker| {
             let request = unary(request.clone(), timeout);
-            async move { broker.create_topic(request).await.map(Response::into_inner) }
+            async move {
+                broker
+                    .delete_subscription(request)
+                    .await
+                    .map(Response::into_inner)
+            }
         })
         .await?;
         Ok(())

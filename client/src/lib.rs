@@ -58,9 +58,10 @@ pub use delivery::Delivery;
 pub use error::ClientError;
 pub use message::Message;
 pub use options::{
-    ClientOptions, NackOptions, ProducerOptions, SubscribeOptions, SubscriptionMode, TopicOptions,
+    ClientOptions, DeleteOptions, NackOptions, ProducerOptions, SubscribeOptions, SubscriptionMode,
+    TopicOptions,
 };
 pub use position::Position;
 pub use producer::{Confirm, Producer};
 pub use tonic::Code;
-pub use topic::TopicInfo;
+pub use topic::{Declared, TopicInfo};

@@ -203,11 +203,23 @@ impl SubscribeOptions {
     }
 }
 
-/// A topic's retention bounds; 0 is unlimited.
+/// A topic's retention bounds (0 is unlimited), and how to declare it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TopicOptions {
     pub max_messages: u64,
     pub max_bytes: u64,
+    /// Fail with ALREADY_EXISTS if the topic exists, whatever its
+    /// settings, instead of declaring it.
+    pub fail_if_exists: bool,
+}
+
+/// What must hold for a topic to be deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeleteOptions {
+    /// Only if no consumer is attached to any of its subscriptions.
+    pub if_unused: bool,
+    /// Only if it retains no message.
+    pub if_empty: bool,
 }
 
 /// What a nack asks for.

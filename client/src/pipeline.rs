@@ -256,9 +256,11 @@ impl Pipeline {
                     let _ = confirm.send(Err(rejected.clone()));
                 }
                 // A transient refusal (the node is no longer leader) says the
-                // stream is in the wrong place: move it.
+                // stream is in the wrong place: move it. A publish's only
+                // FAILED_PRECONDITION is that refusal.
                 let failure = Failure {
                     code,
+                    not_leader: code == tonic::Code::FailedPrecondition,
                     leader: None,
                     local: false,
                 };

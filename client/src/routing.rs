@@ -15,6 +15,9 @@ const REDIRECTS_IMMEDIATE_MAX: u32 = 2;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Failure {
     pub code: Code,
+    /// The node answered that it is not the leader: it sent
+    /// `x-raftmq-leader`, with the leader's address or empty.
+    pub not_leader: bool,
     /// The leader address a follower named in `x-raftmq-leader`, if any.
     pub leader: Option<String>,
     /// The status was made on this side (connect failure, reset stream,
@@ -24,15 +27,15 @@ pub(crate) struct Failure {
 
 impl Failure {
     pub(crate) fn from_status(status: &tonic::Status) -> Failure {
-        let leader = status
-            .metadata()
-            .get(raftmq_proto::LEADER_METADATA_KEY)
+        let hint = status.metadata().get(raftmq_proto::LEADER_METADATA_KEY);
+        let leader = hint
             .and_then(|value| value.to_str().ok())
             .map(str::trim)
             .filter(|address| !address.is_empty())
             .map(str::to_string);
         Failure {
             code: status.code(),
+            not_leader: hint.is_some(),
             leader,
             local: std::error::Error::source(status).is_some(),
         }
@@ -133,6 +136,9 @@ enum Class<'a> {
 
 fn classify(failure: &Failure) -> Class<'_> {
     match (failure.code, &failure.leader) {
+        // Without the leader metadata, a precondition of the request
+        // failed (a topic declared with other settings): final.
+        (Code::FailedPrecondition, _) if !failure.not_leader => Class::Final,
         (Code::FailedPrecondition, Some(leader)) => Class::Redirect(leader),
         (Code::FailedPrecondition, None) => Class::Rotate,
         (Code::Unavailable | Code::DeadlineExceeded, _) => Class::Rotate,
@@ -154,10 +160,13 @@ pub(crate) fn is_retryable(failure: &Failure) -> bool {
 mod tests {
     use super::*;
 
+    /// `leader`: what `x-raftmq-leader` said, if it was sent (empty: no
+    /// leader known).
     fn failure(code: Code, leader: Option<&str>, local: bool) -> Failure {
         Failure {
             code,
-            leader: leader.map(str::to_string),
+            not_leader: leader.is_some(),
+            leader: leader.filter(|l| !l.is_empty()).map(str::to_string),
             local,
         }
     }
@@ -215,7 +224,7 @@ mod tests {
     fn redirect_without_leader_or_to_itself_rotates() {
         check(
             &[
-                ("a:1", failure(Code::FailedPrecondition, None, false)),
+                ("a:1", failure(Code::FailedPrecondition, Some(""), false)),
                 ("b:2", failure(Code::FailedPrecondition, Some("b:2"), false)),
             ],
             &["b:2@50", "c:3@100"],
@@ -229,10 +238,12 @@ mod tests {
                 ("a:1", failure(Code::NotFound, None, false)),
                 ("a:1", failure(Code::InvalidArgument, None, false)),
                 ("a:1", failure(Code::AlreadyExists, None, false)),
+                // A precondition of the request, not a refusal to lead.
+                ("a:1", failure(Code::FailedPrecondition, None, false)),
                 ("a:1", failure(Code::Unknown, None, false)),
                 ("a:1", failure(Code::Internal, None, false)),
             ],
-            &["fail", "fail", "fail", "fail", "fail"],
+            &["fail", "fail", "fail", "fail", "fail", "fail"],
         );
     }
 

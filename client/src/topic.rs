@@ -1,4 +1,4 @@
-//! What `list_topics` reports about a topic.
+//! What `list_topics` reports about a topic, and what declaring one did.
 
 use raftmq_proto::v1 as proto;
 use serde::Serialize;
@@ -21,4 +21,14 @@ impl From<proto::TopicInfo> for TopicInfo {
             subscriptions: topic.subscriptions,
         }
     }
+}
+
+/// What declaring a topic did. A retry after a lost answer reports
+/// `Existed` for a topic the first attempt created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Declared {
+    Created,
+    /// It existed with the same settings; nothing changed.
+    Existed,
 }

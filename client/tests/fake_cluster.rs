@@ -85,7 +85,23 @@ impl Broker for Fake {
         _: Request<proto::CreateTopicRequest>,
     ) -> Result<Response<proto::CreateTopicResponse>, Status> {
         self.leader()?;
-        Ok(Response::new(proto::CreateTopicResponse {}))
+        Ok(Response::new(proto::CreateTopicResponse { created: true }))
+    }
+
+    async fn delete_topic(
+        &self,
+        _: Request<proto::DeleteTopicRequest>,
+    ) -> Result<Response<proto::DeleteTopicResponse>, Status> {
+        Err(Status::unimplemented("the fake has one topic for good"))
+    }
+
+    async fn delete_subscription(
+        &self,
+        _: Request<proto::DeleteSubscriptionRequest>,
+    ) -> Result<Response<proto::DeleteSubscriptionResponse>, Status> {
+        Err(Status::unimplemented(
+            "the fake has one subscription for good",
+        ))
     }
 
     async fn list_topics(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::Cluster;
-use raftmq_client::{Code, Consumer, Delivery, Message};
+use raftmq_client::{Code, Consumer, Declared, DeleteOptions, Delivery, Message, TopicOptions};
 
 /// Receives until `done` says so or nothing arrives for `idle`, acking every
 /// delivery in batches of `ack_batch` (at most the prefetch, or the consumer
@@ -396,6 +396,154 @@ async fn a_few_old_messages_do_not_pin_the_log_the_leader_copies_them_forward() 
     assert_eq!(served, stuck, "the stuck messages, relocated");
 }
 
+/// Declaring is idempotent; deleting a topic ends its consumers' streams,
+/// takes its messages, and (with the defaults: a snapshot for the disk
+/// once 32 MiB can go) gives its log back on every node; deleting a
+/// subscription drops what only it held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_topic_takes_its_messages_consumers_and_log_with_it() {
+    const PUBLISHES: usize = 1280;
+    const PER_PUBLISH: usize = 16;
+    const MESSAGE_BYTES: usize = 4096;
+    const LOG_AFTER_MAX: u64 = 48 * 1024 * 1024;
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    let declared = client.create_topic("doomed", 1).await.expect("declare");
+    assert_eq!(declared, Declared::Created);
+    let again = client
+        .create_topic("doomed", 1)
+        .await
+        .expect("declare again");
+    assert_eq!(again, Declared::Existed);
+    for n in 0..PUBLISHES {
+        let batch = (0..PER_PUBLISH)
+            .map(|i| Message::new(Bytes::from(vec![(n + i) as u8; MESSAGE_BYTES])))
+            .collect();
+        client.publish("doomed", batch).await.expect("publish");
+    }
+    let mut consumer = client
+        .subscribe("doomed", "reader", 8)
+        .await
+        .expect("subscribe");
+    consume_without_ack(&mut consumer, 8).await;
+    for id in 1..=3 {
+        let bytes = dir_bytes(&cluster.data_dir(id).join("log"));
+        assert!(
+            bytes > LOG_AFTER_MAX,
+            "node {id}'s log holds only {bytes} bytes"
+        );
+    }
+
+    for (options, refusal) in [
+        (
+            DeleteOptions {
+                if_unused: true,
+                ..DeleteOptions::default()
+            },
+            "1 consumer(s) attached",
+        ),
+        (
+            DeleteOptions {
+                if_empty: true,
+                ..DeleteOptions::default()
+            },
+            "retains 20480 message(s)",
+        ),
+    ] {
+        let error = client
+            .delete_topic("doomed", options)
+            .await
+            .expect_err("refused");
+        assert_eq!(error.code(), Some(Code::FailedPrecondition), "{error}");
+        assert!(
+            error.to_string().contains(refusal),
+            "{error} lacks {refusal:?}"
+        );
+    }
+    let deleted = client
+        .delete_topic("doomed", DeleteOptions::default())
+        .await
+        .expect("delete");
+    assert_eq!(deleted, (PUBLISHES * PER_PUBLISH) as u64);
+    // The stream ends; subscribing again finds no topic.
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match consumer.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => break Some(error),
+                None => break None,
+            }
+        }
+    })
+    .await
+    .expect("the consumer's stream ended");
+    if let Some(error) = ended {
+        assert_eq!(error.code(), Some(Code::NotFound), "{error}");
+    }
+    let topics = client.list_topics().await.expect("list");
+    assert!(topics.iter().all(|t| t.name != "doomed"), "{topics:?}");
+    for id in 1..=3 {
+        let log = cluster.data_dir(id).join("log");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let bytes = dir_bytes(&log);
+            if bytes <= LOG_AFTER_MAX {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id}'s log still holds {bytes} bytes"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(
+        client.create_topic("doomed", 1).await.expect("declare"),
+        Declared::Created
+    );
+
+    client.create_topic("kept", 1).await.expect("declare");
+    let mut fast = client
+        .subscribe("kept", "fast", 10)
+        .await
+        .expect("subscribe");
+    let slow = client
+        .subscribe("kept", "slow", 10)
+        .await
+        .expect("subscribe");
+    let published = client
+        .publish(
+            "kept",
+            (0..3).map(|i| Message::new(format!("m{i}"))).collect(),
+        )
+        .await
+        .expect("publish");
+    let got = consume_without_ack(&mut fast, 3).await;
+    client
+        .ack("kept", "fast", got.iter().map(Delivery::position))
+        .await
+        .expect("ack");
+    let retained = |topics: Vec<raftmq_client::TopicInfo>| {
+        topics
+            .into_iter()
+            .find(|t| t.name == "kept")
+            .map(|t| t.retained)
+    };
+    assert_eq!(retained(client.list_topics().await.expect("list")), Some(3));
+    client
+        .delete_subscription("kept", "slow")
+        .await
+        .expect("delete subscription");
+    drop(slow);
+    assert_eq!(retained(client.list_topics().await.expect("list")), Some(0));
+    assert_eq!(published.len(), 3);
+    let gone = client
+        .delete_subscription("kept", "slow")
+        .await
+        .expect_err("gone");
+    assert_eq!(gone.code(), Some(Code::NotFound), "{gone}");
+}
+
 /// `TakeSnapshot` (`raftmq cluster snapshot`) answers once the node asked
 /// has written a snapshot covering everything it had applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,8 +644,24 @@ async fn bad_input_gets_clear_errors() {
             "partitions must be",
         ),
         (
-            "duplicate topic",
-            client.create_topic("ok", 1).await.err(),
+            "a topic declared again with other settings",
+            client.create_topic("ok", 2).await.err(),
+            Code::FailedPrecondition,
+            "topic \"ok\" exists with partitions 1, not 2",
+        ),
+        (
+            "a topic that must be new",
+            client
+                .create_topic_with(
+                    "ok",
+                    1,
+                    TopicOptions {
+                        fail_if_exists: true,
+                        ..TopicOptions::default()
+                    },
+                )
+                .await
+                .err(),
             Code::AlreadyExists,
             "already exists",
         ),

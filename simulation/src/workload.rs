@@ -193,11 +193,7 @@ async fn create_topic(workload: &Workload, app: App, name: &str, partitions: u32
             .by_deadline(client.create_topic(name, partitions))
             .await;
         match created {
-            None | Some(Ok(())) => break,
-            Some(Err(ClientError::Rpc {
-                code: Code::AlreadyExists,
-                ..
-            })) => break,
+            None | Some(Ok(_)) => break,
             Some(Err(error)) => trace.record(now(), format!("create topic {name}: {error}")),
         }
         pause(&mut rng).await;

@@ -3,14 +3,17 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use raftmq_client::{Client, TopicOptions};
+use raftmq_client::{Client, Declared, DeleteOptions, TopicOptions};
 
 use super::table;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TopicCommand {
-    /// Create a topic with a fixed number of partitions.
-    Create {
+    /// Declare a topic with a fixed number of partitions: create it, or
+    /// succeed if it exists with the same settings (other settings fail,
+    /// naming the first that differs).
+    #[command(visible_alias = "create")]
+    Declare {
         /// 1 to 255 characters of [A-Za-z0-9._-].
         name: String,
         /// Partitions; messages with the same key share one and keep order.
@@ -24,7 +27,24 @@ pub(crate) enum TopicCommand {
         /// no limit).
         #[arg(long, default_value_t = 0)]
         max_bytes: u64,
+        /// Fail if the topic exists, whatever its settings.
+        #[arg(long)]
+        fail_if_exists: bool,
     },
+    /// Delete a topic with its subscriptions and retained messages; its
+    /// consumers' streams end.
+    Delete {
+        name: String,
+        /// Only if no consumer is attached.
+        #[arg(long)]
+        if_unused: bool,
+        /// Only if it retains no message.
+        #[arg(long)]
+        if_empty: bool,
+    },
+    /// Delete a subscription: its consumers' streams end, and messages
+    /// only it had not acked are dropped.
+    DeleteSubscription { topic: String, subscription: String },
     /// List topics with partitions, retained messages and subscriptions.
     List {
         /// Print a JSON array instead of a table.
@@ -35,18 +55,41 @@ pub(crate) enum TopicCommand {
 
 pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Result<ExitCode> {
     match command {
-        TopicCommand::Create {
+        TopicCommand::Declare {
             name,
             partitions,
             max_messages,
             max_bytes,
+            fail_if_exists,
         } => {
-            let limits = TopicOptions {
+            let options = TopicOptions {
                 max_messages,
                 max_bytes,
+                fail_if_exists,
             };
-            client.create_topic_with(&name, partitions, limits).await?;
-            println!("created topic {name} with {partitions} partitions");
+            match client.create_topic_with(&name, partitions, options).await? {
+                Declared::Created => println!("created topic {name} with {partitions} partitions"),
+                Declared::Existed => println!("topic {name} exists with these settings"),
+            }
+        }
+        TopicCommand::Delete {
+            name,
+            if_unused,
+            if_empty,
+        } => {
+            let options = DeleteOptions {
+                if_unused,
+                if_empty,
+            };
+            let messages = client.delete_topic(&name, options).await?;
+            println!("deleted topic {name} and the {messages} messages it retained");
+        }
+        TopicCommand::DeleteSubscription {
+            topic,
+            subscription,
+        } => {
+            client.delete_subscription(&topic, &subscription).await?;
+            println!("deleted subscription {subscription} of topic {topic}");
         }
         TopicCommand::List { json } => {
             let topics = client.list_topics().await?;

@@ -135,16 +135,54 @@ impl BrokerRpc for BrokerService {
         request: Request<v1::CreateTopicRequest>,
     ) -> Result<Response<v1::CreateTopicResponse>, Status> {
         let request = request.into_inner();
-        self.write(Command::CreateTopic {
-            name: request.name,
-            partitions: request.partitions,
-            limits: TopicLimits {
-                max_messages: request.max_messages,
-                max_bytes: request.max_bytes,
-            },
+        let committed = self
+            .write(Command::CreateTopic {
+                name: request.name,
+                partitions: request.partitions,
+                limits: TopicLimits {
+                    max_messages: request.max_messages,
+                    max_bytes: request.max_bytes,
+                },
+                fail_if_exists: request.fail_if_exists,
+            })
+            .await?;
+        match committed.outcome {
+            Outcome::Declared { created } => Ok(Response::new(v1::CreateTopicResponse { created })),
+            other => Err(internal(format!("unexpected declare outcome {other:?}"))),
+        }
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<v1::DeleteTopicRequest>,
+    ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
+        let request = request.into_inner();
+        let committed = self
+            .write(Command::DeleteTopic {
+                name: request.name,
+                if_unused: request.if_unused,
+                if_empty: request.if_empty,
+            })
+            .await?;
+        match committed.outcome {
+            Outcome::Deleted { messages } => {
+                Ok(Response::new(v1::DeleteTopicResponse { messages }))
+            }
+            other => Err(internal(format!("unexpected delete outcome {other:?}"))),
+        }
+    }
+
+    async fn delete_subscription(
+        &self,
+        request: Request<v1::DeleteSubscriptionRequest>,
+    ) -> Result<Response<v1::DeleteSubscriptionResponse>, Status> {
+        let request = request.into_inner();
+        self.write(Command::DeleteSubscription {
+            topic: request.topic,
+            subscription: request.subscription,
         })
         .await?;
-        Ok(Response::new(v1::CreateTopicResponse {}))
+        Ok(Response::new(v1::DeleteSubscriptionResponse {}))
     }
 
     async fn list_topics(

@@ -18,6 +18,11 @@ pub fn rejected(rejection: &Rejection) -> Status {
         | Rejection::Invalid(_)
         | Rejection::Empty(_) => Code::InvalidArgument,
         Rejection::TopicExists(_) | Rejection::ConsumerBusy(_) => Code::AlreadyExists,
+        // RabbitMQ's PRECONDITION_FAILED. Sent without the leader metadata
+        // a refusal to write carries, so clients do not retry it.
+        Rejection::SettingMismatch { .. }
+        | Rejection::InUse { .. }
+        | Rejection::NotEmpty { .. } => Code::FailedPrecondition,
         Rejection::UnknownTopic(_)
         | Rejection::UnknownSubscription { .. }
         | Rejection::NoSuchMessage { .. }
@@ -38,18 +43,21 @@ pub fn propose_failed(error: ProposeError) -> Status {
     }
 }
 
-/// FAILED_PRECONDITION with the leader's address, when known, in the
-/// `x-raftmq-leader` metadata: the client retries there.
+/// FAILED_PRECONDITION with the `x-raftmq-leader` metadata: the leader's
+/// address, where the client retries, or empty when no leader is known
+/// (the client tries another node). The metadata is what tells this
+/// refusal from a precondition of the request failing.
 pub fn not_leader(leader: Option<String>) -> Status {
     let mut status = Status::failed_precondition(match &leader {
         Some(addr) => format!("not the leader; the leader is {addr}"),
         None => "not the leader; no leader is known yet".to_string(),
     });
-    if let Some(value) = leader.and_then(|addr| MetadataValue::try_from(addr).ok()) {
-        status
-            .metadata_mut()
-            .insert(raftmq_proto::LEADER_METADATA_KEY, value);
-    }
+    let value = leader
+        .and_then(|addr| MetadataValue::try_from(addr).ok())
+        .unwrap_or_else(|| MetadataValue::from_static(""));
+    status
+        .metadata_mut()
+        .insert(raftmq_proto::LEADER_METADATA_KEY, value);
     status
 }
 

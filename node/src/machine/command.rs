@@ -57,11 +57,27 @@ impl Request {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum Command {
+    /// Declares a topic: creates it, or, if it exists with the same
+    /// settings, changes nothing and says so (RabbitMQ's queue.declare).
+    /// Different settings are refused, naming the first that differs;
+    /// `fail_if_exists` refuses an existing topic whatever its settings.
     CreateTopic {
         name: String,
         partitions: u32,
         limits: TopicLimits,
+        fail_if_exists: bool,
     },
+    /// Deletes a topic with its subscriptions and retained messages; its
+    /// consumers' streams close. `if_unused`: only if no consumer is
+    /// attached; `if_empty`: only if nothing is retained.
+    DeleteTopic {
+        name: String,
+        if_unused: bool,
+        if_empty: bool,
+    },
+    /// Deletes a subscription: its consumers' streams close, its messages
+    /// in flight are forgotten, and what only it held back is trimmed.
+    DeleteSubscription { topic: String, subscription: String },
     Publish {
         topic: String,
         messages: Vec<NewMessage>,
@@ -127,6 +143,14 @@ impl Command {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum Outcome {
     Done,
+    /// A declared topic: `created` unless it existed with these settings.
+    Declared {
+        created: bool,
+    },
+    /// A deleted topic, and the messages it still retained.
+    Deleted {
+        messages: u64,
+    },
     /// The (partition, offset) of each published message, in order.
     Published(Vec<(u32, u64)>),
     Attached(ConsumerId),

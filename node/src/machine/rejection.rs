@@ -15,6 +15,17 @@ pub enum Rejection {
     InvalidPrefetch { got: u32, max: u32 },
     #[error("topic {0:?} already exists")]
     TopicExists(String),
+    #[error("topic {topic:?} exists with {setting} {existing}, not {asked}")]
+    SettingMismatch {
+        topic: String,
+        setting: String,
+        existing: String,
+        asked: String,
+    },
+    #[error("topic {topic:?} has {consumers} consumer(s) attached")]
+    InUse { topic: String, consumers: usize },
+    #[error("topic {topic:?} retains {messages} message(s)")]
+    NotEmpty { topic: String, messages: u64 },
     #[error("topic {0:?} does not exist")]
     UnknownTopic(String),
     #[error("subscription {subscription:?} does not exist on topic {topic:?}")]

@@ -138,7 +138,17 @@ impl State {
                 name,
                 partitions,
                 limits,
-            } => self.create_topic(name.clone(), *partitions, *limits),
+                fail_if_exists,
+            } => self.create_topic(name.clone(), *partitions, *limits, *fail_if_exists),
+            Command::DeleteTopic {
+                name,
+                if_unused,
+                if_empty,
+            } => self.delete_topic(name, *if_unused, *if_empty, effects),
+            Command::DeleteSubscription {
+                topic,
+                subscription,
+            } => self.delete_subscription(topic, subscription, effects),
             Command::Publish {
                 topic,
                 messages,
@@ -232,7 +242,13 @@ impl State {
         Ok(Outcome::Done)
     }
 
-    fn create_topic(&mut self, name: String, partitions: u32, limits: TopicLimits) -> Applied {
+    fn create_topic(
+        &mut self,
+        name: String,
+        partitions: u32,
+        limits: TopicLimits,
+        fail_if_exists: bool,
+    ) -> Applied {
         check_name("topic", &name)?;
         if partitions == 0 || partitions > PARTITIONS_MAX {
             return Err(Rejection::InvalidPartitions {
@@ -240,12 +256,131 @@ impl State {
                 max: PARTITIONS_MAX,
             });
         }
-        if self.topics.contains_key(&name) {
-            return Err(Rejection::TopicExists(name));
+        if let Some(existing) = self.topics.get(&name) {
+            if fail_if_exists {
+                return Err(Rejection::TopicExists(name));
+            }
+            let settings = [
+                (
+                    "partitions",
+                    u64::from(existing.partition_count()),
+                    u64::from(partitions),
+                ),
+                (
+                    "max_messages",
+                    existing.limits.max_messages,
+                    limits.max_messages,
+                ),
+                ("max_bytes", existing.limits.max_bytes, limits.max_bytes),
+            ];
+            return match settings.into_iter().find(|(_, had, asked)| had != asked) {
+                Some((setting, had, asked)) => Err(Rejection::SettingMismatch {
+                    topic: name,
+                    setting: setting.into(),
+                    existing: had.to_string(),
+                    asked: asked.to_string(),
+                }),
+                None => Ok(Outcome::Declared { created: false }),
+            };
         }
         check_limit("topics", self.topics.len(), TOPICS_MAX)?;
         self.topics.insert(name, Topic::new(partitions, limits));
+        Ok(Outcome::Declared { created: true })
+    }
+
+    fn delete_topic(
+        &mut self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+        effects: &mut Vec<Effect>,
+    ) -> Applied {
+        let topic = self
+            .topics
+            .get(name)
+            .ok_or_else(|| Rejection::UnknownTopic(name.to_string()))?;
+        let consumers: usize = topic
+            .subscriptions
+            .values()
+            .map(|s| s.consumers.len())
+            .sum();
+        if if_unused && consumers > 0 {
+            return Err(Rejection::InUse {
+                topic: name.to_string(),
+                consumers,
+            });
+        }
+        let messages: u64 = topic
+            .partitions
+            .iter()
+            .map(|p| p.messages.len() as u64)
+            .sum();
+        if if_empty && messages > 0 {
+            return Err(Rejection::NotEmpty {
+                topic: name.to_string(),
+                messages,
+            });
+        }
+        let subscriptions: Vec<String> = topic.subscriptions.keys().cloned().collect();
+        for subscription in subscriptions {
+            self.forget_subscription(name, &subscription, effects);
+        }
+        let topic = self.topics.remove(name).expect("looked up above");
+        for message in topic.partitions.iter().flat_map(|p| p.messages.iter()) {
+            self.live.release(message.body().index, message.bytes);
+        }
+        Ok(Outcome::Deleted { messages })
+    }
+
+    fn delete_subscription(
+        &mut self,
+        topic: &str,
+        subscription: &str,
+        effects: &mut Vec<Effect>,
+    ) -> Applied {
+        let known = self
+            .topics
+            .get(topic)
+            .ok_or_else(|| Rejection::UnknownTopic(topic.to_string()))?
+            .subscriptions
+            .contains_key(subscription);
+        if !known {
+            return Err(Rejection::UnknownSubscription {
+                topic: topic.to_string(),
+                subscription: subscription.to_string(),
+            });
+        }
+        self.forget_subscription(topic, subscription, effects);
+        if let Some(topic) = self.topics.get_mut(topic) {
+            topic.trim(&mut self.live);
+        }
         Ok(Outcome::Done)
+    }
+
+    /// Removes a subscription that exists: its consumers go (their streams
+    /// close) and so do its cursors' deadlines.
+    fn forget_subscription(&mut self, topic: &str, subscription: &str, effects: &mut Vec<Effect>) {
+        let Some(removed) = self
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.subscriptions.remove(subscription))
+        else {
+            return;
+        };
+        for id in &removed.consumers {
+            if let Some(consumer) = self.consumers.remove(id) {
+                effects.push(Effect::Closed {
+                    to: consumer.session,
+                    consumer: *id,
+                });
+            }
+        }
+        for (partition, cursor) in removed.cursors.iter().enumerate() {
+            let mut deadlines = self.deadlines.of(topic, subscription, partition as u32);
+            for (at_ms, due, offset) in cursor.deadlines() {
+                deadlines.clear(at_ms, due, offset);
+            }
+        }
     }
 
     fn publish(

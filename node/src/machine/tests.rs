@@ -68,8 +68,9 @@ impl Harness {
             limits: TopicLimits::default(),
             name: name.into(),
             partitions,
+            fail_if_exists: true,
         });
-        assert_eq!(outcome, Outcome::Done);
+        assert_eq!(outcome, Outcome::Declared { created: true });
     }
 
     fn publish(&mut self, topic: &str, keys: &[Option<&str>]) -> Vec<(u32, u64)> {
@@ -174,9 +175,10 @@ fn topic_creation_checks_names_and_partitions() {
             limits: TopicLimits::default(),
             name: name.to_string(),
             partitions: *partitions,
+            fail_if_exists: true,
         });
         match (error, outcome) {
-            (None, Outcome::Done) => {}
+            (None, Outcome::Declared { created: true }) => {}
             (Some(expected), Outcome::Rejected(r)) => {
                 assert!(
                     r.to_string().contains(expected),
@@ -451,6 +453,7 @@ fn replicas_applying_the_same_log_agree() {
             limits: TopicLimits::default(),
             name: "t".into(),
             partitions: 3,
+            fail_if_exists: false,
         },
         Command::Attach {
             topic: "t".into(),
@@ -841,6 +844,7 @@ fn a_full_topic_refuses_publishes_until_consumers_ack() {
         name: "t".into(),
         partitions: 1,
         limits,
+        fail_if_exists: false,
     });
     h.publish("t", &[None; 3]);
     let full = h.apply(Command::Publish {
@@ -872,6 +876,7 @@ fn a_topic_byte_limit_counts_headers() {
         name: "t".into(),
         partitions: 1,
         limits,
+        fail_if_exists: false,
     });
     let publish = |h: &mut Harness, payload: &'static [u8], header: (&str, &str)| {
         h.apply(Command::Publish {
@@ -1216,4 +1221,153 @@ fn a_record_encodes_as_it_did_with_its_body_ref_nested() {
         postcard::to_stdvec(&stored).expect("encode"),
         postcard::to_stdvec(&nested).expect("encode")
     );
+}
+
+/// Declaring is idempotent: the same settings again change nothing and
+/// say so; other settings are refused, naming the first that differs.
+#[test]
+fn declaring_a_topic_again_is_idempotent_and_a_mismatch_names_the_setting() {
+    let mut h = Harness::new();
+    let declare = |h: &mut Harness, partitions, max_messages, fail_if_exists| {
+        h.apply(Command::CreateTopic {
+            name: "t".into(),
+            partitions,
+            limits: TopicLimits {
+                max_messages,
+                max_bytes: 0,
+            },
+            fail_if_exists,
+        })
+    };
+    assert_eq!(
+        declare(&mut h, 2, 0, false),
+        Outcome::Declared { created: true }
+    );
+    h.publish("t", &[None]);
+    assert_eq!(
+        declare(&mut h, 2, 0, false),
+        Outcome::Declared { created: false }
+    );
+    assert_eq!(h.state.topics()[0].retained, 1, "declaring again kept it");
+    let mismatch = |outcome| match rejected(outcome) {
+        Rejection::SettingMismatch {
+            setting,
+            existing,
+            asked,
+            ..
+        } => (setting, existing, asked),
+        other => panic!("expected a mismatch, got {other:?}"),
+    };
+    assert_eq!(
+        mismatch(declare(&mut h, 3, 0, false)),
+        ("partitions".into(), "2".into(), "3".into())
+    );
+    assert_eq!(
+        mismatch(declare(&mut h, 2, 5, false)),
+        ("max_messages".into(), "0".into(), "5".into())
+    );
+    assert!(matches!(
+        rejected(declare(&mut h, 2, 0, true)),
+        Rejection::TopicExists(_)
+    ));
+}
+
+/// Deleting a topic takes its subscriptions, consumers, deadlines and
+/// retained messages with it (the invariants, checked after every
+/// command, hold the deadline index and the live bodies to that), closes
+/// the consumers' streams, and frees the log its bodies held; `if_unused`
+/// and `if_empty` refuse while there is a consumer or a message.
+#[test]
+fn deleting_a_topic_closes_its_consumers_and_frees_its_bodies() {
+    let mut h = Harness::new();
+    h.topic("keep", 1);
+    h.topic("t", 2);
+    h.publish("t", &[None; 4]);
+    let consumer = h.attach("t", "s", 2, SESSION);
+    assert_eq!(h.deliveries().len(), 2);
+    // One delivered message waits out a delayed redelivery: a deadline.
+    h.apply(Command::Nack {
+        topic: "t".into(),
+        subscription: "s".into(),
+        positions: vec![(0, 0)],
+        requeue: true,
+        delay_ms: 60_000,
+    });
+    h.deliveries();
+    assert!(h.state.next_deadline().is_some());
+    let oldest_before = h.state.oldest_body();
+    h.publish("keep", &[None]);
+
+    let delete = |h: &mut Harness, if_unused, if_empty| {
+        h.apply(Command::DeleteTopic {
+            name: "t".into(),
+            if_unused,
+            if_empty,
+        })
+    };
+    assert!(matches!(
+        rejected(delete(&mut h, true, false)),
+        Rejection::InUse { consumers: 1, .. }
+    ));
+    assert!(matches!(
+        rejected(delete(&mut h, false, true)),
+        Rejection::NotEmpty { messages: 4, .. }
+    ));
+    assert_eq!(
+        delete(&mut h, false, false),
+        Outcome::Deleted { messages: 4 }
+    );
+    assert!(h
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Closed { consumer: closed, .. } if *closed == consumer)));
+    assert_eq!(h.state.next_deadline(), None);
+    assert!(
+        h.state.oldest_body() > oldest_before,
+        "its bodies still held"
+    );
+    let names: Vec<String> = h.state.topics().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["keep"]);
+    assert!(matches!(
+        rejected(delete(&mut h, false, false)),
+        Rejection::UnknownTopic(_)
+    ));
+    // Declared again, it starts empty.
+    h.topic("t", 2);
+    assert_eq!(h.state.topics()[1].retained, 0);
+}
+
+/// Deleting a subscription closes its consumers and trims what only it
+/// held back; with no subscription left, the topic keeps the rest for
+/// the next one.
+#[test]
+fn deleting_a_subscription_trims_what_only_it_held_back() {
+    let mut h = Harness::new();
+    h.topic("t", 1);
+    h.publish("t", &[None; 3]);
+    h.attach("t", "fast", 10, SESSION);
+    let slow = h.attach("t", "slow", 10, SESSION);
+    h.ack("t", "fast", vec![(0, 0), (0, 1), (0, 2)]);
+    h.effects.clear();
+    assert_eq!(h.state.topics()[0].retained, 3, "slow holds them");
+    let delete = |h: &mut Harness, subscription: &str| {
+        h.apply(Command::DeleteSubscription {
+            topic: "t".into(),
+            subscription: subscription.into(),
+        })
+    };
+    assert_eq!(delete(&mut h, "slow"), Outcome::Done);
+    assert!(h
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Closed { consumer, .. } if *consumer == slow)));
+    assert_eq!(h.state.topics()[0].retained, 0);
+    assert_eq!(h.state.topics()[0].subscriptions, ["fast"]);
+    assert!(matches!(
+        rejected(delete(&mut h, "slow")),
+        Rejection::UnknownSubscription { .. }
+    ));
+    h.publish("t", &[None; 2]);
+    assert_eq!(delete(&mut h, "fast"), Outcome::Done);
+    assert_eq!(h.state.topics()[0].retained, 2, "kept for the next one");
 }

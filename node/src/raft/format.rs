@@ -10,7 +10,8 @@ use crate::storage::{Disk, StorageError};
 /// moved from sled trees to files. 4: a topic's retained bytes count
 /// headers (`raftmq_rules::message_bytes`). 5: the state keeps records
 /// pointing at bodies in the log, and `imports/` holds entries shipped
-/// with a snapshot. 6: a snapshot's data is compressed (zstd).
+/// with a snapshot. 6: a snapshot's data is compressed (zstd), and topics
+/// are declared and deleted (`Command::CreateTopic` gained a field).
 pub const STORAGE_FORMAT: u32 = 6;
 
 const FORMAT_KEY: &[u8] = b"storage_format";

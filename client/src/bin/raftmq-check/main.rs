@@ -23,9 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
-use raftmq_client::{
-    Client, ClientError, ClientOptions, Code, Confirm, Consumer, Delivery, Message, Position,
-};
+use raftmq_client::{Client, ClientOptions, Confirm, Consumer, Delivery, Message, Position};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
@@ -187,14 +185,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let client = Client::connect_with(args.servers.clone(), options)?;
-    match client.create_topic(&topic, args.partitions).await {
-        Ok(()) => {}
-        Err(ClientError::Rpc {
-            code: Code::AlreadyExists,
-            ..
-        }) => {}
-        Err(error) => return Err(error).context(format!("creating topic {topic}")),
-    }
+    client
+        .create_topic(&topic, args.partitions)
+        .await
+        .with_context(|| format!("declaring topic {topic}"))?;
     let consumer = client
         .subscribe(&topic, &args.subscription, args.prefetch)
         .await
