@@ -51,7 +51,7 @@ wait_for_leader() {
 
 wait_for_leader
 topic="restart-$(date +%s)"
-"$RAFTMQ" topic create "$topic" --partitions 4 >/dev/null
+"$RAFTMQ" topic declare "$topic" --partitions 4 >/dev/null
 confirmed="$("$RAFTMQ" publish "$topic" --key restart --count "$count" --size 100 --json | jq -r '.confirmed')"
 [ "$confirmed" = "$count" ] || die "only $confirmed of $count messages confirmed before the restart"
 log "$confirmed messages confirmed on $topic; recreating the whole cluster"

@@ -55,7 +55,7 @@ enum Command {
         #[command(subcommand)]
         command: cli::cluster::ClusterCommand,
     },
-    /// Create and list topics.
+    /// Declare, delete and list topics and subscriptions.
     Topic {
         #[command(subcommand)]
         command: cli::topic::TopicCommand,
