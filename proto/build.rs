@@ -6,8 +6,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={file}");
     }
     let descriptors = protox::compile(files, ["."])?;
+    // Properties are boxed: most messages set none, and a message waiting
+    // in a producer's queue stays small.
     tonic_prost_build::configure()
         .bytes(".")
+        .boxed(".raftmq.v1.Message.properties")
+        .boxed(".raftmq.v1.Delivery.properties")
         .compile_fds(descriptors)?;
     Ok(())
 }

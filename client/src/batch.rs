@@ -38,7 +38,16 @@ fn field_framing_bytes(message: &proto::Message) -> usize {
             framing(name.len() + value.len() + inner) + inner
         })
         .sum();
-    key + payload + headers
+    // The properties' text is in the size already; the rest of their
+    // encoding (tags, lengths, the timestamp) is framing.
+    let properties = message.properties.as_ref().map_or(0, |properties| {
+        let encoded = prost::Message::encoded_len(properties.as_ref());
+        let text: usize = raftmq_proto::MessageParts::properties(message)
+            .map(str::len)
+            .sum();
+        framing(encoded) + encoded - text
+    });
+    key + payload + headers + properties
 }
 
 /// The bytes of a request before any message is added.
@@ -133,6 +142,7 @@ mod tests {
                 key: Some(blob(len)),
                 payload: blob(len),
                 headers: Default::default(),
+                properties: None,
             });
             messages.push(proto::Message {
                 key: None,
@@ -143,6 +153,12 @@ mod tests {
                     (String::new(), text(len)),
                 ]
                 .into(),
+                properties: Some(Box::new(proto::Properties {
+                    content_type: Some(text(len)),
+                    reply_to: Some(text(1)),
+                    timestamp_ms: Some(u64::MAX),
+                    ..Default::default()
+                })),
             });
         }
         for message in messages {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use raftmq_proto::v1 as proto;
 
-use crate::Position;
+use crate::{Position, Properties};
 
 /// A delivered message. Ack it (by `position()`, or pass `&Delivery`
 /// directly to `Consumer::ack`) once processed; unacked messages come back
@@ -17,6 +17,8 @@ pub struct Delivery {
     pub key: Option<Bytes>,
     pub payload: Bytes,
     pub headers: BTreeMap<String, String>,
+    /// As published; none when none was set.
+    pub properties: Option<Box<Properties>>,
     /// Times this message was handed out, this one included.
     pub attempts: u32,
     pub redelivered: bool,
@@ -51,6 +53,7 @@ impl From<proto::Delivery> for Delivery {
             key: delivery.key,
             payload: delivery.payload,
             headers: delivery.headers.into_iter().collect(),
+            properties: delivery.properties,
             attempts: delivery.attempts,
             redelivered: delivery.redelivered,
             consumer_id: delivery.consumer_id,

@@ -56,7 +56,7 @@ pub use connector::{Connector, TcpConnector};
 pub use consumer::Consumer;
 pub use delivery::Delivery;
 pub use error::ClientError;
-pub use message::Message;
+pub use message::{Message, Properties};
 pub use options::{
     ClientOptions, DeleteOptions, NackOptions, ProducerOptions, SubscribeOptions, SubscriptionMode,
     TopicOptions,

@@ -5,7 +5,12 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use raftmq_proto::v1 as proto;
 
-/// A message to publish: payload, optional key, string headers.
+/// What a message says of itself, as AMQP's basic properties do
+/// (`content_type`, `correlation_id`, `reply_to`, ...): stored and
+/// delivered unchanged. The protobuf type itself; every field is optional.
+pub use proto::Properties;
+
+/// A message to publish: payload, optional key, string headers, properties.
 ///
 /// Messages with a key land on partition `fnv1a64(key) mod partitions`, so
 /// messages sharing a key keep their order; keyless ones are spread round
@@ -16,15 +21,23 @@ pub struct Message {
     pub payload: Bytes,
     /// Sorted so that a message prints and compares the same way every time.
     pub headers: BTreeMap<String, String>,
+    /// Boxed: most messages set none, and a pending message stays small.
+    pub properties: Option<Box<Properties>>,
 }
 
 impl Message {
     pub fn new(payload: impl Into<Bytes>) -> Message {
         Message {
-            key: None,
             payload: payload.into(),
-            headers: BTreeMap::new(),
+            ..Message::default()
         }
+    }
+
+    /// Sets every property at once: `Properties { correlation_id:
+    /// Some(id), ..Default::default() }`.
+    pub fn with_properties(mut self, properties: Properties) -> Message {
+        self.properties = (properties != Properties::default()).then(|| Box::new(properties));
+        self
     }
 
     pub fn with_key(mut self, key: impl Into<Bytes>) -> Message {
@@ -53,6 +66,7 @@ impl From<Message> for proto::Message {
             key: message.key,
             payload: message.payload,
             headers: message.headers.into_iter().collect(),
+            properties: message.properties,
         }
     }
 }
@@ -67,8 +81,19 @@ mod tests {
             .with_key("user-7")
             .with_header("trace", "1")
             .with_header("trace", "2")
-            .with_header("kind", "greeting");
+            .with_header("kind", "greeting")
+            .with_properties(Properties {
+                correlation_id: Some("r-1".into()),
+                ..Properties::default()
+            });
         let wire = proto::Message::from(message);
+        let properties = wire.properties.as_ref().expect("properties sent");
+        assert_eq!(properties.correlation_id.as_deref(), Some("r-1"));
+        assert_eq!(
+            proto::Message::from(Message::new("x")).properties,
+            None,
+            "none sent when none is set"
+        );
         assert_eq!(wire.payload, Bytes::from_static(b"hello"));
         assert_eq!(wire.key, Some(Bytes::from_static(b"user-7")));
         assert_eq!(wire.headers.len(), 2);

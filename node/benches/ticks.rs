@@ -61,6 +61,7 @@ fn state_with(subscriptions: usize) -> (State, u64) {
                 key: None,
                 payload: Bytes::from_static(b"job"),
                 headers: Default::default(),
+                properties: None,
             }],
             producer: None,
         };

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::Cluster;
 use raftmq_client::{
-    Client, Consumer, Delivery, Message, NackOptions, SubscribeOptions, SubscriptionMode,
+    Client, Consumer, Delivery, Message, NackOptions, Properties, SubscribeOptions,
+    SubscriptionMode,
 };
 use raftmq_proto::v1::broker_client::BrokerClient;
 use raftmq_proto::v1::PublishRequest;
@@ -329,12 +330,25 @@ async fn a_poison_message_reaches_the_dead_letter_topic_after_exactly_max_delive
     assert_eq!(header("x-raftmq-source-subscription"), Some("billing"));
     assert_eq!(header("x-raftmq-failures"), Some("3"));
 
-    // A reject goes straight there, with its own reason.
-    client
-        .publish("orders", vec![Message::new("bad")])
-        .await
-        .expect("publish");
+    // A reject goes straight there, with its own reason; the message's
+    // properties and headers go with it unchanged.
+    let properties = Properties {
+        content_type: Some("text/plain".into()),
+        correlation_id: Some("req-7".into()),
+        reply_to: Some("replies".into()),
+        message_id: Some("m-1".into()),
+        timestamp_ms: Some(1_700_000_000_000),
+        r#type: Some("order.created".into()),
+        app_id: Some("shop".into()),
+        content_encoding: Some("identity".into()),
+    };
+    let bad = Message::new("bad")
+        .with_header("trace", "t-1")
+        .with_properties(properties.clone());
+    client.publish("orders", vec![bad]).await.expect("publish");
     let bad = next(&mut consumer).await;
+    assert_eq!(bad.properties.as_deref(), Some(&properties));
+    assert_eq!(bad.headers.get("trace").map(String::as_str), Some("t-1"));
     consumer
         .nack_with(
             [&bad],
@@ -347,6 +361,12 @@ async fn a_poison_message_reaches_the_dead_letter_topic_after_exactly_max_delive
         .expect("reject");
     let rejected = next(&mut inspector).await;
     assert_eq!(text(&rejected), "bad");
+    assert_eq!(rejected.properties.as_deref(), Some(&properties));
+    assert_eq!(
+        rejected.headers.get("trace").map(String::as_str),
+        Some("t-1")
+    );
+    assert_eq!(dead.properties, None, "none published, none delivered");
     assert_eq!(
         rejected
             .headers

@@ -41,15 +41,21 @@ mod tests {
         );
     }
 
-    /// The protobuf message is counted by the shared rule: payload, key and
-    /// each header's name and value.
+    /// The protobuf message is counted by the shared rule: payload, key,
+    /// each header's name and value, and each text property.
     #[test]
-    fn a_protobuf_message_counts_payload_key_and_headers() {
+    fn a_protobuf_message_counts_payload_key_headers_and_properties() {
         let message = v1::Message {
             key: Some(b"k1".to_vec().into()),
             payload: b"hello".to_vec().into(),
             headers: [("trace".to_string(), "abc".to_string())].into(),
+            properties: Some(Box::new(v1::Properties {
+                correlation_id: Some("r-17".into()),
+                r#type: Some("order".into()),
+                timestamp_ms: Some(1),
+                ..Default::default()
+            })),
         };
-        assert_eq!(message_bytes(&message), 5 + 2 + 5 + 3);
+        assert_eq!(message_bytes(&message), 5 + 2 + 5 + 3 + 4 + 5);
     }
 }

@@ -38,11 +38,16 @@ pub trait MessageParts {
     fn key(&self) -> Option<&[u8]>;
     /// Each header's name and value.
     fn headers(&self) -> impl Iterator<Item = (&str, &str)>;
+    /// Each text property that is set (content type, correlation id, ...);
+    /// the timestamp, fixed in size, is framing.
+    fn properties(&self) -> impl Iterator<Item = &str>;
 }
 
 /// Implements `MessageParts` for a message type with `payload`, `key:
-/// Option<_>` and a `headers` map of strings, as every layer's message type
-/// has: one definition, so that each layer counts its messages alike.
+/// Option<_>`, a `headers` map of strings and `properties: Option<_>` of a
+/// type with the text properties as `Option<String>` fields, as every
+/// layer's message type has: one definition, so that each layer counts its
+/// messages alike.
 #[macro_export]
 macro_rules! impl_message_parts {
     ($message:ty) => {
@@ -58,12 +63,28 @@ macro_rules! impl_message_parts {
                     .iter()
                     .map(|(name, value)| (name.as_str(), value.as_str()))
             }
+            fn properties(&self) -> impl Iterator<Item = &str> {
+                self.properties.iter().flat_map(|p| {
+                    [
+                        &p.content_type,
+                        &p.content_encoding,
+                        &p.correlation_id,
+                        &p.reply_to,
+                        &p.message_id,
+                        &p.r#type,
+                        &p.app_id,
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .map(String::as_str)
+                })
+            }
         }
     };
 }
 
-/// A message's size in bytes: its payload, its key, and each header's name
-/// and value. The one definition every limit on a message counts: the
+/// A message's size in bytes: its payload, its key, each header's name
+/// and value, and each text property. The one definition every limit on a message counts: the
 /// node's largest message, a topic's retained bytes, how full a log entry
 /// is, the client's request budget (which adds the protobuf framing).
 /// Framing is left out: it depends on the encoding, the content does not.
@@ -72,7 +93,8 @@ pub fn message_bytes(message: &impl MessageParts) -> usize {
         .headers()
         .map(|(name, value)| name.len() + value.len())
         .sum();
-    message.payload().len() + message.key().map_or(0, <[u8]>::len) + headers
+    let properties: usize = message.properties().map(str::len).sum();
+    message.payload().len() + message.key().map_or(0, <[u8]>::len) + headers + properties
 }
 
 #[cfg(test)]
@@ -108,6 +130,7 @@ mod tests {
         payload: &'static [u8],
         key: Option<&'static [u8]>,
         headers: BTreeMap<&'static str, &'static str>,
+        properties: Vec<&'static str>,
     }
 
     impl MessageParts for Parts {
@@ -120,10 +143,13 @@ mod tests {
         fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
             self.headers.iter().map(|(name, value)| (*name, *value))
         }
+        fn properties(&self) -> impl Iterator<Item = &str> {
+            self.properties.iter().copied()
+        }
     }
 
     #[test]
-    fn a_message_counts_payload_key_and_headers() {
+    fn a_message_counts_payload_key_headers_and_properties() {
         let check = |parts: Parts, expected: usize| assert_eq!(message_bytes(&parts), expected);
         let none = BTreeMap::new;
         check(
@@ -131,6 +157,7 @@ mod tests {
                 payload: b"",
                 key: None,
                 headers: none(),
+                properties: vec![],
             },
             0,
         );
@@ -139,6 +166,7 @@ mod tests {
                 payload: b"hello",
                 key: None,
                 headers: none(),
+                properties: vec![],
             },
             5,
         );
@@ -148,6 +176,7 @@ mod tests {
                 payload: b"hello",
                 key: Some(b""),
                 headers: none(),
+                properties: vec![],
             },
             5,
         );
@@ -156,8 +185,18 @@ mod tests {
                 payload: b"hello",
                 key: Some(b"k1"),
                 headers: BTreeMap::from([("trace", "abc"), ("x", "")]),
+                properties: vec![],
             },
             5 + 2 + (5 + 3) + 1,
+        );
+        check(
+            Parts {
+                payload: b"hello",
+                key: None,
+                headers: none(),
+                properties: vec!["text/plain", "r-17"],
+            },
+            5 + 10 + 4,
         );
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use raftmq_client::{
-    Client, ClientError, Consumer, Delivery, NackOptions, Position, SubscribeOptions,
+    Client, ClientError, Consumer, Delivery, NackOptions, Position, Properties, SubscribeOptions,
     SubscriptionMode,
 };
 use serde_json::json;
@@ -207,6 +207,9 @@ fn print(out: &mut impl Write, delivery: &Delivery, as_json: bool) -> anyhow::Re
             "offset": delivery.offset,
             "key": delivery.key.as_ref().map(|key| String::from_utf8_lossy(key)),
             "payload": String::from_utf8_lossy(&delivery.payload),
+            "headers": delivery.headers,
+            "properties": delivery.properties.as_deref().map(properties_json),
+            "publish_time_ms": delivery.publish_time_ms,
             "attempts": delivery.attempts,
             "redelivered": delivery.redelivered,
         });
@@ -215,4 +218,25 @@ fn print(out: &mut impl Write, delivery: &Delivery, as_json: bool) -> anyhow::Re
         writeln!(out, "{}", String::from_utf8_lossy(&delivery.payload))?;
     }
     Ok(())
+}
+
+/// The properties that are set, by their AMQP names.
+fn properties_json(properties: &Properties) -> serde_json::Value {
+    let text = [
+        ("content_type", &properties.content_type),
+        ("content_encoding", &properties.content_encoding),
+        ("correlation_id", &properties.correlation_id),
+        ("reply_to", &properties.reply_to),
+        ("message_id", &properties.message_id),
+        ("type", &properties.r#type),
+        ("app_id", &properties.app_id),
+    ];
+    let mut set: serde_json::Map<String, serde_json::Value> = text
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_string(), value.clone()?.into())))
+        .collect();
+    if let Some(timestamp_ms) = properties.timestamp_ms {
+        set.insert("timestamp_ms".into(), timestamp_ms.into());
+    }
+    set.into()
 }

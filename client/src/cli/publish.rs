@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use clap::Args;
 use futures::stream::{FuturesOrdered, StreamExt};
-use raftmq_client::{Client, ClientError, Message, Position, ProducerOptions};
+use raftmq_client::{Client, ClientError, Message, Position, ProducerOptions, Properties};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 
@@ -22,6 +22,11 @@ pub(crate) struct PublishArgs {
     /// Key for every message (same key, same partition, order kept).
     #[arg(long)]
     key: Option<String>,
+    /// A header for every message, NAME=VALUE; repeat for more.
+    #[arg(long = "header", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    #[command(flatten)]
+    properties: PropertyArgs,
     /// Publish N generated messages instead of reading stdin.
     #[arg(long)]
     count: Option<u64>,
@@ -38,6 +43,55 @@ pub(crate) struct PublishArgs {
     /// Print a JSON summary instead of a line of text.
     #[arg(long)]
     json: bool,
+}
+
+/// Properties for every message (AMQP's basic properties), delivered as
+/// published.
+#[derive(Debug, Args)]
+struct PropertyArgs {
+    #[arg(long)]
+    content_type: Option<String>,
+    #[arg(long)]
+    content_encoding: Option<String>,
+    /// Matches a reply to its request.
+    #[arg(long)]
+    correlation_id: Option<String>,
+    /// The topic a reply should go to.
+    #[arg(long)]
+    reply_to: Option<String>,
+    #[arg(long)]
+    message_id: Option<String>,
+    /// The publisher's own time, ms since the Unix epoch.
+    #[arg(long)]
+    timestamp_ms: Option<u64>,
+    /// The message's type name, for the application.
+    #[arg(long = "type")]
+    kind: Option<String>,
+    #[arg(long)]
+    app_id: Option<String>,
+}
+
+impl PropertyArgs {
+    fn properties(&self) -> Properties {
+        Properties {
+            content_type: self.content_type.clone(),
+            content_encoding: self.content_encoding.clone(),
+            correlation_id: self.correlation_id.clone(),
+            reply_to: self.reply_to.clone(),
+            message_id: self.message_id.clone(),
+            timestamp_ms: self.timestamp_ms,
+            r#type: self.kind.clone(),
+            app_id: self.app_id.clone(),
+        }
+    }
+}
+
+/// `NAME=VALUE`.
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("{text:?} is not NAME=VALUE")),
+    }
 }
 
 /// What became of the published messages.
@@ -72,8 +126,15 @@ pub(crate) async fn run(client: &Client, args: PublishArgs) -> anyhow::Result<Ex
     let mut confirms = FuturesOrdered::new();
     let mut tally = Tally::default();
     let mut source = Source::new(&args);
+    let properties = args.properties.properties();
     while let Some(payload) = source.next().await? {
-        let mut message = Message::new(payload);
+        let mut message = args
+            .headers
+            .iter()
+            .fold(Message::new(payload), |message, (name, value)| {
+                message.with_header(name.clone(), value.clone())
+            })
+            .with_properties(properties.clone());
         if let Some(key) = &args.key {
             message = message.with_key(key.clone());
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use raftmq_proto::v1;
 
 use crate::machine::{
-    Delivery, Message, Mode, NewMessage, Start, SubscriptionConfig, TopicSummary,
+    Delivery, Message, Mode, NewMessage, Properties, Start, SubscriptionConfig, TopicSummary,
 };
 use crate::raft::{Member, RaftStatus};
 
@@ -14,6 +14,34 @@ pub fn new_message(message: v1::Message) -> NewMessage {
         key: message.key,
         payload: message.payload,
         headers: message.headers.into_iter().collect(),
+        properties: message
+            .properties
+            .filter(|p| **p != v1::Properties::default())
+            .map(|p| {
+                Box::new(Properties {
+                    content_type: p.content_type,
+                    content_encoding: p.content_encoding,
+                    correlation_id: p.correlation_id,
+                    reply_to: p.reply_to,
+                    message_id: p.message_id,
+                    timestamp_ms: p.timestamp_ms,
+                    r#type: p.r#type,
+                    app_id: p.app_id,
+                })
+            }),
+    }
+}
+
+fn properties(properties: Properties) -> v1::Properties {
+    v1::Properties {
+        content_type: properties.content_type,
+        content_encoding: properties.content_encoding,
+        correlation_id: properties.correlation_id,
+        reply_to: properties.reply_to,
+        message_id: properties.message_id,
+        timestamp_ms: properties.timestamp_ms,
+        r#type: properties.r#type,
+        app_id: properties.app_id,
     }
 }
 
@@ -31,6 +59,7 @@ pub fn delivery(delivery: Delivery, message: Message) -> v1::Delivery {
         redelivered: delivery.attempts > 1,
         publish_time_ms: message.publish_ms,
         decided_at: delivery.decided_at,
+        properties: message.properties.map(|p| Box::new(properties(*p))),
     }
 }
 

@@ -49,7 +49,7 @@ pub use rejection::Rejection;
 pub use settle::{REASON_MAX_DELIVERIES, REASON_REJECTED};
 pub use state::{State, TopicSummary};
 pub use subscription::{Mode, Start, SubscriptionConfig};
-pub use topic::{BodyRef, Message, NewMessage, Partition, Stored, TopicLimits};
+pub use topic::{BodyRef, Message, NewMessage, Partition, Properties, Stored, TopicLimits};
 
 #[cfg(test)]
 mod tests;

@@ -81,6 +81,7 @@ impl Harness {
                 key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
                 payload: Bytes::from(format!("m{i}")),
                 headers: Default::default(),
+                properties: None,
             })
             .collect();
         match self.apply(Command::Publish {
@@ -223,6 +224,7 @@ fn keyed_messages_follow_the_key_hash_and_offsets_are_dense() {
             key: None,
             payload: Bytes::from_static(b"x"),
             headers: Default::default(),
+            properties: None,
         }],
     });
     assert_eq!(rejected(unknown), Rejection::UnknownTopic("nope".into()));
@@ -422,6 +424,7 @@ fn time_never_runs_back() {
         key: None,
         payload: Bytes::from_static(b"x"),
         headers: Default::default(),
+        properties: None,
     };
     for stamp_ms in [5_000, 3_000] {
         let request = Request {
@@ -470,6 +473,7 @@ fn replicas_applying_the_same_log_agree() {
                     key: (i % 3 != 0).then(|| Bytes::from(format!("k{}", i % 5))),
                     payload: Bytes::from(format!("p{i}")),
                     headers: Default::default(),
+                    properties: None,
                 })
                 .collect(),
         },
@@ -772,6 +776,7 @@ fn tagged_publish(h: &mut Harness, id: u64, sequence: u64, count: usize) -> Outc
                 key: None,
                 payload: Bytes::from(format!("m{}", sequence + i as u64)),
                 headers: Default::default(),
+                properties: None,
             })
             .collect(),
     })
@@ -854,6 +859,7 @@ fn a_full_topic_refuses_publishes_until_consumers_ack() {
             key: None,
             payload: Bytes::from_static(b"x"),
             headers: Default::default(),
+            properties: None,
         }],
     });
     assert!(matches!(rejected(full), Rejection::TopicFull { .. }));
@@ -886,6 +892,7 @@ fn a_topic_byte_limit_counts_headers() {
                 key: None,
                 payload: Bytes::from_static(payload),
                 headers: [(header.0.into(), header.1.into())].into(),
+                properties: None,
             }],
         })
     };
@@ -1037,6 +1044,7 @@ fn a_retained_message_costs_a_small_record_not_its_body() {
                 key: Some(Bytes::from(format!("key-{}", (batch * 250 + i) % 97))),
                 payload: body.clone(),
                 headers: [("h".to_string(), "v".to_string())].into(),
+                properties: None,
             })
             .collect();
         h.apply(Command::Publish {
@@ -1110,6 +1118,7 @@ fn a_relocation_moves_every_record_of_a_body_and_frees_the_old_entries() {
                     key: None,
                     payload: Bytes::from_static(b"beside"),
                     headers: Default::default(),
+                    properties: None,
                 }],
             },
             Command::Relocate {

@@ -20,6 +20,25 @@ pub struct NewMessage {
     pub key: Option<Bytes>,
     pub payload: Bytes,
     pub headers: BTreeMap<String, String>,
+    /// Boxed, and none when no property is set (most messages): a byte in
+    /// the log, a pointer in the bodies' cache.
+    pub properties: Option<Box<Properties>>,
+}
+
+/// What a message says of itself, as AMQP's basic properties do: stored
+/// and delivered unchanged, never read by the state machine.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Properties {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub correlation_id: Option<String>,
+    pub reply_to: Option<String>,
+    pub message_id: Option<String>,
+    /// The publisher's own time, ms since the epoch.
+    pub timestamp_ms: Option<u64>,
+    /// The message's type name (AMQP's `type`).
+    pub r#type: Option<String>,
+    pub app_id: Option<String>,
 }
 
 /// A message as a consumer gets it: its body from the log entry that
@@ -29,6 +48,7 @@ pub struct Message {
     pub key: Option<Bytes>,
     pub payload: Bytes,
     pub headers: BTreeMap<String, String>,
+    pub properties: Option<Box<Properties>>,
     pub publish_ms: u64,
 }
 
@@ -102,6 +122,7 @@ impl Stored {
             key: body.key.clone(),
             payload: body.payload.clone(),
             headers,
+            properties: body.properties.clone(),
             publish_ms: self.publish_ms,
         }
     }

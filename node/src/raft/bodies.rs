@@ -261,6 +261,7 @@ mod tests {
                     key: None,
                     payload: vec![index as u8; bytes].into(),
                     headers: Default::default(),
+                    properties: None,
                 }],
                 producer: None,
             }],

@@ -366,6 +366,7 @@ mod tests {
                             key: None,
                             payload: vec![0; bytes].into(),
                             headers: Default::default(),
+                            properties: None,
                         }],
                         producer: None,
                     }],
