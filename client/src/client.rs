@@ -168,6 +168,7 @@ impl Client {
             partitions,
             max_messages: options.max_messages,
             max_bytes: options.max_bytes,
+            message_ttl_ms: options.message_ttl_ms,
             fail_if_exists: options.fail_if_exists,
         };
         let timeout = self.inner.options.rpc_timeout;

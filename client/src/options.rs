@@ -203,11 +203,17 @@ impl SubscribeOptions {
     }
 }
 
-/// A topic's retention bounds (0 is unlimited), and how to declare it.
+/// A topic's retention bounds (0 is unlimited), its messages' time to
+/// live, and how to declare it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TopicOptions {
     pub max_messages: u64,
     pub max_bytes: u64,
+    /// Every message expires this long after it is published (0: never):
+    /// never delivered after, dead-lettered with reason `expired` where
+    /// the subscription has a dead-letter topic. A message's own
+    /// `Properties::ttl_ms`, if shorter, wins.
+    pub message_ttl_ms: u32,
     /// Fail with ALREADY_EXISTS if the topic exists, whatever its
     /// settings, instead of declaring it.
     pub fail_if_exists: bool,

@@ -53,6 +53,7 @@ fn state_with(subscriptions: usize) -> (State, u64) {
             name: topic.clone(),
             partitions: 1,
             limits: TopicLimits::default(),
+            message_ttl_ms: 0,
             fail_if_exists: true,
         };
         let publish = Command::Publish {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::Cluster;
 use raftmq_client::{
     Client, Consumer, Delivery, Message, NackOptions, Properties, SubscribeOptions,
-    SubscriptionMode,
+    SubscriptionMode, TopicOptions,
 };
 use raftmq_proto::v1::broker_client::BrokerClient;
 use raftmq_proto::v1::PublishRequest;
@@ -341,6 +341,7 @@ async fn a_poison_message_reaches_the_dead_letter_topic_after_exactly_max_delive
         r#type: Some("order.created".into()),
         app_id: Some("shop".into()),
         content_encoding: Some("identity".into()),
+        ttl_ms: Some(3_600_000),
     };
     let bad = Message::new("bad")
         .with_header("trace", "t-1")
@@ -374,6 +375,55 @@ async fn a_poison_message_reaches_the_dead_letter_topic_after_exactly_max_delive
             .map(String::as_str),
         Some("rejected")
     );
+}
+
+/// An expired message is never delivered, by the leader's clock: a
+/// subscription with a dead-letter topic sends it there with reason
+/// `expired`, body and properties unchanged; the topic's longer TTL lets
+/// the other one through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_message_is_never_delivered_and_lands_in_the_dead_letter_topic() {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    let minute = TopicOptions {
+        message_ttl_ms: 60_000,
+        ..TopicOptions::default()
+    };
+    client
+        .create_topic_with("ttl", 1, minute)
+        .await
+        .expect("topic");
+    client.create_topic("ttl-dlq", 1).await.expect("dlq topic");
+    let short = Message::new("short").with_properties(Properties {
+        ttl_ms: Some(300),
+        ..Properties::default()
+    });
+    client
+        .publish("ttl", vec![short, Message::new("long")])
+        .await
+        .expect("publish");
+    // Every entry after this one is stamped at least a second later.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let options = SubscribeOptions {
+        prefetch: 10,
+        dead_letter_topic: Some("ttl-dlq".into()),
+        ..Default::default()
+    };
+    let mut consumer = subscribe(&client, "ttl", "s", options).await;
+    assert_eq!(text(&next(&mut consumer).await), "long");
+    assert_quiet(&mut consumer, Duration::from_secs(1), "an expired message").await;
+
+    let mut inspector = client
+        .subscribe("ttl-dlq", "inspect", 10)
+        .await
+        .expect("subscribe dlq");
+    let dead = next(&mut inspector).await;
+    assert_eq!(text(&dead), "short");
+    let header = |name: &str| dead.headers.get(name).map(String::as_str);
+    assert_eq!(header("x-raftmq-dead-letter-reason"), Some("expired"));
+    assert_eq!(header("x-raftmq-source-topic"), Some("ttl"));
+    assert_eq!(header("x-raftmq-source-offset"), Some("0"));
+    assert_eq!(dead.properties.and_then(|p| p.ttl_ms), Some(300));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

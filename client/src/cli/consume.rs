@@ -238,5 +238,8 @@ fn properties_json(properties: &Properties) -> serde_json::Value {
     if let Some(timestamp_ms) = properties.timestamp_ms {
         set.insert("timestamp_ms".into(), timestamp_ms.into());
     }
+    if let Some(ttl_ms) = properties.ttl_ms {
+        set.insert("ttl_ms".into(), ttl_ms.into());
+    }
     set.into()
 }

@@ -69,6 +69,9 @@ struct PropertyArgs {
     kind: Option<String>,
     #[arg(long)]
     app_id: Option<String>,
+    /// Expires this many ms after it is published: never delivered after.
+    #[arg(long)]
+    ttl_ms: Option<u32>,
 }
 
 impl PropertyArgs {
@@ -82,6 +85,7 @@ impl PropertyArgs {
             timestamp_ms: self.timestamp_ms,
             r#type: self.kind.clone(),
             app_id: self.app_id.clone(),
+            ttl_ms: self.ttl_ms,
         }
     }
 }

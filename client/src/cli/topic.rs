@@ -27,6 +27,12 @@ pub(crate) enum TopicCommand {
         /// no limit).
         #[arg(long, default_value_t = 0)]
         max_bytes: u64,
+        /// Every message expires this many ms after it is published (0:
+        /// never; at most 4294967295, 49 days): never delivered after, and
+        /// dead-lettered with reason "expired" where the subscription has
+        /// a dead-letter topic.
+        #[arg(long, default_value_t = 0)]
+        message_ttl_ms: u32,
         /// Fail if the topic exists, whatever its settings.
         #[arg(long)]
         fail_if_exists: bool,
@@ -60,11 +66,13 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
             partitions,
             max_messages,
             max_bytes,
+            message_ttl_ms,
             fail_if_exists,
         } => {
             let options = TopicOptions {
                 max_messages,
                 max_bytes,
+                message_ttl_ms,
                 fail_if_exists,
             };
             match client.create_topic_with(&name, partitions, options).await? {

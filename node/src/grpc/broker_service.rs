@@ -143,6 +143,7 @@ impl BrokerRpc for BrokerService {
                     max_messages: request.max_messages,
                     max_bytes: request.max_bytes,
                 },
+                message_ttl_ms: request.message_ttl_ms,
                 fail_if_exists: request.fail_if_exists,
             })
             .await?;

@@ -27,6 +27,7 @@ pub fn new_message(message: v1::Message) -> NewMessage {
                     timestamp_ms: p.timestamp_ms,
                     r#type: p.r#type,
                     app_id: p.app_id,
+                    ttl_ms: p.ttl_ms,
                 })
             }),
     }
@@ -42,6 +43,7 @@ fn properties(properties: Properties) -> v1::Properties {
         timestamp_ms: properties.timestamp_ms,
         r#type: properties.r#type,
         app_id: properties.app_id,
+        ttl_ms: properties.ttl_ms,
     }
 }
 

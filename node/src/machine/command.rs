@@ -65,6 +65,9 @@ pub enum Command {
         name: String,
         partitions: u32,
         limits: TopicLimits,
+        /// Every message expires this long after it is published (0:
+        /// never), as RabbitMQ's `x-message-ttl`.
+        message_ttl_ms: u32,
         fail_if_exists: bool,
     },
     /// Deletes a topic with its subscriptions and retained messages; its

@@ -5,9 +5,11 @@
 //! Per partition, candidates come in order: returned messages (lowest offset
 //! first, once their delay passed), then offsets never handed out. The
 //! subscription's mode picks the consumer for each candidate; a candidate no
-//! consumer may take now is passed over, within a bounded look-ahead.
+//! consumer may take now is passed over, within a bounded look-ahead. An
+//! expired candidate is never handed out: it is passed over and answered,
+//! to be dead-lettered (`Ledger::dispatch`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::consumer::Consumer;
 use super::deadlines::{CursorDeadlines, Deadlines};
@@ -28,7 +30,9 @@ pub(super) struct Moment {
 }
 
 /// Hands out messages of `subscription_name` while its consumers have
-/// credit, setting their ack deadlines in `deadlines`.
+/// credit, setting their ack deadlines in `deadlines`. Answers the
+/// (partition, offset) of each expired message it passed over: never
+/// delivered, for the caller to dead-letter.
 pub(super) fn dispatch(
     topic_name: &str,
     topic: &mut Topic,
@@ -37,15 +41,16 @@ pub(super) fn dispatch(
     deadlines: &mut Deadlines,
     moment: Moment,
     effects: &mut Vec<Effect>,
-) {
+) -> BTreeSet<(u32, u64)> {
     let now_ms = moment.now_ms;
+    let mut expired = BTreeSet::new();
     let Topic {
         partitions,
         subscriptions,
         ..
     } = topic;
     let Some(subscription) = subscriptions.get_mut(subscription_name) else {
-        return;
+        return expired;
     };
     let members: Vec<ConsumerId> = match subscription.config.mode {
         Mode::Exclusive | Mode::Failover => subscription
@@ -57,7 +62,7 @@ pub(super) fn dispatch(
         Mode::Shared | Mode::KeyShared => subscription.consumers.iter().copied().collect(),
     };
     if members.is_empty() {
-        return;
+        return expired;
     }
     let count = partitions.len() as u32;
     // Each round hands out at most one message per partition and stops when
@@ -73,6 +78,7 @@ pub(super) fn dispatch(
                 &members,
                 consumers,
                 now_ms,
+                &mut expired,
             );
             if let Some((offset, consumer, counts)) = picked {
                 hand_out(
@@ -92,12 +98,13 @@ pub(super) fn dispatch(
             }
         }
         if !handed {
-            return;
+            return expired;
         }
     }
 }
 
 /// The next message of one partition some consumer may take, and who.
+/// Expired candidates are passed over and added to `expired`.
 fn pick(
     partition: &Partition,
     subscription: &mut Subscription,
@@ -105,6 +112,7 @@ fn pick(
     members: &[ConsumerId],
     consumers: &BTreeMap<ConsumerId, Consumer>,
     now_ms: u64,
+    expired: &mut BTreeSet<(u32, u64)>,
 ) -> Option<(u64, ConsumerId, Counts)> {
     let Subscription {
         config,
@@ -159,7 +167,12 @@ fn pick(
         if candidates > DISPATCH_LOOKAHEAD_MAX {
             break;
         }
-        let key = partition.get(offset).and_then(|m| m.key);
+        let message = partition.get(offset);
+        if message.is_some_and(|m| m.expired(now_ms)) {
+            expired.insert((index as u32, offset));
+            continue;
+        }
+        let key = message.and_then(|m| m.key);
         if key.is_some_and(|key| blocked.get(&key).is_some_and(|from| *from < offset)) {
             continue;
         }

@@ -15,6 +15,20 @@ use super::quirks::{self, Quirk};
 use super::rejection::Rejection;
 use super::topic::{counted_bytes, BodyRef, NewMessage, Stored, Topic};
 
+/// The `x-raftmq-dead-letter-reason` header values.
+pub const REASON_REJECTED: &str = "rejected";
+pub const REASON_MAX_DELIVERIES: &str = "max-deliveries";
+pub const REASON_EXPIRED: &str = "expired";
+
+/// A message to move to its subscription's dead-letter topic.
+pub(super) struct DeadLetter {
+    pub topic: String,
+    pub subscription: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub reason: &'static str,
+}
+
 /// A view of the state's topics, consumers and deadlines during one
 /// command.
 pub(super) struct Ledger<'a> {
@@ -77,7 +91,9 @@ impl Ledger<'_> {
             .map(|(slot, m)| {
                 let key = m.key.as_deref().map(raftmq_rules::key_hash);
                 let bytes = u32::try_from(counted_bytes(m)).unwrap_or(u32::MAX);
-                let stored = Stored::new(BodyRef { index, term, slot }, bytes, key, now_ms);
+                let ttl_ms = topic.ttl_for(m);
+                let at = BodyRef { index, term, slot };
+                let stored = Stored::new(at, bytes, key, now_ms, ttl_ms);
                 topic.store(stored, self.live)
             })
             .collect();
@@ -98,15 +114,21 @@ impl Ledger<'_> {
         Ok(topic.store(stored, self.live))
     }
 
-    /// Hands out what the subscription's consumers have credit for.
+    /// Hands out what the subscription's consumers have credit for. The
+    /// expired messages dispatch passed over are dead-lettered (or, with
+    /// no dead-letter topic, dropped), and dispatch goes on past them,
+    /// for as long as that moves some.
     pub fn dispatch(
         &mut self,
         topic_name: &str,
         subscription_name: &str,
         effects: &mut Vec<Effect>,
     ) {
-        if let Some(topic) = self.topics.get_mut(topic_name) {
-            dispatch::dispatch(
+        loop {
+            let Some(topic) = self.topics.get_mut(topic_name) else {
+                return;
+            };
+            let expired = dispatch::dispatch(
                 topic_name,
                 topic,
                 subscription_name,
@@ -115,7 +137,84 @@ impl Ledger<'_> {
                 self.moment,
                 effects,
             );
+            let letters = expired.into_iter().map(|(partition, offset)| DeadLetter {
+                topic: topic_name.to_string(),
+                subscription: subscription_name.to_string(),
+                partition,
+                offset,
+                reason: REASON_EXPIRED,
+            });
+            if self.dead_letters(letters.collect(), effects) == 0 {
+                return;
+            }
         }
+    }
+
+    /// Moves each message to its subscription's dead-letter topic, with
+    /// headers saying why and from where, and acks it where it was; answers
+    /// how many moved. Without a dead-letter topic a rejected or expired
+    /// message is dropped (the consumer asked for it; its time is up) and
+    /// an over-delivered one stays for redelivery; if the dead-letter
+    /// topic is gone or full, the message stays too: never lost.
+    pub fn dead_letters(&mut self, dead: Vec<DeadLetter>, effects: &mut Vec<Effect>) -> usize {
+        let mut moved_count = 0;
+        for letter in dead {
+            let Some(topic) = self.topics.get(&letter.topic) else {
+                continue;
+            };
+            let Some(subscription) = topic.subscriptions.get(&letter.subscription) else {
+                continue;
+            };
+            let Some(message) = topic.partitions[letter.partition as usize]
+                .get(letter.offset)
+                .cloned()
+            else {
+                continue;
+            };
+            let failures = subscription.cursors[letter.partition as usize]
+                .returned
+                .get(&letter.offset)
+                .map_or(0, |r| r.counts.failures);
+            let moved = match subscription.config.dead_letter_topic.clone() {
+                Some(dlq) => {
+                    let headers = [
+                        ("x-raftmq-dead-letter-reason", letter.reason.to_string()),
+                        ("x-raftmq-source-topic", letter.topic.clone()),
+                        ("x-raftmq-source-subscription", letter.subscription.clone()),
+                        ("x-raftmq-source-partition", letter.partition.to_string()),
+                        ("x-raftmq-source-offset", letter.offset.to_string()),
+                        ("x-raftmq-failures", failures.to_string()),
+                    ]
+                    .into_iter()
+                    .map(|(name, value)| (name.to_string(), value))
+                    .collect();
+                    let copy = message.dead_lettered(headers, self.moment.now_ms);
+                    let appended = self.append_stored(&dlq, copy).is_ok();
+                    if appended {
+                        self.dispatch_topic(&dlq, effects);
+                    }
+                    appended
+                }
+                None => letter.reason == REASON_REJECTED || letter.reason == REASON_EXPIRED,
+            };
+            if moved {
+                self.ack_moved(&letter);
+                moved_count += 1;
+            }
+        }
+        moved_count
+    }
+
+    /// Acks a dead letter where it was, now that it moved.
+    fn ack_moved(&mut self, letter: &DeadLetter) {
+        let Ok((topic, deadlines, live)) = self.topic_and_books(&letter.topic) else {
+            return;
+        };
+        if let Some(subscription) = topic.subscriptions.get_mut(&letter.subscription) {
+            let mut deadlines = deadlines.of(&letter.topic, &letter.subscription, letter.partition);
+            subscription.cursors[letter.partition as usize].ack(letter.offset, &mut deadlines);
+        }
+        topic.trim(live);
     }
 
     /// Dispatches every subscription of a topic.

@@ -14,7 +14,7 @@
 //   topic
 //   command, effect
 //   dispatch
-//   ledger: the moves commands share (append, dispatch, refill)
+//   ledger: the moves commands share (append, dispatch, dead letters, refill)
 //   settle
 //   state: apply
 //   invariants
@@ -41,12 +41,12 @@ pub use command::{Command, Outcome, Request};
 pub use consumer::SessionAddr;
 pub use effect::{Delivery, Effect};
 pub use ids::{ConsumerId, EntryId, KeyHash, NodeId};
+pub use ledger::{REASON_EXPIRED, REASON_MAX_DELIVERIES, REASON_REJECTED};
 pub use limits::*;
 pub use live::Held;
 pub use producers::ProducerTag;
 pub use records::Records;
 pub use rejection::Rejection;
-pub use settle::{REASON_MAX_DELIVERIES, REASON_REJECTED};
 pub use state::{State, TopicSummary};
 pub use subscription::{Mode, Start, SubscriptionConfig};
 pub use topic::{BodyRef, Message, NewMessage, Partition, Properties, Stored, TopicLimits};

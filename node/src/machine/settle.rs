@@ -1,12 +1,12 @@
-//! Acks, nacks, ack timeouts and dead letters: how a message in flight
-//! leaves it.
+//! Acks, nacks and ack timeouts: how a message in flight leaves it, to
+//! be acked, redelivered or dead-lettered (`Ledger::dead_letters`).
 
 use std::collections::BTreeSet;
 
 use super::deadlines::Due;
 use super::effect::Effect;
 use super::ids::ConsumerId;
-use super::ledger::Ledger;
+use super::ledger::{DeadLetter, Ledger, REASON_MAX_DELIVERIES, REASON_REJECTED};
 use super::limits::POSITIONS_PER_COMMAND_MAX;
 use super::quirks::{self, Quirk};
 use super::rejection::Rejection;
@@ -21,19 +21,6 @@ pub(super) enum Settle {
         requeue: bool,
         delay_ms: u64,
     },
-}
-
-/// The `x-raftmq-dead-letter-reason` header values.
-pub const REASON_REJECTED: &str = "rejected";
-pub const REASON_MAX_DELIVERIES: &str = "max-deliveries";
-
-/// A message to move to its subscription's dead-letter topic.
-struct DeadLetter {
-    topic: String,
-    subscription: String,
-    partition: u32,
-    offset: u64,
-    reason: &'static str,
 }
 
 /// Acks or nacks `positions` of one subscription.
@@ -124,7 +111,7 @@ pub(super) fn settle(
     }
     topic.trim(live);
     ledger.refill(freed);
-    dead_letters(ledger, dead, effects);
+    ledger.dead_letters(dead, effects);
     ledger.dispatch(topic_name, subscription_name, effects);
     Ok(())
 }
@@ -174,73 +161,10 @@ pub(super) fn tick(ledger: &mut Ledger<'_>, effects: &mut Vec<Effect>) {
         touched.insert((key.topic, key.subscription));
     }
     ledger.refill(freed);
-    dead_letters(ledger, dead, effects);
+    ledger.dead_letters(dead, effects);
     // Every other subscription handed out all it could when it last
     // changed; only time (what was due) frees more.
     for (topic, subscription) in touched {
         ledger.dispatch(&topic, &subscription, effects);
     }
-}
-
-/// Moves each message to its subscription's dead-letter topic, with
-/// headers saying why and from where, and acks it where it was. Without
-/// a dead-letter topic a rejected message is dropped (the consumer asked
-/// for it) and an over-delivered one stays for redelivery; if the
-/// dead-letter topic is gone, the message stays too: never lost.
-fn dead_letters(ledger: &mut Ledger<'_>, dead: Vec<DeadLetter>, effects: &mut Vec<Effect>) {
-    for letter in dead {
-        let Some(topic) = ledger.topics.get(&letter.topic) else {
-            continue;
-        };
-        let Some(subscription) = topic.subscriptions.get(&letter.subscription) else {
-            continue;
-        };
-        let Some(message) = topic.partitions[letter.partition as usize]
-            .get(letter.offset)
-            .cloned()
-        else {
-            continue;
-        };
-        let failures = subscription.cursors[letter.partition as usize]
-            .returned
-            .get(&letter.offset)
-            .map_or(0, |r| r.counts.failures);
-        let moved = match subscription.config.dead_letter_topic.clone() {
-            Some(dlq) => {
-                let headers = [
-                    ("x-raftmq-dead-letter-reason", letter.reason.to_string()),
-                    ("x-raftmq-source-topic", letter.topic.clone()),
-                    ("x-raftmq-source-subscription", letter.subscription.clone()),
-                    ("x-raftmq-source-partition", letter.partition.to_string()),
-                    ("x-raftmq-source-offset", letter.offset.to_string()),
-                    ("x-raftmq-failures", failures.to_string()),
-                ]
-                .into_iter()
-                .map(|(name, value)| (name.to_string(), value))
-                .collect();
-                let copy = message.dead_lettered(headers, ledger.moment.now_ms);
-                let appended = ledger.append_stored(&dlq, copy).is_ok();
-                if appended {
-                    ledger.dispatch_topic(&dlq, effects);
-                }
-                appended
-            }
-            None => letter.reason == REASON_REJECTED,
-        };
-        if moved {
-            ack_moved(ledger, &letter);
-        }
-    }
-}
-
-/// Acks a dead letter where it was, now that it moved.
-fn ack_moved(ledger: &mut Ledger<'_>, letter: &DeadLetter) {
-    let Ok((topic, deadlines, live)) = ledger.topic_and_books(&letter.topic) else {
-        return;
-    };
-    if let Some(subscription) = topic.subscriptions.get_mut(&letter.subscription) {
-        let mut deadlines = deadlines.of(&letter.topic, &letter.subscription, letter.partition);
-        subscription.cursors[letter.partition as usize].ack(letter.offset, &mut deadlines);
-    }
-    topic.trim(live);
 }

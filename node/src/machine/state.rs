@@ -138,8 +138,15 @@ impl State {
                 name,
                 partitions,
                 limits,
+                message_ttl_ms,
                 fail_if_exists,
-            } => self.create_topic(name.clone(), *partitions, *limits, *fail_if_exists),
+            } => self.create_topic(
+                name.clone(),
+                *partitions,
+                *limits,
+                *message_ttl_ms,
+                *fail_if_exists,
+            ),
             Command::DeleteTopic {
                 name,
                 if_unused,
@@ -247,6 +254,7 @@ impl State {
         name: String,
         partitions: u32,
         limits: TopicLimits,
+        message_ttl_ms: u32,
         fail_if_exists: bool,
     ) -> Applied {
         check_name("topic", &name)?;
@@ -272,6 +280,11 @@ impl State {
                     limits.max_messages,
                 ),
                 ("max_bytes", existing.limits.max_bytes, limits.max_bytes),
+                (
+                    "message_ttl_ms",
+                    u64::from(existing.message_ttl_ms),
+                    u64::from(message_ttl_ms),
+                ),
             ];
             return match settings.into_iter().find(|(_, had, asked)| had != asked) {
                 Some((setting, had, asked)) => Err(Rejection::SettingMismatch {
@@ -284,7 +297,8 @@ impl State {
             };
         }
         check_limit("topics", self.topics.len(), TOPICS_MAX)?;
-        self.topics.insert(name, Topic::new(partitions, limits));
+        let topic = Topic::new(partitions, limits, message_ttl_ms);
+        self.topics.insert(name, topic);
         Ok(Outcome::Declared { created: true })
     }
 

@@ -34,7 +34,7 @@ pub struct SubscriptionConfig {
     /// Failures (nacks, ack timeouts) after which a message goes to the
     /// dead-letter topic. 0: unlimited. Needs `dead_letter_topic`.
     pub max_deliveries: u32,
-    /// Where rejected and over-delivered messages go.
+    /// Where rejected, over-delivered and expired messages go.
     pub dead_letter_topic: Option<String>,
     /// Where a new subscription starts.
     pub start: Start,

