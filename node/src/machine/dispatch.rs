@@ -18,7 +18,7 @@ use super::ids::{ConsumerId, KeyHash};
 use super::limits::{DISPATCH_LOOKAHEAD_MAX, DISPATCH_WINDOW_MAX};
 use super::quirks::{self, Quirk};
 use super::subscription::{Counts, Cursor, InFlight, Mode, Standing, Subscription};
-use super::topic::{Partition, Topic};
+use super::topic::{Partition, Stored, Topic};
 
 /// When a dispatch happens: the state machine's time and the log entry
 /// being applied (by index and term).
@@ -156,7 +156,7 @@ fn pick(
         let (offset, counts) = match look {
             Look::Candidate(offset, counts) => (offset, counts),
             Look::Waiting(offset) => {
-                let key = partition.get(offset).and_then(|m| m.key);
+                let key = partition.get(offset).and_then(Stored::key);
                 if let Some(key) = key.filter(|_| ordered) {
                     blocked.entry(key).or_insert(offset);
                 }
@@ -172,7 +172,7 @@ fn pick(
             expired.insert((index as u32, offset));
             continue;
         }
-        let key = message.and_then(|m| m.key);
+        let key = message.and_then(Stored::key);
         if key.is_some_and(|key| blocked.get(&key).is_some_and(|from| *from < offset)) {
             continue;
         }
@@ -262,7 +262,7 @@ fn hand_out(
         .clone();
     let mode = subscription.config.mode;
     let cursor = &mut subscription.cursors[index];
-    if quirks::on(Quirk::SkipMessage) && message.key.is_none() && offset.is_multiple_of(8) {
+    if quirks::on(Quirk::SkipMessage) && message.key().is_none() && offset.is_multiple_of(8) {
         cursor.ack(offset, deadlines);
         return;
     }
@@ -277,7 +277,7 @@ fn hand_out(
             consumer: id,
             counts,
             // Only key-shared promises a key to one consumer at a time.
-            key: message.key.filter(|_| mode == Mode::KeyShared),
+            key: message.key().filter(|_| mode == Mode::KeyShared),
             deadline_ms: (timeout > 0).then(|| moment.now_ms.saturating_add(timeout)),
         },
         deadlines,

@@ -1038,7 +1038,7 @@ fn a_tick_settles_in_topic_order_whatever_the_deadlines_order() {
 /// stay in the log (ARCHITECTURE.md, "Bodies").
 #[test]
 fn a_retained_message_costs_a_small_record_not_its_body() {
-    assert_eq!(std::mem::size_of::<Stored>(), 64);
+    assert_eq!(std::mem::size_of::<Stored>(), 56);
     let mut h = Harness::new();
     h.topic("t", 4);
     let body = Bytes::from(vec![b'x'; 1024]);

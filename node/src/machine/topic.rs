@@ -69,7 +69,7 @@ pub struct BodyRef {
 }
 
 /// A retained message as the state keeps it: a fixed-size record, its body
-/// in the log. 64 bytes (3 of them padding, for a priority); a message
+/// in the log. 56 bytes (3 of them padding, for a priority); a message
 /// allocates only once dead-lettered.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Stored {
@@ -81,8 +81,11 @@ pub struct Stored {
     body_slot: u32,
     /// What it counts against its topic's byte limit.
     pub bytes: u32,
-    /// Dispatch needs only the key's hash: it routes and orders by key.
-    pub key: Option<KeyHash>,
+    /// Dispatch needs only the key's hash: it routes and orders by key
+    /// (`key()`). Spelled out as a hash and a flag, not an `Option`, whose
+    /// tag would take 8 bytes.
+    key_hash: KeyHash,
+    keyed: bool,
     pub publish_ms: u64,
     /// Headers dead-lettering added, over the body's own on delivery.
     pub added_headers: Option<Box<BTreeMap<String, String>>>,
@@ -106,11 +109,17 @@ impl Stored {
             body_term: body.term,
             body_slot: body.slot,
             bytes,
-            key,
+            key_hash: key.unwrap_or_default(),
+            keyed: key.is_some(),
             publish_ms,
             added_headers: None,
             ttl_ms,
         }
+    }
+
+    /// Its key's hash, if it has a key.
+    pub fn key(&self) -> Option<KeyHash> {
+        self.keyed.then_some(self.key_hash)
     }
 
     /// Whether its time is up at `now_ms`: then it is never delivered.
@@ -158,7 +167,7 @@ impl Stored {
             added_headers: Some(Box::new(added)),
             // A dead letter starts afresh: it does not expire (RabbitMQ
             // drops the expiration when it dead-letters).
-            ..Stored::new(self.body(), bytes, self.key, publish_ms, 0)
+            ..Stored::new(self.body(), bytes, self.key(), publish_ms, 0)
         }
     }
 }
@@ -295,7 +304,7 @@ impl Topic {
     /// Routes a message to a partition and appends it there: its
     /// (partition, offset).
     pub fn store(&mut self, message: Stored, live: &mut LiveBodies) -> (u32, u64) {
-        let partition = self.route(message.key);
+        let partition = self.route(message.key());
         let offset = self.partitions[partition as usize].append(message, live);
         (partition, offset)
     }

@@ -136,7 +136,9 @@ impl Bodies {
             }
             read => read?,
         };
-        if planted::active(Bug::CorruptPayload) && stored.key.is_none() && offset.is_multiple_of(16)
+        if planted::active(Bug::CorruptPayload)
+            && stored.key().is_none()
+            && offset.is_multiple_of(16)
         {
             message.payload = bytes::Bytes::from_static(b"corrupted");
         }
