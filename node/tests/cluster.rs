@@ -369,21 +369,7 @@ async fn a_few_old_messages_do_not_pin_the_log_the_leader_copies_them_forward() 
     assert_eq!(drained.len(), publishes * PER_PUBLISH);
     drop(consumer);
 
-    for id in 1..=3 {
-        let log = cluster.data_dir(id).join("log");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let bytes = dir_bytes(&log);
-            if bytes <= LOG_AFTER_MAX {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {id}'s log still holds {bytes} bytes"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    wait_for_logs_under(&cluster, LOG_AFTER_MAX).await;
     let mut consumer = client
         .subscribe("stuck", "late", 10)
         .await
@@ -482,21 +468,7 @@ async fn a_deleted_topic_takes_its_messages_consumers_and_log_with_it() {
     }
     let topics = client.list_topics().await.expect("list");
     assert!(topics.iter().all(|t| t.name != "doomed"), "{topics:?}");
-    for id in 1..=3 {
-        let log = cluster.data_dir(id).join("log");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let bytes = dir_bytes(&log);
-            if bytes <= LOG_AFTER_MAX {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {id}'s log still holds {bytes} bytes"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    wait_for_logs_under(&cluster, LOG_AFTER_MAX).await;
     assert_eq!(
         client.create_topic("doomed", 1).await.expect("declare"),
         Declared::Created
@@ -568,6 +540,26 @@ async fn a_snapshot_taken_on_request_covers_everything_applied_before_it() {
         );
         let status = cluster.status(id).await.expect("status");
         assert!(status.snapshot_index >= Some(taken.snapshot_index));
+    }
+}
+
+/// Waits (at most 60 seconds) until every node's log holds at most `max`
+/// bytes.
+async fn wait_for_logs_under(cluster: &Cluster, max: u64) {
+    for id in 1..=3 {
+        let log = cluster.data_dir(id).join("log");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let bytes = dir_bytes(&log);
+            if bytes <= max {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id}'s log still holds {bytes} bytes"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The topics and the consumers as one command changes them, at one moment:
-//! the moves several commands are made of (append, dispatch, give credit
-//! back). Applying (`state.rs`) and settling (`settle.rs`) both build on
+//! the moves several commands are made of (append, dispatch, dead letters,
+//! give credit back). Applying (`state.rs`) and settling (`settle.rs`) both build on
 //! them; they know neither.
 
 use std::collections::BTreeMap;
