@@ -1273,13 +1273,7 @@ fn deleting_a_topic_closes_its_consumers_and_frees_its_bodies() {
     let consumer = h.attach("t", "s", 2, SESSION);
     assert_eq!(h.deliveries().len(), 2);
     // One delivered message waits out a delayed redelivery: a deadline.
-    h.apply(Command::Nack {
-        topic: "t".into(),
-        subscription: "s".into(),
-        positions: vec![(0, 0)],
-        requeue: true,
-        delay_ms: 60_000,
-    });
+    assert_eq!(nack(&mut h, true, 60_000), Outcome::Done);
     h.deliveries();
     assert!(h.state.next_deadline().is_some());
     let oldest_before = h.state.oldest_body();
