@@ -171,14 +171,12 @@ impl Client {
             message_ttl_ms: options.message_ttl_ms,
             fail_if_exists: options.fail_if_exists,
         };
-        let timeout = self.inner.options.rpc_timeout;
         let response = self
-            .call(Route::Leader, self.deadline(), |mut broker| {
-                let request = unary(request.clone(), timeout);
-                async move { broker.create_topic(request).await.map(Response::into_inner) }
+            .unary_to_leader(request, |mut broker, request| async move {
+                broker.create_topic(request).await
             })
             .await?;
-        Ok(if response.value.created {
+        Ok(if response.created {
             Declared::Created
         } else {
             Declared::Existed
@@ -199,14 +197,12 @@ impl Client {
             if_unused: options.if_unused,
             if_empty: options.if_empty,
         };
-        let timeout = self.inner.options.rpc_timeout;
         let response = self
-            .call(Route::Leader, self.deadline(), |mut broker| {
-                let request = unary(request.clone(), timeout);
-                async move { broker.delete_topic(request).await.map(Response::into_inner) }
+            .unary_to_leader(request, |mut broker, request| async move {
+                broker.delete_topic(request).await
             })
             .await?;
-        Ok(response.value.messages)
+        Ok(response.messages)
     }
 
     /// Deletes a subscription: its consumers' streams end, and messages
@@ -220,15 +216,8 @@ impl Client {
             topic: topic.to_string(),
             subscription: subscription.to_string(),
         };
-        let timeout = self.inner.options.rpc_timeout;
-        self.call(Route::Leader, self.deadline(), |mut broker| {
-            let request = unary(request.clone(), timeout);
-            async move {
-                broker
-                    .delete_subscription(request)
-                    .await
-                    .map(Response::into_inner)
-            }
+        self.unary_to_leader(request, |mut broker, request| async move {
+            broker.delete_subscription(request).await
         })
         .await?;
         Ok(())
@@ -237,19 +226,13 @@ impl Client {
     /// Lists topics, from the leader when it is known (fresh), else from any
     /// node that answers (possibly a little behind).
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
-        let timeout = self.inner.options.rpc_timeout;
-        let attached = self
-            .call(Route::AnyNode, self.deadline(), |mut broker| {
-                let request = unary(proto::ListTopicsRequest {}, timeout);
-                async move { broker.list_topics(request).await.map(Response::into_inner) }
-            })
+        let response = self
+            .unary_to_any_node(
+                proto::ListTopicsRequest {},
+                |mut broker, request| async move { broker.list_topics(request).await },
+            )
             .await?;
-        Ok(attached
-            .value
-            .topics
-            .into_iter()
-            .map(TopicInfo::from)
-            .collect())
+        Ok(response.topics.into_iter().map(TopicInfo::from).collect())
     }
 
     /// Asks one node for its view of the cluster, once, without retrying
@@ -498,6 +481,56 @@ impl Client {
             code: last.code(),
             message: last.message().to_string(),
         })
+    }
+
+    /// One unary request to the leader, retried as `call` retries: its
+    /// answer. `rpc` sends it with the generated client's method.
+    pub(crate) async fn unary_to_leader<Req, Resp, F, Fut>(
+        &self,
+        request: Req,
+        rpc: F,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: Clone,
+        F: Fn(BrokerClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        self.unary_via(Route::Leader, request, rpc).await
+    }
+
+    /// A read: from the leader when it is known (fresh), else from any
+    /// node that answers (possibly a little behind).
+    pub(crate) async fn unary_to_any_node<Req, Resp, F, Fut>(
+        &self,
+        request: Req,
+        rpc: F,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: Clone,
+        F: Fn(BrokerClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        self.unary_via(Route::AnyNode, request, rpc).await
+    }
+
+    async fn unary_via<Req, Resp, F, Fut>(
+        &self,
+        route: Route,
+        request: Req,
+        rpc: F,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: Clone,
+        F: Fn(BrokerClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let timeout = self.inner.options.rpc_timeout;
+        let attached = self
+            .call(route, self.deadline(), |broker| {
+                rpc(broker, unary(request.clone(), timeout))
+            })
+            .await?;
+        Ok(attached.value.into_inner())
     }
 
     /// Records how a stream to `address` ended, so that the next attempt

@@ -40,6 +40,7 @@ mod connector;
 mod consumer;
 mod delivery;
 mod error;
+mod exchange;
 mod message;
 mod options;
 mod pipeline;
@@ -56,6 +57,7 @@ pub use connector::{Connector, TcpConnector};
 pub use consumer::Consumer;
 pub use delivery::Delivery;
 pub use error::ClientError;
+pub use exchange::{Binding, ExchangeInfo, ExchangeKind, ExchangeOptions, Routed};
 pub use message::{Message, Properties};
 pub use options::{
     ClientOptions, DeleteOptions, NackOptions, ProducerOptions, SubscribeOptions, SubscriptionMode,

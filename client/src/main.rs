@@ -14,6 +14,7 @@ mod cli {
     pub(crate) mod bench;
     pub(crate) mod cluster;
     pub(crate) mod consume;
+    pub(crate) mod exchange;
     pub(crate) mod publish;
     pub(crate) mod table;
     pub(crate) mod topic;
@@ -60,8 +61,17 @@ enum Command {
         #[command(subcommand)]
         command: cli::topic::TopicCommand,
     },
+    /// Declare, delete and list exchanges.
+    Exchange {
+        #[command(subcommand)]
+        command: cli::exchange::ExchangeCommand,
+    },
+    /// Bind a topic to an exchange (by routing key, pattern or headers).
+    Bind(cli::exchange::BindArgs),
+    /// Remove a binding.
+    Unbind(cli::exchange::BindArgs),
     /// Publish messages: generated ones with --count, else one per stdin line.
-    Publish(cli::publish::PublishArgs),
+    Publish(Box<cli::publish::PublishArgs>),
     /// Print and acknowledge messages from a subscription.
     Consume(cli::consume::ConsumeArgs),
     /// Measure throughput and latency; one JSON line per run.
@@ -93,7 +103,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Cluster { command } => cli::cluster::run(&client, command).await,
         Command::Topic { command } => cli::topic::run(&client, command).await,
-        Command::Publish(args) => cli::publish::run(&client, args).await,
+        Command::Exchange { command } => cli::exchange::run(&client, command).await,
+        Command::Bind(args) => cli::exchange::bind(&client, args, true).await,
+        Command::Unbind(args) => cli::exchange::bind(&client, args, false).await,
+        Command::Publish(args) => cli::publish::run(&client, *args).await,
         Command::Consume(args) => cli::consume::run(&client, args).await,
         Command::Bench(_) => unreachable!("handled above"),
     }

@@ -111,6 +111,48 @@ impl Broker for Fake {
         Ok(Response::new(proto::ListTopicsResponse { topics: vec![] }))
     }
 
+    async fn declare_exchange(
+        &self,
+        _: Request<proto::DeclareExchangeRequest>,
+    ) -> Result<Response<proto::DeclareExchangeResponse>, Status> {
+        Err(Status::unimplemented("the fake has no exchanges"))
+    }
+
+    async fn delete_exchange(
+        &self,
+        _: Request<proto::DeleteExchangeRequest>,
+    ) -> Result<Response<proto::DeleteExchangeResponse>, Status> {
+        Err(Status::unimplemented("the fake has no exchanges"))
+    }
+
+    async fn list_exchanges(
+        &self,
+        _: Request<proto::ListExchangesRequest>,
+    ) -> Result<Response<proto::ListExchangesResponse>, Status> {
+        Err(Status::unimplemented("the fake has no exchanges"))
+    }
+
+    async fn bind(
+        &self,
+        _: Request<proto::BindRequest>,
+    ) -> Result<Response<proto::BindResponse>, Status> {
+        Err(Status::unimplemented("the fake has no exchanges"))
+    }
+
+    async fn unbind(
+        &self,
+        _: Request<proto::BindRequest>,
+    ) -> Result<Response<proto::BindResponse>, Status> {
+        Err(Status::unimplemented("the fake has no exchanges"))
+    }
+
+    async fn publish_to_exchange(
+        &self,
+        _: Request<proto::PublishToExchangeRequest>,
+    ) -> Result<Response<proto::PublishToExchangeResponse>, Status> {
+        Err(Status::unimplemented("the fake has no exchanges"))
+    }
+
     async fn publish(
         &self,
         request: Request<proto::PublishRequest>,

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use clap::Args;
 use futures::stream::{FuturesOrdered, StreamExt};
-use raftmq_client::{Client, ClientError, Message, Position, ProducerOptions, Properties};
+use raftmq_client::{Client, ClientError, Message, Position, ProducerOptions, Properties, Routed};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 
@@ -17,8 +17,21 @@ const SIZE_DEFAULT: usize = 100;
 
 #[derive(Debug, Args)]
 pub(crate) struct PublishArgs {
-    /// Topic to publish to.
-    topic: String,
+    /// Topic to publish to (or --exchange).
+    #[arg(required_unless_present = "exchange")]
+    topic: Option<String>,
+    /// Publish through this exchange instead of to a topic ("" is the
+    /// default exchange), in batches of --batch-max, one after another.
+    #[arg(long, conflicts_with = "topic")]
+    exchange: Option<String>,
+    /// The routing key for --exchange: it chooses topics (--key still
+    /// chooses the partition within each).
+    #[arg(long, requires = "exchange", default_value = "")]
+    routing_key: String,
+    /// With --exchange: a message that routes nowhere is returned, and the
+    /// command fails, rather than being dropped.
+    #[arg(long, requires = "exchange")]
+    mandatory: bool,
     /// Key for every message (same key, same partition, order kept).
     #[arg(long)]
     key: Option<String>,
@@ -91,7 +104,7 @@ impl PropertyArgs {
 }
 
 /// `NAME=VALUE`.
-fn parse_header(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_header(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
         _ => Err(format!("{text:?} is not NAME=VALUE")),
@@ -120,29 +133,21 @@ impl Tally {
 }
 
 pub(crate) async fn run(client: &Client, args: PublishArgs) -> anyhow::Result<ExitCode> {
+    let Some(topic) = &args.topic else {
+        return through_exchange(client, &args).await;
+    };
     let options = ProducerOptions {
         window: args.window,
         batch_max: args.batch_max,
         ..Default::default()
     };
-    let producer = client.producer_with(&args.topic, options)?;
+    let producer = client.producer_with(topic, options)?;
     let started = Instant::now();
     let mut confirms = FuturesOrdered::new();
     let mut tally = Tally::default();
     let mut source = Source::new(&args);
-    let properties = args.properties.properties();
     while let Some(payload) = source.next().await? {
-        let mut message = args
-            .headers
-            .iter()
-            .fold(Message::new(payload), |message, (name, value)| {
-                message.with_header(name.clone(), value.clone())
-            })
-            .with_properties(properties.clone());
-        if let Some(key) = &args.key {
-            message = message.with_key(key.clone());
-        }
-        confirms.push_back(producer.send(message).await?);
+        confirms.push_back(producer.send(args.message(payload)).await?);
         tally.sent += 1;
         if confirms.len() >= CONFIRMS_PENDING_MAX {
             if let Some(outcome) = confirms.next().await {
@@ -163,6 +168,75 @@ pub(crate) async fn run(client: &Client, args: PublishArgs) -> anyhow::Result<Ex
             tally.sent
         ),
     }
+}
+
+impl PublishArgs {
+    /// A message with this command's key, headers and properties.
+    fn message(&self, payload: Vec<u8>) -> Message {
+        let mut message = self
+            .headers
+            .iter()
+            .fold(Message::new(payload), |message, (name, value)| {
+                message.with_header(name.clone(), value.clone())
+            })
+            .with_properties(self.properties.properties());
+        if let Some(key) = &self.key {
+            message = message.with_key(key.clone());
+        }
+        message
+    }
+}
+
+/// `--exchange`: batches published one after another, each confirmed
+/// with where its messages went.
+async fn through_exchange(client: &Client, args: &PublishArgs) -> anyhow::Result<ExitCode> {
+    let exchange = args.exchange.as_deref().unwrap_or_default();
+    let started = Instant::now();
+    let (mut routed, mut returned, mut dropped) = (0u64, 0u64, 0u64);
+    let mut source = Source::new(args);
+    let mut batch = Vec::new();
+    loop {
+        let payload = source.next().await?;
+        let done = payload.is_none();
+        batch.extend(payload.map(|payload| args.message(payload)));
+        if batch.len() < args.batch_max.max(1) && !done {
+            continue;
+        }
+        if !batch.is_empty() {
+            let messages = std::mem::take(&mut batch);
+            let outcomes = client
+                .publish_to_exchange(exchange, &args.routing_key, messages, args.mandatory)
+                .await?;
+            for outcome in outcomes {
+                match outcome {
+                    Routed::To(_) => routed += 1,
+                    Routed::Returned => returned += 1,
+                    Routed::Dropped => dropped += 1,
+                }
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    if args.json {
+        let summary = json!({
+            "exchange": exchange,
+            "routing_key": args.routing_key,
+            "routed": routed,
+            "returned": returned,
+            "dropped": dropped,
+            "elapsed_ms": elapsed.as_millis() as u64,
+        });
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!("{routed} messages routed, {returned} returned, {dropped} dropped unroutable");
+    }
+    if returned > 0 {
+        anyhow::bail!("{returned} messages were returned: exchange {exchange:?} routes routing key {:?} to no topic", args.routing_key);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn report(args: &PublishArgs, tally: &Tally, started: Instant) -> anyhow::Result<()> {

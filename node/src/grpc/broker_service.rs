@@ -12,11 +12,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert;
 use super::status::{
     self, commit_timed_out, consumer_detached, internal, invalid, not_leader, propose_failed,
     rejected, stopping,
 };
+use super::{convert, exchanges};
 use crate::broker::{Broker, Committed, Proposer, SessionEvent, Sessions};
 use crate::machine::{
     Command, ConsumerId, Outcome, ProducerTag, Rejection, SessionAddr, TopicLimits,
@@ -41,7 +41,7 @@ impl BrokerService {
 
     /// Proposes one command and waits, within the commit timeout, for its
     /// outcome; a rejection becomes its status.
-    async fn write(&self, command: Command) -> Result<Committed, Status> {
+    pub(super) async fn write(&self, command: Command) -> Result<Committed, Status> {
         self.require_leader()?;
         let committed = tokio::time::timeout(
             self.broker.limits.commit_timeout,
@@ -58,26 +58,7 @@ impl BrokerService {
 
     /// Checks a publish request at the edge and turns it into a command.
     fn publish_command(&self, request: v1::PublishRequest) -> Result<Command, Status> {
-        let limits = &self.broker.limits;
-        if request.messages.len() > limits.messages_per_publish_max {
-            return Err(invalid(format!(
-                "{} messages in one publish; the limit is {}",
-                request.messages.len(),
-                limits.messages_per_publish_max
-            )));
-        }
-        if let Some((index, bytes)) = request
-            .messages
-            .iter()
-            .map(raftmq_proto::message_bytes)
-            .enumerate()
-            .find(|(_, bytes)| *bytes > limits.message_bytes_max)
-        {
-            return Err(invalid(format!(
-                "message {index} is {bytes} bytes; the limit is {} bytes",
-                limits.message_bytes_max
-            )));
-        }
+        self.check_messages(&request.messages)?;
         let producer = (request.producer_id != 0).then_some(ProducerTag {
             id: request.producer_id,
             sequence: request.sequence,
@@ -91,6 +72,31 @@ impl BrokerService {
                 .map(convert::new_message)
                 .collect(),
         })
+    }
+
+    /// A publish's messages, within the edge's bounds: how many in one
+    /// request, and how large each.
+    pub(super) fn check_messages(&self, messages: &[v1::Message]) -> Result<(), Status> {
+        let limits = &self.broker.limits;
+        if messages.len() > limits.messages_per_publish_max {
+            return Err(invalid(format!(
+                "{} messages in one publish; the limit is {}",
+                messages.len(),
+                limits.messages_per_publish_max
+            )));
+        }
+        if let Some((index, bytes)) = messages
+            .iter()
+            .map(raftmq_proto::message_bytes)
+            .enumerate()
+            .find(|(_, bytes)| *bytes > limits.message_bytes_max)
+        {
+            return Err(invalid(format!(
+                "message {index} is {bytes} bytes; the limit is {} bytes",
+                limits.message_bytes_max
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -194,6 +200,59 @@ impl BrokerRpc for BrokerService {
         Ok(Response::new(v1::ListTopicsResponse {
             topics: topics.into_iter().map(convert::topic_info).collect(),
         }))
+    }
+
+    async fn declare_exchange(
+        &self,
+        request: Request<v1::DeclareExchangeRequest>,
+    ) -> Result<Response<v1::DeclareExchangeResponse>, Status> {
+        exchanges::declare(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_exchange(
+        &self,
+        request: Request<v1::DeleteExchangeRequest>,
+    ) -> Result<Response<v1::DeleteExchangeResponse>, Status> {
+        exchanges::delete(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_exchanges(
+        &self,
+        _request: Request<v1::ListExchangesRequest>,
+    ) -> Result<Response<v1::ListExchangesResponse>, Status> {
+        let exchanges = self.broker.machine.read(|state| state.exchanges());
+        Ok(Response::new(exchanges::list(exchanges)))
+    }
+
+    async fn bind(
+        &self,
+        request: Request<v1::BindRequest>,
+    ) -> Result<Response<v1::BindResponse>, Status> {
+        exchanges::bind(self, request.into_inner(), true)
+            .await
+            .map(Response::new)
+    }
+
+    async fn unbind(
+        &self,
+        request: Request<v1::BindRequest>,
+    ) -> Result<Response<v1::BindResponse>, Status> {
+        exchanges::bind(self, request.into_inner(), false)
+            .await
+            .map(Response::new)
+    }
+
+    async fn publish_to_exchange(
+        &self,
+        request: Request<v1::PublishToExchangeRequest>,
+    ) -> Result<Response<v1::PublishToExchangeResponse>, Status> {
+        exchanges::publish(self, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn publish(

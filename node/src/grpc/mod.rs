@@ -5,6 +5,7 @@
 mod broker_service;
 mod convert;
 mod date;
+mod exchanges;
 mod raft_client;
 mod raft_service;
 mod status;

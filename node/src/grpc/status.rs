@@ -17,13 +17,17 @@ pub fn rejected(rejection: &Rejection) -> Status {
         | Rejection::ModeMismatch { .. }
         | Rejection::Invalid(_)
         | Rejection::Empty(_) => Code::InvalidArgument,
-        Rejection::TopicExists(_) | Rejection::ConsumerBusy(_) => Code::AlreadyExists,
+        Rejection::TopicExists(_) | Rejection::ExchangeExists(_) | Rejection::ConsumerBusy(_) => {
+            Code::AlreadyExists
+        }
         // RabbitMQ's PRECONDITION_FAILED. Sent without the leader metadata
         // a refusal to write carries, so clients do not retry it.
         Rejection::SettingMismatch { .. }
         | Rejection::InUse { .. }
+        | Rejection::ExchangeInUse { .. }
         | Rejection::NotEmpty { .. } => Code::FailedPrecondition,
         Rejection::UnknownTopic(_)
+        | Rejection::UnknownExchange(_)
         | Rejection::UnknownSubscription { .. }
         | Rejection::NoSuchMessage { .. }
         | Rejection::NotDelivered { .. } => Code::NotFound,

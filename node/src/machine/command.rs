@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::consumer::SessionAddr;
+use super::exchange::{Binding, ExchangeKind};
 use super::ids::{ConsumerId, NodeId};
 use super::producers::ProducerTag;
 use super::rejection::Rejection;
@@ -80,12 +81,46 @@ pub enum Command {
     },
     /// Deletes a subscription: its consumers' streams close, its messages
     /// in flight are forgotten, and what only it held back is trimmed.
-    DeleteSubscription { topic: String, subscription: String },
+    DeleteSubscription {
+        topic: String,
+        subscription: String,
+    },
     Publish {
         topic: String,
         messages: Vec<NewMessage>,
         /// Set by idempotent producers.
         producer: Option<ProducerTag>,
+    },
+    /// Declares an exchange (RabbitMQ's exchange.declare): idempotent as
+    /// `CreateTopic` is; a different kind or alternate is refused.
+    DeclareExchange {
+        name: String,
+        kind: ExchangeKind,
+        alternate: Option<String>,
+        fail_if_exists: bool,
+    },
+    /// Deletes an exchange and its bindings; `if_unused`: only if it has
+    /// none.
+    DeleteExchange {
+        name: String,
+        if_unused: bool,
+    },
+    /// Binds a topic to an exchange (RabbitMQ's queue.bind).
+    Bind {
+        exchange: String,
+        binding: Binding,
+    },
+    Unbind {
+        exchange: String,
+        binding: Binding,
+    },
+    /// Publishes through an exchange: each message is stored once, in this
+    /// entry, and appended to every topic it routes to (`Exchanges::route`).
+    /// If a topic it routes to is full, nothing is stored.
+    PublishTo {
+        exchange: String,
+        routing_key: String,
+        messages: Vec<NewMessage>,
     },
     /// Attaches a consumer, creating the subscription at the earliest
     /// retained offset (with `config`, or the defaults) if it does not exist.
@@ -100,7 +135,9 @@ pub enum Command {
     },
     /// The consumer's stream ended: its in-flight messages return to the
     /// subscription without counting a failure.
-    Detach { consumer: ConsumerId },
+    Detach {
+        consumer: ConsumerId,
+    },
     Ack {
         topic: String,
         subscription: String,
@@ -120,7 +157,9 @@ pub enum Command {
     Tick,
     /// Appended by a newly elected leader: consumer streams lived on the old
     /// leader, so every consumer is detached and its messages return.
-    LeaderStarted { node: NodeId },
+    LeaderStarted {
+        node: NodeId,
+    },
     /// Appended by the leader's compactor: copies the bodies at `from`
     /// (`messages[i]` is the body at `from[i]`) into this entry, and every
     /// retained record pointing at one of them points here instead, so the
@@ -136,11 +175,17 @@ impl Command {
     /// The bodies this command stores in its entry.
     pub fn bodies(&self) -> &[NewMessage] {
         match self {
-            Command::Publish { messages, .. } | Command::Relocate { messages, .. } => messages,
+            Command::Publish { messages, .. }
+            | Command::PublishTo { messages, .. }
+            | Command::Relocate { messages, .. } => messages,
             _ => &[],
         }
     }
 }
+
+/// Where a message published through an exchange went: (topic, partition,
+/// offset).
+pub type Placement = (String, u32, u64);
 
 /// The answer to one command, returned to whoever proposed it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -156,6 +201,10 @@ pub enum Outcome {
     },
     /// The (partition, offset) of each published message, in order.
     Published(Vec<(u32, u64)>),
+    /// Where each message published through an exchange went, in order:
+    /// (topic, partition, offset) for each topic it was appended to; none
+    /// when it was unroutable.
+    Routed(Vec<Vec<Placement>>),
     Attached(ConsumerId),
     Rejected(Rejection),
 }

@@ -14,9 +14,22 @@ impl State {
     /// stays within its prefetch, that each cursor's sets lie where they
     /// belong, that the held keys match what is in flight, and that the
     /// deadline index holds exactly the deadlines the cursors imply, and
-    /// the live-body index the entries the partitions point into.
+    /// the live-body index the entries the partitions point into, and that
+    /// every binding is to a topic that exists.
     pub fn check_invariants(&self) -> Result<(), String> {
         check_deadlines(&self.deadlines, &self.implied_deadlines())?;
+        for exchange in self.exchanges.summaries() {
+            if let Some(binding) = exchange
+                .bindings
+                .iter()
+                .find(|b| !self.topics.contains_key(&b.topic))
+            {
+                return Err(format!(
+                    "exchange {:?} is bound to topic {:?}, which does not exist",
+                    exchange.name, binding.topic
+                ));
+            }
+        }
         if self.live != self.implied_live() {
             return Err("the live-body index differs from the partitions".into());
         }

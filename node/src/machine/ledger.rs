@@ -3,8 +3,9 @@
 //! give credit back). Applying (`state.rs`) and settling (`settle.rs`) both build on
 //! them; they know neither.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use super::command::Placement;
 use super::consumer::Consumer;
 use super::deadlines::Deadlines;
 use super::dispatch::{self, Moment};
@@ -70,11 +71,6 @@ impl Ledger<'_> {
         messages: &[NewMessage],
         first_slot: u32,
     ) -> Result<Vec<(u32, u64)>, Rejection> {
-        let Moment {
-            now_ms,
-            index,
-            term,
-        } = self.moment;
         let topic = self
             .topics
             .get_mut(name)
@@ -88,19 +84,53 @@ impl Ledger<'_> {
         }
         let mut positions: Vec<(u32, u64)> = slots
             .into_iter()
-            .map(|(slot, m)| {
-                let key = m.key.as_deref().map(raftmq_rules::key_hash);
-                let bytes = u32::try_from(counted_bytes(m)).unwrap_or(u32::MAX);
-                let ttl_ms = topic.ttl_for(m);
-                let at = BodyRef { index, term, slot };
-                let stored = Stored::new(at, bytes, key, now_ms, ttl_ms);
-                topic.store(stored, self.live)
-            })
+            .map(|(slot, m)| topic.store(record(topic, m, slot, self.moment), self.live))
             .collect();
         if reversed {
             positions.reverse();
         }
         Ok(positions)
+    }
+
+    /// Appends each message of one publish through an exchange to the
+    /// topics `routes` sends it to (`routes[i]` for `messages[i]`), its
+    /// body stored once at its slot: (topic, partition, offset) for each.
+    /// Refused whole, storing nothing, if it would take one of those
+    /// topics past its limits.
+    pub fn append_routed(
+        &mut self,
+        messages: &[NewMessage],
+        routes: &[BTreeSet<String>],
+        first_slot: u32,
+    ) -> Result<Vec<Vec<Placement>>, Rejection> {
+        let mut adding: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for (message, topics) in messages.iter().zip(routes) {
+            for topic in topics {
+                let (count, bytes) = adding.entry(topic).or_default();
+                *count += 1;
+                *bytes += counted_bytes(message);
+            }
+        }
+        for (name, (count, bytes)) in &adding {
+            self.topic_mut(name)?.admit(name, *count, *bytes)?;
+        }
+        let placements = messages
+            .iter()
+            .zip(routes)
+            .zip(first_slot..)
+            .map(|((message, topics), slot)| {
+                topics
+                    .iter()
+                    .filter_map(|name| {
+                        let topic = self.topics.get_mut(name)?;
+                        let stored = record(topic, message, slot, self.moment);
+                        let (partition, offset) = topic.store(stored, self.live);
+                        Some((name.clone(), partition, offset))
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(placements)
     }
 
     /// Appends a message already stored elsewhere (a dead letter): its
@@ -238,4 +268,18 @@ impl Ledger<'_> {
             }
         }
     }
+}
+
+/// The record of a message published to `topic` in the entry being
+/// applied, its body at `slot` there, stamped with the state's time.
+fn record(topic: &Topic, message: &NewMessage, slot: u32, moment: Moment) -> Stored {
+    let Moment {
+        now_ms,
+        index,
+        term,
+    } = moment;
+    let key = message.key.as_deref().map(raftmq_rules::key_hash);
+    let bytes = u32::try_from(counted_bytes(message)).unwrap_or(u32::MAX);
+    let at = BodyRef { index, term, slot };
+    Stored::new(at, bytes, key, now_ms, topic.ttl_for(message))
 }

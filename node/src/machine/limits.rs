@@ -8,6 +8,14 @@ pub const NAME_BYTES_MAX: usize = 255;
 pub const PARTITIONS_MAX: u32 = 1024;
 /// Most topics in a cluster.
 pub const TOPICS_MAX: usize = 10_000;
+/// Most exchanges in a cluster.
+pub const EXCHANGES_MAX: usize = 10_000;
+/// Most bindings on one exchange: a publish to it compares each.
+pub const BINDINGS_PER_EXCHANGE_MAX: usize = 10_000;
+/// Longest routing key or binding key, in bytes (AMQP's short string).
+pub const ROUTING_KEY_BYTES_MAX: usize = 255;
+/// Most arguments on one headers binding.
+pub const BINDING_ARGUMENTS_MAX: usize = 32;
 /// Most subscriptions on one topic.
 pub const SUBSCRIPTIONS_PER_TOPIC_MAX: usize = 1_000;
 /// Most consumers attached at once, cluster wide.
@@ -32,5 +40,6 @@ pub const POSITIONS_PER_COMMAND_MAX: usize = 10_000;
 /// The rules version this build applies; snapshots carry it. 2: a topic's
 /// retained bytes count headers too (`raftmq_rules::message_bytes`). 3:
 /// messages are records pointing at their bodies in the log. 4: the
-/// leader relocates old bodies (`Command::Relocate`).
-pub const MACHINE_VERSION: u32 = 4;
+/// leader relocates old bodies (`Command::Relocate`). 5: exchanges and
+/// bindings.
+pub const MACHINE_VERSION: u32 = 5;

@@ -10,7 +10,8 @@
 // Each module uses only those on the lines above its own, so the imports
 // run one way (bottom up):
 //   ids, limits, live, quirks, records, rejection, deadlines
-//   consumer, producers, subscription
+//   checks
+//   consumer, exchange, producers, subscription
 //   topic
 //   command, effect
 //   dispatch
@@ -18,11 +19,13 @@
 //   settle
 //   state: apply
 //   invariants
+mod checks;
 mod command;
 mod consumer;
 mod deadlines;
 mod dispatch;
 mod effect;
+mod exchange;
 mod ids;
 mod invariants;
 mod ledger;
@@ -40,6 +43,7 @@ mod topic;
 pub use command::{Command, Outcome, Request};
 pub use consumer::SessionAddr;
 pub use effect::{Delivery, Effect};
+pub use exchange::{Binding, ExchangeKind, ExchangeSummary, DEFAULT_EXCHANGE, X_MATCH};
 pub use ids::{ConsumerId, EntryId, KeyHash, NodeId};
 pub use ledger::{REASON_EXPIRED, REASON_MAX_DELIVERIES, REASON_REJECTED};
 pub use limits::*;

@@ -15,9 +15,11 @@ pub enum Rejection {
     InvalidPrefetch { got: u32, max: u32 },
     #[error("topic {0:?} already exists")]
     TopicExists(String),
-    #[error("topic {topic:?} exists with {setting} {existing}, not {asked}")]
+    /// `what` is "topic" or "exchange".
+    #[error("{what} {name:?} exists with {setting} {existing}, not {asked}")]
     SettingMismatch {
-        topic: String,
+        what: String,
+        name: String,
         setting: String,
         existing: String,
         asked: String,
@@ -28,6 +30,12 @@ pub enum Rejection {
     NotEmpty { topic: String, messages: u64 },
     #[error("topic {0:?} does not exist")]
     UnknownTopic(String),
+    #[error("exchange {0:?} does not exist")]
+    UnknownExchange(String),
+    #[error("exchange {0:?} already exists")]
+    ExchangeExists(String),
+    #[error("exchange {exchange:?} has {bindings} binding(s)")]
+    ExchangeInUse { exchange: String, bindings: usize },
     #[error("subscription {subscription:?} does not exist on topic {topic:?}")]
     UnknownSubscription { topic: String, subscription: String },
     #[error("partition {partition} does not exist (the topic has {partitions})")]

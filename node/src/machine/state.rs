@@ -4,11 +4,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::checks::{check_limit, check_name};
 use super::command::{Command, Outcome, Request};
 use super::consumer::{Consumer, SessionAddr};
 use super::deadlines::Deadlines;
 use super::dispatch::Moment;
 use super::effect::Effect;
+use super::exchange::{check_routing_key, ExchangeSummary, Exchanges};
 use super::ids::{ConsumerId, EntryId, NodeId};
 use super::ledger::Ledger;
 use super::limits::*;
@@ -38,6 +40,7 @@ pub struct State {
     pub(super) topics: BTreeMap<String, Topic>,
     pub(super) consumers: BTreeMap<ConsumerId, Consumer>,
     next_consumer: ConsumerId,
+    pub(super) exchanges: Exchanges,
     /// Every deadline the topics' cursors imply, by time: derived from
     /// them, so not stored but rebuilt when a snapshot is decoded.
     #[serde(skip)]
@@ -61,6 +64,7 @@ struct Stored {
     topics: BTreeMap<String, Topic>,
     consumers: BTreeMap<ConsumerId, Consumer>,
     next_consumer: ConsumerId,
+    exchanges: Exchanges,
 }
 
 impl From<Stored> for State {
@@ -71,6 +75,7 @@ impl From<Stored> for State {
             topics: stored.topics,
             consumers: stored.consumers,
             next_consumer: stored.next_consumer,
+            exchanges: stored.exchanges,
             deadlines: Deadlines::default(),
             live: LiveBodies::default(),
             applying: EntryId::default(),
@@ -89,6 +94,7 @@ impl Default for State {
             topics: BTreeMap::new(),
             consumers: BTreeMap::new(),
             next_consumer: 1,
+            exchanges: Exchanges::default(),
             deadlines: Deadlines::default(),
             live: LiveBodies::default(),
             applying: EntryId::default(),
@@ -161,6 +167,38 @@ impl State {
                 messages,
                 producer,
             } => self.publish(topic, messages, first_slot, *producer, effects),
+            Command::DeclareExchange {
+                name,
+                kind,
+                alternate,
+                fail_if_exists,
+            } => {
+                let alternate = alternate.as_deref();
+                let created = self
+                    .exchanges
+                    .declare(name, *kind, alternate, *fail_if_exists)?;
+                Ok(Outcome::Declared { created })
+            }
+            Command::DeleteExchange { name, if_unused } => {
+                self.exchanges.delete(name, *if_unused)?;
+                Ok(Outcome::Done)
+            }
+            Command::Bind { exchange, binding } => {
+                if !self.topics.contains_key(&binding.topic) {
+                    return Err(Rejection::UnknownTopic(binding.topic.clone()));
+                }
+                self.exchanges.bind(exchange, binding.clone())?;
+                Ok(Outcome::Done)
+            }
+            Command::Unbind { exchange, binding } => {
+                self.exchanges.unbind(exchange, binding)?;
+                Ok(Outcome::Done)
+            }
+            Command::PublishTo {
+                exchange,
+                routing_key,
+                messages,
+            } => self.publish_to(exchange, routing_key, messages, first_slot, effects),
             Command::Attach {
                 topic,
                 subscription,
@@ -288,7 +326,8 @@ impl State {
             ];
             return match settings.into_iter().find(|(_, had, asked)| had != asked) {
                 Some((setting, had, asked)) => Err(Rejection::SettingMismatch {
-                    topic: name,
+                    what: "topic".into(),
+                    name,
                     setting: setting.into(),
                     existing: had.to_string(),
                     asked: asked.to_string(),
@@ -340,6 +379,7 @@ impl State {
             self.forget_subscription(name, &subscription, effects);
         }
         let topic = self.topics.remove(name).expect("looked up above");
+        self.exchanges.unbind_topic(name);
         for message in topic.partitions.iter().flat_map(|p| p.messages.iter()) {
             self.live.release(message.body().index, message.bytes);
         }
@@ -428,6 +468,44 @@ impl State {
         }
         ledger.dispatch_topic(name, effects);
         Ok(Outcome::Published(positions))
+    }
+
+    /// Routes each message (`Exchanges::route`) and appends it to every
+    /// topic it goes to, its body stored once in this entry. A message that
+    /// goes nowhere is counted on the exchange; the grpc layer returns it
+    /// to a `mandatory` publisher.
+    fn publish_to(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+        messages: &[NewMessage],
+        first_slot: u32,
+        effects: &mut Vec<Effect>,
+    ) -> Applied {
+        if messages.is_empty() {
+            return Err(Rejection::Empty("publish batch".into()));
+        }
+        check_routing_key(routing_key)?;
+        self.exchanges.check_exists(exchange)?;
+        let topics = &self.topics;
+        let routes: Vec<BTreeSet<String>> = messages
+            .iter()
+            .map(|message| {
+                self.exchanges
+                    .route(exchange, routing_key, &message.headers, |topic| {
+                        topics.contains_key(topic)
+                    })
+            })
+            .collect();
+        let mut ledger = self.ledger();
+        let placements = ledger.append_routed(messages, &routes, first_slot)?;
+        let reached: BTreeSet<&String> = routes.iter().flatten().collect();
+        for topic in reached {
+            ledger.dispatch_topic(topic, effects);
+        }
+        let unroutable = placements.iter().filter(|p| p.is_empty()).count();
+        self.exchanges.count_unroutable(exchange, unroutable as u64);
+        Ok(Outcome::Routed(placements))
     }
 
     fn settle(
@@ -641,6 +719,10 @@ impl State {
             .sum()
     }
 
+    pub fn exchanges(&self) -> Vec<ExchangeSummary> {
+        self.exchanges.summaries()
+    }
+
     pub fn topics(&self) -> Vec<TopicSummary> {
         self.topics
             .iter()
@@ -708,32 +790,5 @@ impl State {
     /// Consumers attached, cluster wide.
     pub fn consumer_count(&self) -> usize {
         self.consumers.len()
-    }
-}
-
-fn check_name(what: &str, name: &str) -> Result<(), Rejection> {
-    let valid = !name.is_empty()
-        && name.len() <= NAME_BYTES_MAX
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if valid {
-        Ok(())
-    } else {
-        Err(Rejection::InvalidName {
-            what: what.into(),
-            name: name.into(),
-        })
-    }
-}
-
-fn check_limit(what: &str, count: usize, max: usize) -> Result<(), Rejection> {
-    if count >= max {
-        Err(Rejection::LimitReached {
-            what: what.into(),
-            max,
-        })
-    } else {
-        Ok(())
     }
 }

@@ -1438,3 +1438,311 @@ fn the_shorter_ttl_wins_and_an_expired_message_without_a_dead_letter_topic_is_dr
     );
     assert_eq!(h.state.topics()[0].retained, 0);
 }
+
+fn declare_exchange(
+    h: &mut Harness,
+    name: &str,
+    kind: ExchangeKind,
+    alternate: Option<&str>,
+) -> Outcome {
+    h.apply(Command::DeclareExchange {
+        name: name.into(),
+        kind,
+        alternate: alternate.map(str::to_string),
+        fail_if_exists: false,
+    })
+}
+
+fn bind(h: &mut Harness, exchange: &str, topic: &str, key: &str) -> Outcome {
+    h.apply(Command::Bind {
+        exchange: exchange.into(),
+        binding: Binding {
+            topic: topic.into(),
+            key: key.into(),
+            arguments: Default::default(),
+        },
+    })
+}
+
+/// Publishes one message per payload through `exchange`.
+fn publish_to(h: &mut Harness, exchange: &str, routing_key: &str, payloads: &[&str]) -> Outcome {
+    let messages = payloads
+        .iter()
+        .map(|payload| NewMessage {
+            key: None,
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            headers: Default::default(),
+            properties: None,
+        })
+        .collect();
+    h.apply(Command::PublishTo {
+        exchange: exchange.into(),
+        routing_key: routing_key.into(),
+        messages,
+    })
+}
+
+fn routed(outcome: Outcome) -> Vec<Vec<(String, u32, u64)>> {
+    match outcome {
+        Outcome::Routed(placements) => placements,
+        other => panic!("a publish through an exchange answered {other:?}"),
+    }
+}
+
+/// A message routed to several topics is one body in the log and one
+/// record in each topic, each pointing at it (the invariants hold the
+/// live-body index to both); each topic's consumer gets it; deleting a
+/// topic takes its bindings with it.
+#[test]
+fn an_exchange_stores_a_message_once_for_every_topic_it_reaches() {
+    let mut h = Harness::new();
+    h.topic("a", 1);
+    h.topic("b", 2);
+    assert_eq!(
+        declare_exchange(&mut h, "fan", ExchangeKind::Fanout, None),
+        Outcome::Declared { created: true }
+    );
+    assert_eq!(bind(&mut h, "fan", "a", ""), Outcome::Done);
+    assert_eq!(bind(&mut h, "fan", "b", "ignored"), Outcome::Done);
+    // The same binding twice is one binding.
+    assert_eq!(bind(&mut h, "fan", "b", "ignored"), Outcome::Done);
+    assert_eq!(h.state.exchanges()[0].bindings.len(), 2);
+
+    let placements = routed(publish_to(&mut h, "fan", "any", &["one", "two"]));
+    assert_eq!(
+        placements,
+        vec![
+            vec![("a".into(), 0, 0), ("b".into(), 0, 0)],
+            vec![("a".into(), 0, 1), ("b".into(), 1, 0)],
+        ]
+    );
+    let in_a = h
+        .state
+        .partition("a", 0)
+        .expect("a")
+        .get(1)
+        .expect("two in a")
+        .clone();
+    let in_b = h
+        .state
+        .partition("b", 1)
+        .expect("b")
+        .get(0)
+        .expect("two in b")
+        .clone();
+    assert_eq!(in_a.body(), in_b.body(), "one body, two records");
+    assert_eq!(h.message(&in_b).payload, Bytes::from_static(b"two"));
+
+    h.attach("a", "s", 10, SESSION);
+    h.attach("b", "s", 10, SESSION);
+    assert_eq!(h.deliveries().len(), 4, "both topics' consumers get both");
+
+    assert!(matches!(
+        h.apply(Command::DeleteTopic {
+            name: "a".into(),
+            if_unused: false,
+            if_empty: false,
+        }),
+        Outcome::Deleted { messages: 2 }
+    ));
+    let bindings = &h.state.exchanges()[0].bindings;
+    assert_eq!(bindings.len(), 1);
+    assert_eq!(bindings[0].topic, "b");
+    assert_eq!(
+        routed(publish_to(&mut h, "fan", "", &["three"])),
+        vec![vec![("b".into(), 0, 1)]]
+    );
+}
+
+/// A message routed nowhere is counted on its exchange and stored
+/// nowhere, unless the alternate exchange takes it; a publish that would
+/// take one of its topics past a limit stores nothing at all.
+#[test]
+fn unroutable_messages_are_counted_or_go_to_the_alternate_and_a_full_topic_refuses_all() {
+    let mut h = Harness::new();
+    h.topic("errors", 1);
+    h.apply(Command::CreateTopic {
+        name: "small".into(),
+        partitions: 1,
+        limits: TopicLimits {
+            max_messages: 1,
+            max_bytes: 0,
+        },
+        message_ttl_ms: 0,
+        fail_if_exists: true,
+    });
+    h.topic("unrouted", 1);
+    declare_exchange(&mut h, "logs", ExchangeKind::Direct, None);
+    bind(&mut h, "logs", "errors", "error");
+    bind(&mut h, "logs", "small", "error");
+
+    assert_eq!(
+        routed(publish_to(&mut h, "logs", "info", &["x"])),
+        vec![vec![]]
+    );
+    assert_eq!(h.state.exchanges()[0].unroutable, 1);
+    assert_eq!(h.state.retained(), 0);
+
+    // Two for `small`, which holds one: neither is stored, in either topic.
+    assert!(matches!(
+        rejected(publish_to(&mut h, "logs", "error", &["e1", "e2"])),
+        Rejection::TopicFull { topic, .. } if topic == "small"
+    ));
+    assert_eq!(h.state.retained(), 0);
+    assert_eq!(
+        routed(publish_to(&mut h, "logs", "error", &["e1"])).len(),
+        1
+    );
+    assert_eq!(h.state.retained(), 2);
+
+    // With an alternate, what `logs` cannot route goes there instead.
+    declare_exchange(&mut h, "spare", ExchangeKind::Fanout, None);
+    bind(&mut h, "spare", "unrouted", "");
+    h.apply(Command::DeleteExchange {
+        name: "logs".into(),
+        if_unused: false,
+    });
+    declare_exchange(&mut h, "logs", ExchangeKind::Direct, Some("spare"));
+    assert_eq!(
+        routed(publish_to(&mut h, "logs", "info", &["i"])),
+        vec![vec![("unrouted".into(), 0, 0)]]
+    );
+    // The default exchange: the topic the routing key names.
+    assert_eq!(
+        routed(publish_to(&mut h, "", "errors", &["d"])),
+        vec![vec![("errors".into(), 0, 1)]]
+    );
+    assert_eq!(
+        routed(publish_to(&mut h, "", "nothing", &["d"])),
+        vec![vec![]]
+    );
+}
+
+/// Declaring is idempotent and a difference names the setting; deleting
+/// `if_unused` refuses while bindings remain; bad names, bindings and
+/// targets are refused as data.
+#[test]
+fn exchanges_are_declared_bound_and_deleted_with_clear_refusals() {
+    let mut h = Harness::new();
+    h.topic("t", 1);
+    assert_eq!(
+        declare_exchange(&mut h, "x", ExchangeKind::Topic, None),
+        Outcome::Declared { created: true }
+    );
+    assert_eq!(
+        declare_exchange(&mut h, "x", ExchangeKind::Topic, None),
+        Outcome::Declared { created: false }
+    );
+    let mismatch = |outcome| match rejected(outcome) {
+        Rejection::SettingMismatch {
+            what,
+            setting,
+            existing,
+            asked,
+            ..
+        } => (what, setting, existing, asked),
+        other => panic!("expected a mismatch, got {other:?}"),
+    };
+    assert_eq!(
+        mismatch(declare_exchange(&mut h, "x", ExchangeKind::Direct, None)),
+        (
+            "exchange".into(),
+            "kind".into(),
+            "topic".into(),
+            "direct".into()
+        )
+    );
+    assert_eq!(
+        mismatch(declare_exchange(
+            &mut h,
+            "x",
+            ExchangeKind::Topic,
+            Some("alt")
+        )),
+        (
+            "exchange".into(),
+            "alternate_exchange".into(),
+            "none".into(),
+            "alt".into()
+        )
+    );
+    assert!(matches!(
+        rejected(h.apply(Command::DeclareExchange {
+            name: "x".into(),
+            kind: ExchangeKind::Topic,
+            alternate: None,
+            fail_if_exists: true,
+        })),
+        Rejection::ExchangeExists(_)
+    ));
+    assert!(matches!(
+        rejected(declare_exchange(&mut h, "", ExchangeKind::Direct, None)),
+        Rejection::Invalid(_)
+    ));
+    assert!(matches!(
+        rejected(bind(&mut h, "x", "missing", "#")),
+        Rejection::UnknownTopic(_)
+    ));
+    assert!(matches!(
+        rejected(bind(&mut h, "nope", "t", "#")),
+        Rejection::UnknownExchange(_)
+    ));
+    assert!(matches!(
+        rejected(bind(
+            &mut h,
+            "x",
+            "t",
+            &"k".repeat(ROUTING_KEY_BYTES_MAX + 1)
+        )),
+        Rejection::Invalid(_)
+    ));
+    declare_exchange(&mut h, "h", ExchangeKind::Headers, None);
+    assert!(matches!(
+        rejected(h.apply(Command::Bind {
+            exchange: "h".into(),
+            binding: Binding {
+                topic: "t".into(),
+                key: String::new(),
+                arguments: [(X_MATCH.to_string(), "most".to_string())].into(),
+            },
+        })),
+        Rejection::Invalid(_)
+    ));
+    assert!(matches!(
+        rejected(publish_to(&mut h, "nope", "k", &["m"])),
+        Rejection::UnknownExchange(_)
+    ));
+
+    assert_eq!(bind(&mut h, "x", "t", "a.#"), Outcome::Done);
+    assert_eq!(routed(publish_to(&mut h, "x", "a.b.c", &["m"])).len(), 1);
+    let delete = |h: &mut Harness, if_unused| {
+        h.apply(Command::DeleteExchange {
+            name: "x".into(),
+            if_unused,
+        })
+    };
+    assert!(matches!(
+        rejected(delete(&mut h, true)),
+        Rejection::ExchangeInUse { bindings: 1, .. }
+    ));
+    let unbind = Command::Unbind {
+        exchange: "x".into(),
+        binding: Binding {
+            topic: "t".into(),
+            key: "a.#".into(),
+            arguments: Default::default(),
+        },
+    };
+    assert_eq!(h.apply(unbind.clone()), Outcome::Done);
+    assert_eq!(h.apply(unbind), Outcome::Done, "unbinding twice is fine");
+    assert_eq!(delete(&mut h, true), Outcome::Done);
+    assert!(matches!(
+        rejected(delete(&mut h, false)),
+        Rejection::UnknownExchange(_)
+    ));
+    assert_eq!(
+        h.state.retained(),
+        1,
+        "the routed message stays in its topic"
+    );
+}

@@ -13,7 +13,8 @@ use crate::storage::{Disk, StorageError};
 /// with a snapshot. 6: a snapshot's data is compressed (zstd), and topics
 /// are declared and deleted (`Command::CreateTopic` gained a field), and
 /// messages carry properties (`NewMessage::properties`) and a record its
-/// TTL (`Stored::ttl_ms`).
+/// TTL (`Stored::ttl_ms`), and the state holds exchanges
+/// (`State::exchanges`, `Command::PublishTo`).
 pub const STORAGE_FORMAT: u32 = 6;
 
 const FORMAT_KEY: &[u8] = b"storage_format";
