@@ -56,6 +56,8 @@ struct Inner {
     options: ClientOptions,
     connector: Arc<dyn Connector>,
     producer_ids: ProducerIds,
+    /// `Client::id`.
+    id: u64,
     channels: Mutex<BTreeMap<String, Channel>>,
     leader: Mutex<Option<String>>,
     /// Where the next operation starts rotating, so that consecutive
@@ -120,11 +122,18 @@ impl Client {
                     base: splitmix64(seed),
                     next: AtomicU64::new(0),
                 },
+                id: splitmix64(!seed).max(1),
                 channels: Mutex::new(BTreeMap::new()),
                 leader: Mutex::new(None),
                 rotation: AtomicUsize::new(0),
             }),
         })
+    }
+
+    /// This client's id, the same for all its requests (never 0): an
+    /// exclusive topic it declares admits only its consumers.
+    pub fn id(&self) -> u64 {
+        self.inner.id
     }
 
     /// A fresh idempotent-producer id.
@@ -153,16 +162,57 @@ impl Client {
             .await
     }
 
-    /// Declares a topic with retention bounds: publishes past them are
-    /// refused with RESOURCE_EXHAUSTED until consumers ack. With
-    /// `fail_if_exists`, a retry after a lost answer may report
-    /// ALREADY_EXISTS for a topic this very call created.
+    /// Declares a topic with retention bounds (publishes past them are
+    /// refused with RESOURCE_EXHAUSTED until consumers ack), a TTL for its
+    /// messages and a lifetime. With `fail_if_exists`, a retry after a
+    /// lost answer may report ALREADY_EXISTS for a topic this very call
+    /// created.
     pub async fn create_topic_with(
         &self,
         name: &str,
         partitions: u32,
         options: TopicOptions,
     ) -> Result<Declared, ClientError> {
+        if name.is_empty() {
+            return Err(ClientError::InvalidOptions {
+                reason: "a topic needs a name; declare_server_named gives one".into(),
+            });
+        }
+        let response = self.declare_topic(name, partitions, options).await?;
+        Ok(if response.created {
+            Declared::Created
+        } else {
+            Declared::Existed
+        })
+    }
+
+    /// Declares a topic the server names (AMQP's server-named queue), for
+    /// example a reply topic with `exclusive` and `expires` set: its name.
+    /// A retry after a lost answer declares a second one, which expires
+    /// unused if it has `expires`.
+    pub async fn declare_server_named(
+        &self,
+        partitions: u32,
+        options: TopicOptions,
+    ) -> Result<String, ClientError> {
+        Ok(self.declare_topic("", partitions, options).await?.name)
+    }
+
+    async fn declare_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        options: TopicOptions,
+    ) -> Result<proto::CreateTopicResponse, ClientError> {
+        let expires_ms = match options.expires {
+            None => 0,
+            Some(expires) => u32::try_from(expires.as_millis())
+                .ok()
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| ClientError::InvalidOptions {
+                    reason: format!("expires {expires:?}: use 1 ms to 49 days"),
+                })?,
+        };
         let request = proto::CreateTopicRequest {
             name: name.to_string(),
             partitions,
@@ -170,17 +220,14 @@ impl Client {
             max_bytes: options.max_bytes,
             message_ttl_ms: options.message_ttl_ms,
             fail_if_exists: options.fail_if_exists,
+            exclusive: options.exclusive,
+            expires_ms,
+            client_id: self.id(),
         };
-        let response = self
-            .unary_to_leader(request, |mut broker, request| async move {
-                broker.create_topic(request).await
-            })
-            .await?;
-        Ok(if response.created {
-            Declared::Created
-        } else {
-            Declared::Existed
+        self.unary_to_leader(request, |mut broker, request| async move {
+            broker.create_topic(request).await
         })
+        .await
     }
 
     /// Deletes a topic with its subscriptions and retained messages (their
@@ -417,7 +464,7 @@ impl Client {
         subscription: &str,
         options: SubscribeOptions,
     ) -> Result<Consumer, ClientError> {
-        let request = options.request(topic, subscription);
+        let request = options.request(topic, subscription, self.id());
         Consumer::attach(self.clone(), request, options.give_up_after).await
     }
 

@@ -60,6 +60,19 @@ pub enum ClientError {
     /// The producer's background task has stopped: it was closed or dropped.
     #[error("producer is closed")]
     ProducerClosed,
+
+    /// No reply came within the request's timeout.
+    #[error("no reply within {waited:?}")]
+    NoReply { waited: Duration },
+
+    /// A requester already has this many requests waiting for replies.
+    #[error("{max} requests are already waiting for replies")]
+    RequestsPending { max: usize },
+
+    /// The requester's reply consumer stopped (its topic is gone or its
+    /// recovery gave up); make a new requester.
+    #[error("the reply topic's consumer stopped; make a new requester")]
+    RepliesClosed,
 }
 
 impl ClientError {

@@ -47,6 +47,7 @@ mod pipeline;
 mod position;
 mod producer;
 mod recovery;
+mod request;
 mod routing;
 mod sequence;
 mod topic;
@@ -65,5 +66,6 @@ pub use options::{
 };
 pub use position::Position;
 pub use producer::{Confirm, Producer};
+pub use request::{Requester, PENDING_MAX, REPLY_LEASE};
 pub use tonic::Code;
 pub use topic::{Declared, TopicInfo};

@@ -16,6 +16,7 @@ mod cli {
     pub(crate) mod consume;
     pub(crate) mod exchange;
     pub(crate) mod publish;
+    pub(crate) mod request;
     pub(crate) mod table;
     pub(crate) mod topic;
 }
@@ -72,6 +73,8 @@ enum Command {
     Unbind(cli::exchange::BindArgs),
     /// Publish messages: generated ones with --count, else one per stdin line.
     Publish(Box<cli::publish::PublishArgs>),
+    /// Send each stdin line as a request to a topic and print its reply.
+    Request(cli::request::RequestArgs),
     /// Print and acknowledge messages from a subscription.
     Consume(cli::consume::ConsumeArgs),
     /// Measure throughput and latency; one JSON line per run.
@@ -107,6 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bind(args) => cli::exchange::bind(&client, args, true).await,
         Command::Unbind(args) => cli::exchange::bind(&client, args, false).await,
         Command::Publish(args) => cli::publish::run(&client, *args).await,
+        Command::Request(args) => cli::request::run(&client, args).await,
         Command::Consume(args) => cli::consume::run(&client, args).await,
         Command::Bench(_) => unreachable!("handled above"),
     }

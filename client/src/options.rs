@@ -181,10 +181,13 @@ impl Default for SubscribeOptions {
 }
 
 impl SubscribeOptions {
+    /// The request `client_id` sends (an exclusive topic admits only its
+    /// owner's consumers).
     pub(crate) fn request(
         &self,
         topic: &str,
         subscription: &str,
+        client_id: u64,
     ) -> raftmq_proto::v1::SubscribeRequest {
         raftmq_proto::v1::SubscribeRequest {
             topic: topic.to_string(),
@@ -199,12 +202,13 @@ impl SubscribeOptions {
             } else {
                 raftmq_proto::v1::StartPosition::Earliest
             } as i32,
+            client_id,
         }
     }
 }
 
 /// A topic's retention bounds (0 is unlimited), its messages' time to
-/// live, and how to declare it.
+/// live, its lifetime, and how to declare it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TopicOptions {
     pub max_messages: u64,
@@ -217,6 +221,12 @@ pub struct TopicOptions {
     /// Fail with ALREADY_EXISTS if the topic exists, whatever its
     /// settings, instead of declaring it.
     pub fail_if_exists: bool,
+    /// Only this client's consumers may attach (others may publish to
+    /// it); needs `expires`, its lease.
+    pub exclusive: bool,
+    /// Deleted once it has had no consumer this long (RabbitMQ's
+    /// `x-expires`); `None`: never. Whole milliseconds, at most 49 days.
+    pub expires: Option<Duration>,
 }
 
 /// What must hold for a topic to be deleted.

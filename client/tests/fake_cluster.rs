@@ -82,10 +82,13 @@ fn store(log: &Mutex<Log>, request: &proto::PublishRequest) -> Vec<proto::Positi
 impl Broker for Fake {
     async fn create_topic(
         &self,
-        _: Request<proto::CreateTopicRequest>,
+        request: Request<proto::CreateTopicRequest>,
     ) -> Result<Response<proto::CreateTopicResponse>, Status> {
         self.leader()?;
-        Ok(Response::new(proto::CreateTopicResponse { created: true }))
+        Ok(Response::new(proto::CreateTopicResponse {
+            created: true,
+            name: request.into_inner().name,
+        }))
     }
 
     async fn delete_topic(

@@ -50,6 +50,8 @@ fn state_with(subscriptions: usize) -> (State, u64) {
     for t in 0..topics {
         let topic = format!("t{t}");
         let create = Command::CreateTopic {
+            owner: None,
+            expires_ms: 0,
             name: topic.clone(),
             partitions: 1,
             limits: TopicLimits::default(),
@@ -70,6 +72,7 @@ fn state_with(subscriptions: usize) -> (State, u64) {
     }
     for s in 0..subscriptions {
         let attach = Command::Attach {
+            client: 0,
             topic: format!("t{}", s / SUBSCRIPTIONS_PER_TOPIC_MAX),
             subscription: format!("s{s}"),
             prefetch: 1,

@@ -627,10 +627,16 @@ async fn bad_input_gets_clear_errors() {
     let over_limit = Message::new(vec![b'x'; 1024 * 1024 + 1]);
     let cases = [
         (
-            "empty topic name",
-            client.create_topic("", 1).await.err(),
+            "a topic name with a space",
+            client.create_topic("bad name", 1).await.err(),
             Code::InvalidArgument,
             "invalid topic name",
+        ),
+        (
+            "a name only the server gives",
+            client.create_topic("tmp.5", 1).await.err(),
+            Code::InvalidArgument,
+            "the server's to give",
         ),
         (
             "zero partitions",

@@ -1,6 +1,7 @@
 //! `raftmq topic ...`
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Subcommand;
 use raftmq_client::{Client, Declared, DeleteOptions, TopicOptions};
@@ -33,6 +34,10 @@ pub(crate) enum TopicCommand {
         /// a dead-letter topic.
         #[arg(long, default_value_t = 0)]
         message_ttl_ms: u32,
+        /// Delete the topic once it has had no consumer for this many ms
+        /// (RabbitMQ's x-expires; 0: never).
+        #[arg(long, default_value_t = 0)]
+        expires_ms: u32,
         /// Fail if the topic exists, whatever its settings.
         #[arg(long)]
         fail_if_exists: bool,
@@ -67,6 +72,7 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
             max_messages,
             max_bytes,
             message_ttl_ms,
+            expires_ms,
             fail_if_exists,
         } => {
             let options = TopicOptions {
@@ -74,6 +80,8 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                 max_bytes,
                 message_ttl_ms,
                 fail_if_exists,
+                expires: (expires_ms > 0).then(|| Duration::from_millis(expires_ms.into())),
+                ..TopicOptions::default()
             };
             match client.create_topic_with(&name, partitions, options).await? {
                 Declared::Created => println!("created topic {name} with {partitions} partitions"),

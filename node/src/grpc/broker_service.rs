@@ -141,6 +141,11 @@ impl BrokerRpc for BrokerService {
         request: Request<v1::CreateTopicRequest>,
     ) -> Result<Response<v1::CreateTopicResponse>, Status> {
         let request = request.into_inner();
+        if request.exclusive && (request.client_id == 0 || request.expires_ms == 0) {
+            return Err(invalid(
+                "an exclusive topic needs the owner's client_id and expires_ms (its lease)",
+            ));
+        }
         let committed = self
             .write(Command::CreateTopic {
                 name: request.name,
@@ -151,10 +156,14 @@ impl BrokerRpc for BrokerService {
                 },
                 message_ttl_ms: request.message_ttl_ms,
                 fail_if_exists: request.fail_if_exists,
+                owner: request.exclusive.then_some(request.client_id),
+                expires_ms: request.expires_ms,
             })
             .await?;
         match committed.outcome {
-            Outcome::Declared { created } => Ok(Response::new(v1::CreateTopicResponse { created })),
+            Outcome::Declared { created, name } => {
+                Ok(Response::new(v1::CreateTopicResponse { created, name }))
+            }
             other => Err(internal(format!("unexpected declare outcome {other:?}"))),
         }
     }
@@ -356,6 +365,7 @@ impl BrokerRpc for BrokerService {
             subscription: request.subscription,
             prefetch: request.prefetch,
             session,
+            client: request.client_id,
         };
         let consumer = match self.write(attach).await.map(|c| c.outcome) {
             Ok(Outcome::Attached(consumer)) => consumer,

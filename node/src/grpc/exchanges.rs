@@ -22,7 +22,7 @@ pub async fn declare(
         })
         .await?;
     match committed.outcome {
-        Outcome::Declared { created } => Ok(v1::DeclareExchangeResponse { created }),
+        Outcome::Declared { created, .. } => Ok(v1::DeclareExchangeResponse { created }),
         other => Err(internal(format!("unexpected declare outcome {other:?}"))),
     }
 }

@@ -24,6 +24,7 @@ pub fn rejected(rejection: &Rejection) -> Status {
         // a refusal to write carries, so clients do not retry it.
         Rejection::SettingMismatch { .. }
         | Rejection::InUse { .. }
+        | Rejection::Exclusive(_)
         | Rejection::ExchangeInUse { .. }
         | Rejection::NotEmpty { .. } => Code::FailedPrecondition,
         Rejection::UnknownTopic(_)

@@ -58,7 +58,8 @@ impl Request {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum Command {
-    /// Declares a topic: creates it, or, if it exists with the same
+    /// Declares a topic: creates it (named by the server if `name` is
+    /// empty), or, if it exists with the same
     /// settings, changes nothing and says so (RabbitMQ's queue.declare).
     /// Different settings are refused, naming the first that differs;
     /// `fail_if_exists` refuses an existing topic whatever its settings.
@@ -70,6 +71,11 @@ pub enum Command {
         /// never), as RabbitMQ's `x-message-ttl`.
         message_ttl_ms: u32,
         fail_if_exists: bool,
+        /// The only client whose consumers may attach (an exclusive topic).
+        owner: Option<u64>,
+        /// Deleted once it has had no consumer this long (0: never), as
+        /// RabbitMQ's `x-expires`.
+        expires_ms: u32,
     },
     /// Deletes a topic with its subscriptions and retained messages; its
     /// consumers' streams close. `if_unused`: only if no consumer is
@@ -132,6 +138,9 @@ pub enum Command {
         prefetch: u32,
         session: SessionAddr,
         config: Option<SubscriptionConfig>,
+        /// The client the consumer belongs to: an exclusive topic admits
+        /// only its owner's.
+        client: u64,
     },
     /// The consumer's stream ended: its in-flight messages return to the
     /// subscription without counting a failure.
@@ -191,9 +200,12 @@ pub type Placement = (String, u32, u64);
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum Outcome {
     Done,
-    /// A declared topic: `created` unless it existed with these settings.
+    /// A declared topic or exchange, by name (the server's, for a topic
+    /// declared without one): `created` unless it existed with these
+    /// settings.
     Declared {
         created: bool,
+        name: String,
     },
     /// A deleted topic, and the messages it still retained.
     Deleted {

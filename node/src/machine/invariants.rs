@@ -15,9 +15,24 @@ impl State {
     /// belong, that the held keys match what is in flight, and that the
     /// deadline index holds exactly the deadlines the cursors imply, and
     /// the live-body index the entries the partitions point into, and that
-    /// every binding is to a topic that exists.
+    /// every binding is to a topic that exists, and that each expiring
+    /// topic's clock runs exactly while it has no consumer.
     pub fn check_invariants(&self) -> Result<(), String> {
         check_deadlines(&self.deadlines, &self.implied_deadlines())?;
+        if self.expiries != self.implied_expiries() {
+            return Err("the expiry index differs from the topics' lifetimes".into());
+        }
+        for (name, topic) in &self.topics {
+            let lifetime = &topic.lifetime;
+            let unused = topic.consumer_count() == 0;
+            if lifetime.expires_ms > 0 && lifetime.unused_since_ms.is_some() != unused {
+                return Err(format!(
+                    "topic {name:?}: unused since {:?} with {} consumer(s)",
+                    lifetime.unused_since_ms,
+                    topic.consumer_count()
+                ));
+            }
+        }
         for exchange in self.exchanges.summaries() {
             if let Some(binding) = exchange
                 .bindings

@@ -9,7 +9,7 @@
 
 // Each module uses only those on the lines above its own, so the imports
 // run one way (bottom up):
-//   ids, limits, live, quirks, records, rejection, deadlines
+//   ids, lifetime, limits, live, quirks, records, rejection, deadlines
 //   checks
 //   consumer, exchange, producers, subscription
 //   topic
@@ -29,6 +29,7 @@ mod exchange;
 mod ids;
 mod invariants;
 mod ledger;
+mod lifetime;
 mod limits;
 mod live;
 mod producers;

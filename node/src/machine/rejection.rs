@@ -24,6 +24,8 @@ pub enum Rejection {
         existing: String,
         asked: String,
     },
+    #[error("topic {0:?} is exclusive to another client")]
+    Exclusive(String),
     #[error("topic {topic:?} has {consumers} consumer(s) attached")]
     InUse { topic: String, consumers: usize },
     #[error("topic {topic:?} retains {messages} message(s)")]

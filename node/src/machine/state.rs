@@ -13,6 +13,7 @@ use super::effect::Effect;
 use super::exchange::{check_routing_key, ExchangeSummary, Exchanges};
 use super::ids::{ConsumerId, EntryId, NodeId};
 use super::ledger::Ledger;
+use super::lifetime::{Expiries, Lifetime, SERVER_NAMED_PREFIX};
 use super::limits::*;
 use super::live::{Held, LiveBodies};
 use super::producers::{ProducerTag, Verdict};
@@ -41,6 +42,8 @@ pub struct State {
     pub(super) consumers: BTreeMap<ConsumerId, Consumer>,
     next_consumer: ConsumerId,
     pub(super) exchanges: Exchanges,
+    /// How many topics the server has named (`SERVER_NAMED_PREFIX`).
+    server_named: u64,
     /// Every deadline the topics' cursors imply, by time: derived from
     /// them, so not stored but rebuilt when a snapshot is decoded.
     #[serde(skip)]
@@ -49,6 +52,10 @@ pub struct State {
     /// partitions, so rebuilt when a snapshot is decoded.
     #[serde(skip)]
     pub(super) live: LiveBodies,
+    /// When each expiring topic goes: derived from the topics, so rebuilt
+    /// when a snapshot is decoded.
+    #[serde(skip)]
+    pub(super) expiries: Expiries,
     /// The log entry being applied, index 0 outside `apply`; not part of
     /// the state.
     #[serde(skip)]
@@ -65,6 +72,7 @@ struct Stored {
     consumers: BTreeMap<ConsumerId, Consumer>,
     next_consumer: ConsumerId,
     exchanges: Exchanges,
+    server_named: u64,
 }
 
 impl From<Stored> for State {
@@ -76,12 +84,15 @@ impl From<Stored> for State {
             consumers: stored.consumers,
             next_consumer: stored.next_consumer,
             exchanges: stored.exchanges,
+            server_named: stored.server_named,
+            expiries: Expiries::default(),
             deadlines: Deadlines::default(),
             live: LiveBodies::default(),
             applying: EntryId::default(),
         };
         state.deadlines = state.implied_deadlines();
         state.live = state.implied_live();
+        state.expiries = state.implied_expiries();
         state
     }
 }
@@ -95,6 +106,8 @@ impl Default for State {
             consumers: BTreeMap::new(),
             next_consumer: 1,
             exchanges: Exchanges::default(),
+            server_named: 0,
+            expiries: Expiries::default(),
             deadlines: Deadlines::default(),
             live: LiveBodies::default(),
             applying: EntryId::default(),
@@ -146,13 +159,23 @@ impl State {
                 limits,
                 message_ttl_ms,
                 fail_if_exists,
-            } => self.create_topic(
-                name.clone(),
-                *partitions,
-                *limits,
-                *message_ttl_ms,
-                *fail_if_exists,
-            ),
+                owner,
+                expires_ms,
+            } => {
+                let lifetime = Lifetime {
+                    owner: *owner,
+                    expires_ms: *expires_ms,
+                    unused_since_ms: None,
+                };
+                self.create_topic(
+                    name,
+                    *partitions,
+                    *limits,
+                    *message_ttl_ms,
+                    *fail_if_exists,
+                    lifetime,
+                )
+            }
             Command::DeleteTopic {
                 name,
                 if_unused,
@@ -177,7 +200,8 @@ impl State {
                 let created = self
                     .exchanges
                     .declare(name, *kind, alternate, *fail_if_exists)?;
-                Ok(Outcome::Declared { created })
+                let name = name.clone();
+                Ok(Outcome::Declared { created, name })
             }
             Command::DeleteExchange { name, if_unused } => {
                 self.exchanges.delete(name, *if_unused)?;
@@ -205,14 +229,21 @@ impl State {
                 prefetch,
                 session,
                 config,
-            } => self.attach(
-                topic.clone(),
-                subscription.clone(),
-                *prefetch,
-                *session,
-                config.clone(),
-                effects,
-            ),
+                client,
+            } => {
+                let admitted = self.topics.get(topic).map(|t| t.lifetime.admits(*client));
+                if admitted == Some(false) {
+                    return Err(Rejection::Exclusive(topic.clone()));
+                }
+                self.attach(
+                    topic.clone(),
+                    subscription.clone(),
+                    *prefetch,
+                    *session,
+                    config.clone(),
+                    effects,
+                )
+            }
             Command::Detach { consumer } => {
                 self.detach(*consumer, effects);
                 Ok(Outcome::Done)
@@ -237,6 +268,7 @@ impl State {
             }
             Command::Tick => {
                 settle::tick(&mut self.ledger(), effects);
+                self.expire_topics(effects);
                 Ok(Outcome::Done)
             }
             Command::LeaderStarted { node } => {
@@ -289,12 +321,25 @@ impl State {
 
     fn create_topic(
         &mut self,
-        name: String,
+        name: &str,
         partitions: u32,
         limits: TopicLimits,
         message_ttl_ms: u32,
         fail_if_exists: bool,
+        mut lifetime: Lifetime,
     ) -> Applied {
+        let name = if name.is_empty() {
+            // Unique for good: the counter only grows, and a name with the
+            // prefix cannot be declared (the prefix is reserved).
+            self.server_named += 1;
+            format!("{SERVER_NAMED_PREFIX}{}", self.server_named)
+        } else if name.starts_with(SERVER_NAMED_PREFIX) && !self.topics.contains_key(name) {
+            return Err(Rejection::Invalid(format!(
+                "topic names starting {SERVER_NAMED_PREFIX:?} are the server's to give"
+            )));
+        } else {
+            name.to_string()
+        };
         check_name("topic", &name)?;
         if partitions == 0 || partitions > PARTITIONS_MAX {
             return Err(Rejection::InvalidPartitions {
@@ -302,9 +347,12 @@ impl State {
                 max: PARTITIONS_MAX,
             });
         }
-        if let Some(existing) = self.topics.get(&name) {
+        if let Some(existing) = self.topics.get_mut(&name) {
             if fail_if_exists {
                 return Err(Rejection::TopicExists(name));
+            }
+            if existing.lifetime.owner.is_some() && existing.lifetime.owner != lifetime.owner {
+                return Err(Rejection::Exclusive(name));
             }
             let settings = [
                 (
@@ -323,22 +371,61 @@ impl State {
                     u64::from(existing.message_ttl_ms),
                     u64::from(message_ttl_ms),
                 ),
+                (
+                    "exclusive",
+                    u64::from(existing.lifetime.owner.is_some()),
+                    u64::from(lifetime.owner.is_some()),
+                ),
+                (
+                    "expires_ms",
+                    u64::from(existing.lifetime.expires_ms),
+                    u64::from(lifetime.expires_ms),
+                ),
             ];
-            return match settings.into_iter().find(|(_, had, asked)| had != asked) {
-                Some((setting, had, asked)) => Err(Rejection::SettingMismatch {
+            if let Some((setting, had, asked)) =
+                settings.into_iter().find(|(_, had, asked)| had != asked)
+            {
+                return Err(Rejection::SettingMismatch {
                     what: "topic".into(),
                     name,
                     setting: setting.into(),
                     existing: had.to_string(),
                     asked: asked.to_string(),
-                }),
-                None => Ok(Outcome::Declared { created: false }),
-            };
+                });
+            }
+            self.expiries
+                .restart(&name, &mut existing.lifetime, self.now_ms);
+            return Ok(Outcome::Declared {
+                created: false,
+                name,
+            });
         }
         check_limit("topics", self.topics.len(), TOPICS_MAX)?;
-        let topic = Topic::new(partitions, limits, message_ttl_ms);
-        self.topics.insert(name, topic);
-        Ok(Outcome::Declared { created: true })
+        // No consumer yet: an expiring topic's clock starts now.
+        self.expiries.update(&name, &mut lifetime, 0, self.now_ms);
+        let topic = Topic::new(partitions, limits, message_ttl_ms, lifetime);
+        self.topics.insert(name.clone(), topic);
+        Ok(Outcome::Declared {
+            created: true,
+            name,
+        })
+    }
+
+    /// Deletes the topics whose time without a consumer ran out.
+    fn expire_topics(&mut self, effects: &mut Vec<Effect>) {
+        for name in self.expiries.due(self.now_ms) {
+            let _ = self.delete_topic(&name, false, false, effects);
+        }
+    }
+
+    /// Keeps an expiring topic's clock in step with its consumers: called
+    /// wherever consumers come or go.
+    fn track_usage(&mut self, name: &str) {
+        if let Some(topic) = self.topics.get_mut(name) {
+            let consumers = topic.consumer_count();
+            self.expiries
+                .update(name, &mut topic.lifetime, consumers, self.now_ms);
+        }
     }
 
     fn delete_topic(
@@ -352,11 +439,7 @@ impl State {
             .topics
             .get(name)
             .ok_or_else(|| Rejection::UnknownTopic(name.to_string()))?;
-        let consumers: usize = topic
-            .subscriptions
-            .values()
-            .map(|s| s.consumers.len())
-            .sum();
+        let consumers = topic.consumer_count();
         if if_unused && consumers > 0 {
             return Err(Rejection::InUse {
                 topic: name.to_string(),
@@ -379,6 +462,7 @@ impl State {
             self.forget_subscription(name, &subscription, effects);
         }
         let topic = self.topics.remove(name).expect("looked up above");
+        self.expiries.forget(name, &topic.lifetime);
         self.exchanges.unbind_topic(name);
         for message in topic.partitions.iter().flat_map(|p| p.messages.iter()) {
             self.live.release(message.body().index, message.bytes);
@@ -405,6 +489,7 @@ impl State {
             });
         }
         self.forget_subscription(topic, subscription, effects);
+        self.track_usage(topic);
         if let Some(topic) = self.topics.get_mut(topic) {
             topic.trim(&mut self.live);
         }
@@ -594,6 +679,7 @@ impl State {
                 sequence: 0,
             },
         );
+        self.track_usage(&topic_name);
         self.dispatch(&topic_name, &subscription, effects);
         Ok(Outcome::Attached(id))
     }
@@ -619,6 +705,7 @@ impl State {
                     .of(&consumer.topic, &consumer.subscription, partition as u32);
             cursor.release(id, &mut deadlines);
         }
+        self.track_usage(&consumer.topic);
         self.dispatch(&consumer.topic, &consumer.subscription, effects);
     }
 
@@ -654,7 +741,20 @@ impl State {
     /// redelivery. The leader appends a tick only then, never periodically.
     /// The first entry of the deadline index: O(log n), whatever exists.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.deadlines.next()
+        let cursors = self.deadlines.next();
+        let topics = self.expiries.next();
+        cursors.into_iter().chain(topics).min()
+    }
+
+    /// Every expiring topic's time, as the topics' lifetimes imply: what
+    /// the index must hold. Decoding rebuilds it; `check_invariants`
+    /// compares.
+    pub(super) fn implied_expiries(&self) -> Expiries {
+        let mut expiries = Expiries::default();
+        for (name, topic) in &self.topics {
+            expiries.insert(name, &topic.lifetime);
+        }
+        expiries
     }
 
     /// The deadlines the topics' cursors imply: what the index must hold.

@@ -65,13 +65,21 @@ impl Harness {
 
     fn topic(&mut self, name: &str, partitions: u32) {
         let outcome = self.apply(Command::CreateTopic {
+            owner: None,
+            expires_ms: 0,
             limits: TopicLimits::default(),
             name: name.into(),
             partitions,
             message_ttl_ms: 0,
             fail_if_exists: true,
         });
-        assert_eq!(outcome, Outcome::Declared { created: true });
+        assert_eq!(
+            outcome,
+            Outcome::Declared {
+                created: true,
+                name: name.into()
+            }
+        );
     }
 
     fn publish(&mut self, topic: &str, keys: &[Option<&str>]) -> Vec<(u32, u64)> {
@@ -114,6 +122,7 @@ impl Harness {
         config: Option<SubscriptionConfig>,
     ) -> ConsumerId {
         match self.apply(Command::Attach {
+            client: 0,
             topic: topic.into(),
             subscription: subscription.into(),
             prefetch,
@@ -161,7 +170,7 @@ fn topic_creation_checks_names_and_partitions() {
     let cases: &[(&str, u32, Option<&str>)] = &[
         ("orders", 4, None),
         ("orders", 4, Some("already exists")),
-        ("", 1, Some("invalid topic name")),
+        ("", 1, None), // server-named
         ("bad name", 1, Some("invalid topic name")),
         (&"x".repeat(256), 1, Some("invalid topic name")),
         ("a.b_c-1", 1, None),
@@ -174,6 +183,8 @@ fn topic_creation_checks_names_and_partitions() {
     ];
     for (name, partitions, error) in cases {
         let outcome = h.apply(Command::CreateTopic {
+            owner: None,
+            expires_ms: 0,
             limits: TopicLimits::default(),
             name: name.to_string(),
             partitions: *partitions,
@@ -181,7 +192,7 @@ fn topic_creation_checks_names_and_partitions() {
             fail_if_exists: true,
         });
         match (error, outcome) {
-            (None, Outcome::Declared { created: true }) => {}
+            (None, Outcome::Declared { created: true, .. }) => {}
             (Some(expected), Outcome::Rejected(r)) => {
                 assert!(
                     r.to_string().contains(expected),
@@ -455,6 +466,8 @@ fn time_never_runs_back() {
 fn replicas_applying_the_same_log_agree() {
     let log = [
         Command::CreateTopic {
+            owner: None,
+            expires_ms: 0,
             limits: TopicLimits::default(),
             name: "t".into(),
             partitions: 3,
@@ -462,6 +475,7 @@ fn replicas_applying_the_same_log_agree() {
             fail_if_exists: false,
         },
         Command::Attach {
+            client: 0,
             topic: "t".into(),
             subscription: "s".into(),
             prefetch: 4,
@@ -523,6 +537,7 @@ fn an_exclusive_subscription_refuses_a_second_consumer_and_modes_must_match() {
     h.topic("t", 1);
     h.attach_with("t", "solo", 10, session(1), config(Mode::Exclusive));
     let second = h.apply(Command::Attach {
+        client: 0,
         topic: "t".into(),
         subscription: "solo".into(),
         prefetch: 10,
@@ -531,6 +546,7 @@ fn an_exclusive_subscription_refuses_a_second_consumer_and_modes_must_match() {
     });
     assert_eq!(rejected(second), Rejection::ConsumerBusy("solo".into()));
     let other_mode = h.apply(Command::Attach {
+        client: 0,
         topic: "t".into(),
         subscription: "solo".into(),
         prefetch: 10,
@@ -752,6 +768,7 @@ fn a_subscription_needs_an_existing_dead_letter_topic_for_a_delivery_limit() {
     ];
     for (dead_letter_topic, max_deliveries, expected) in cases {
         let outcome = h.apply(Command::Attach {
+            client: 0,
             topic: "t".into(),
             subscription: "s".into(),
             prefetch: 1,
@@ -849,6 +866,8 @@ fn a_full_topic_refuses_publishes_until_consumers_ack() {
         max_bytes: 0,
     };
     h.apply(Command::CreateTopic {
+        owner: None,
+        expires_ms: 0,
         name: "t".into(),
         partitions: 1,
         limits,
@@ -883,6 +902,8 @@ fn a_topic_byte_limit_counts_headers() {
         max_bytes: 10,
     };
     h.apply(Command::CreateTopic {
+        owner: None,
+        expires_ms: 0,
         name: "t".into(),
         partitions: 1,
         limits,
@@ -1212,6 +1233,8 @@ fn declaring_a_topic_again_is_idempotent_and_a_mismatch_names_the_setting() {
     let mut h = Harness::new();
     let declare = |h: &mut Harness, partitions, max_messages, message_ttl_ms, fail_if_exists| {
         h.apply(Command::CreateTopic {
+            owner: None,
+            expires_ms: 0,
             name: "t".into(),
             partitions,
             limits: TopicLimits {
@@ -1224,12 +1247,18 @@ fn declaring_a_topic_again_is_idempotent_and_a_mismatch_names_the_setting() {
     };
     assert_eq!(
         declare(&mut h, 2, 0, 0, false),
-        Outcome::Declared { created: true }
+        Outcome::Declared {
+            created: true,
+            name: "t".into()
+        }
     );
     h.publish("t", &[None]);
     assert_eq!(
         declare(&mut h, 2, 0, 0, false),
-        Outcome::Declared { created: false }
+        Outcome::Declared {
+            created: false,
+            name: "t".into()
+        }
     );
     assert_eq!(h.state.topics()[0].retained, 1, "declaring again kept it");
     let mismatch = |outcome| match rejected(outcome) {
@@ -1407,6 +1436,8 @@ fn an_expired_message_is_never_delivered_and_is_dead_lettered() {
 fn the_shorter_ttl_wins_and_an_expired_message_without_a_dead_letter_topic_is_dropped() {
     let mut h = Harness::new();
     h.apply(Command::CreateTopic {
+        owner: None,
+        expires_ms: 0,
         name: "t".into(),
         partitions: 1,
         limits: TopicLimits::default(),
@@ -1500,7 +1531,10 @@ fn an_exchange_stores_a_message_once_for_every_topic_it_reaches() {
     h.topic("b", 2);
     assert_eq!(
         declare_exchange(&mut h, "fan", ExchangeKind::Fanout, None),
-        Outcome::Declared { created: true }
+        Outcome::Declared {
+            created: true,
+            name: "fan".into()
+        }
     );
     assert_eq!(bind(&mut h, "fan", "a", ""), Outcome::Done);
     assert_eq!(bind(&mut h, "fan", "b", "ignored"), Outcome::Done);
@@ -1562,6 +1596,8 @@ fn unroutable_messages_are_counted_or_go_to_the_alternate_and_a_full_topic_refus
     let mut h = Harness::new();
     h.topic("errors", 1);
     h.apply(Command::CreateTopic {
+        owner: None,
+        expires_ms: 0,
         name: "small".into(),
         partitions: 1,
         limits: TopicLimits {
@@ -1627,11 +1663,17 @@ fn exchanges_are_declared_bound_and_deleted_with_clear_refusals() {
     h.topic("t", 1);
     assert_eq!(
         declare_exchange(&mut h, "x", ExchangeKind::Topic, None),
-        Outcome::Declared { created: true }
+        Outcome::Declared {
+            created: true,
+            name: "x".into()
+        }
     );
     assert_eq!(
         declare_exchange(&mut h, "x", ExchangeKind::Topic, None),
-        Outcome::Declared { created: false }
+        Outcome::Declared {
+            created: false,
+            name: "x".into()
+        }
     );
     let mismatch = |outcome| match rejected(outcome) {
         Rejection::SettingMismatch {
@@ -1745,4 +1787,91 @@ fn exchanges_are_declared_bound_and_deleted_with_clear_refusals() {
         1,
         "the routed message stays in its topic"
     );
+}
+
+fn declare_temporary(h: &mut Harness, name: &str, owner: Option<u64>, expires_ms: u32) -> Outcome {
+    h.apply(Command::CreateTopic {
+        name: name.into(),
+        partitions: 1,
+        limits: TopicLimits::default(),
+        message_ttl_ms: 0,
+        fail_if_exists: false,
+        owner,
+        expires_ms,
+    })
+}
+
+fn topic_names(h: &Harness) -> Vec<String> {
+    h.state.topics().into_iter().map(|t| t.name).collect()
+}
+
+/// A topic declared without a name gets one of the server's; an exclusive
+/// topic admits only its owner's consumers; an expiring topic is deleted,
+/// by a `Tick`, once it has had no consumer for its `expires_ms`, and a
+/// consumer stops its clock (the invariants hold the expiry index to the
+/// topics after every command).
+#[test]
+fn temporary_topics_are_server_named_owned_and_deleted_once_unused() {
+    let mut h = Harness::new();
+    let name = |outcome| match outcome {
+        Outcome::Declared {
+            created: true,
+            name,
+        } => name,
+        other => panic!("expected a new topic, got {other:?}"),
+    };
+    let owned = name(declare_temporary(&mut h, "", Some(7), 1_000));
+    let idle = name(declare_temporary(&mut h, "", Some(7), 1_000));
+    assert_eq!((owned.as_str(), idle.as_str()), ("tmp.1", "tmp.2"));
+    assert!(matches!(
+        rejected(declare_temporary(&mut h, "tmp.9", None, 0)),
+        Rejection::Invalid(_)
+    ));
+    assert!(matches!(
+        rejected(declare_temporary(&mut h, &owned, Some(8), 1_000)),
+        Rejection::Exclusive(_)
+    ));
+    assert!(matches!(
+        rejected(declare_temporary(&mut h, &owned, Some(7), 2_000)),
+        Rejection::SettingMismatch { setting, .. } if setting == "expires_ms"
+    ));
+
+    let attach = |h: &mut Harness, client| {
+        h.apply(Command::Attach {
+            topic: "tmp.1".into(),
+            subscription: "s".into(),
+            prefetch: 10,
+            session: SESSION,
+            config: None,
+            client,
+        })
+    };
+    assert!(matches!(
+        rejected(attach(&mut h, 8)),
+        Rejection::Exclusive(_)
+    ));
+    let consumer = match attach(&mut h, 7) {
+        Outcome::Attached(id) => id,
+        other => panic!("the owner's attach answered {other:?}"),
+    };
+    h.publish("tmp.1", &[None, None]);
+    let idle_until = h.state.next_deadline().expect("tmp.2 expires");
+
+    // Past tmp.2's time: it goes; tmp.1 has a consumer and stays.
+    h.stamp_ms = idle_until;
+    h.apply(Command::Tick);
+    assert_eq!(topic_names(&h), vec!["tmp.1".to_string()]);
+    assert_eq!(h.state.next_deadline(), None);
+
+    // Its consumer goes: the clock starts, and runs out 1,000 ms on.
+    h.apply(Command::Detach { consumer });
+    let deadline = h.state.next_deadline().expect("tmp.1 now expires");
+    assert_eq!(deadline, h.stamp_ms + 1_000);
+    h.stamp_ms = deadline - 2;
+    h.apply(Command::Tick);
+    assert_eq!(topic_names(&h), vec!["tmp.1".to_string()], "not yet");
+    h.stamp_ms = deadline;
+    h.apply(Command::Tick);
+    assert!(topic_names(&h).is_empty());
+    assert_eq!(h.state.oldest_body(), None, "its messages went with it");
 }

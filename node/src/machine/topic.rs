@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::ids::KeyHash;
+use super::lifetime::Lifetime;
 use super::live::LiveBodies;
 use super::producers::Producers;
 use super::records::Records;
@@ -240,10 +241,17 @@ pub struct Topic {
     /// Every message expires this long after it is published (0: never),
     /// or sooner by its own `ttl_ms`.
     pub message_ttl_ms: u32,
+    /// Who may consume it and how long it outlives its last consumer.
+    pub lifetime: Lifetime,
 }
 
 impl Topic {
-    pub fn new(partitions: u32, limits: TopicLimits, message_ttl_ms: u32) -> Self {
+    pub fn new(
+        partitions: u32,
+        limits: TopicLimits,
+        message_ttl_ms: u32,
+        lifetime: Lifetime,
+    ) -> Self {
         Topic {
             partitions: (0..partitions).map(|_| Partition::default()).collect(),
             subscriptions: BTreeMap::new(),
@@ -251,7 +259,13 @@ impl Topic {
             producers: Producers::default(),
             limits,
             message_ttl_ms,
+            lifetime,
         }
+    }
+
+    /// Consumers attached to any of its subscriptions.
+    pub fn consumer_count(&self) -> usize {
+        self.subscriptions.values().map(|s| s.consumers.len()).sum()
     }
 
     /// The TTL a message published here gets: the shorter of its own and
