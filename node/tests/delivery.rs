@@ -342,6 +342,9 @@ async fn a_poison_message_reaches_the_dead_letter_topic_after_exactly_max_delive
         app_id: Some("shop".into()),
         content_encoding: Some("identity".into()),
         ttl_ms: Some(3_600_000),
+        // A delay that is over before it starts: carried, nothing waits.
+        delay_ms: Some(0),
+        not_before_ms: Some(1_000),
     };
     let bad = Message::new("bad")
         .with_header("trace", "t-1")
@@ -549,4 +552,149 @@ async fn deliveries_keep_their_promises_across_a_leader_kill() {
         "every message processed after the failover"
     );
     assert_ne!(cluster.wait_for_leader(Some(leader)).await, leader);
+}
+
+/// Now by this machine's clock, which the nodes share in these tests.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_millis() as u64
+}
+
+/// A message with a key and properties.
+fn with(key: &str, payload: &str, properties: Properties) -> Message {
+    Message::new(payload.to_string())
+        .with_key(key.to_string())
+        .with_properties(properties)
+}
+
+/// A delayed message is never delivered before its time by the leader's
+/// clock; the later message of its key waits for it (failover keeps order
+/// per key), another key's passes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_message_is_never_delivered_early_and_keeps_its_keys_order() {
+    const DELAY_MS: u32 = 1_500;
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic("later", 1).await.expect("topic");
+    let delayed = Properties {
+        delay_ms: Some(DELAY_MS),
+        ..Properties::default()
+    };
+    let batch = vec![
+        with("k", "delayed", delayed),
+        with("k", "after it", Properties::default()),
+        with("other", "other key", Properties::default()),
+    ];
+    client.publish("later", batch).await.expect("publish");
+    let mut consumer = client.subscribe("later", "s", 10).await.expect("subscribe");
+    let first = next(&mut consumer).await;
+    assert_eq!(text(&first), "other key");
+    let due = first.publish_time_ms + u64::from(DELAY_MS);
+    let second = next(&mut consumer).await;
+    let received = now_ms();
+    assert_eq!(text(&second), "delayed");
+    assert!(received >= due, "delivered {} ms early", due - received);
+    assert_eq!(text(&next(&mut consumer).await), "after it");
+}
+
+/// The leader dies with a delayed message not due yet, a message whose
+/// TTL runs out during the election, and an exclusive topic; afterwards
+/// the delayed one still comes no earlier than its time and before the
+/// later one of its key, the expired one is never delivered and is dead
+/// lettered, and the exclusive topic still admits only its owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delays_ttls_and_exclusive_topics_keep_their_promises_across_a_leader_kill() {
+    const DELAY_MS: u32 = 4_000;
+    let mut cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic("mix", 1).await.expect("topic");
+    client.create_topic("mix-dlq", 1).await.expect("dlq topic");
+    let owned = TopicOptions {
+        exclusive: true,
+        expires: Some(Duration::from_secs(10)),
+        ..TopicOptions::default()
+    };
+    let mine = client
+        .declare_server_named(1, owned)
+        .await
+        .expect("exclusive topic");
+    client
+        .publish(&mine, vec![Message::new("private")])
+        .await
+        .expect("publish to the exclusive topic");
+    let batch = vec![
+        with(
+            "k",
+            "delayed",
+            Properties {
+                delay_ms: Some(DELAY_MS),
+                ..Properties::default()
+            },
+        ),
+        with(
+            "short",
+            "expires",
+            Properties {
+                ttl_ms: Some(300),
+                ..Properties::default()
+            },
+        ),
+        with("k", "after it", Properties::default()),
+        with("plain", "plain", Properties::default()),
+    ];
+    let positions = client.publish("mix", batch).await.expect("publish");
+    assert_eq!(positions.len(), 4);
+
+    let leader = cluster.wait_for_leader(None).await;
+    cluster.kill(leader);
+    cluster.wait_for_leader(Some(leader)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let options = SubscribeOptions {
+        prefetch: 10,
+        dead_letter_topic: Some("mix-dlq".into()),
+        ..Default::default()
+    };
+    let mut consumer = subscribe(&client, "mix", "s", options).await;
+    let first = next(&mut consumer).await;
+    assert_eq!(text(&first), "plain");
+    let due = first.publish_time_ms + u64::from(DELAY_MS);
+    let delayed = next(&mut consumer).await;
+    let received = now_ms();
+    assert_eq!(text(&delayed), "delayed");
+    assert!(received >= due, "delivered {} ms early", due - received);
+    assert_eq!(text(&next(&mut consumer).await), "after it");
+    assert_quiet(
+        &mut consumer,
+        Duration::from_millis(500),
+        "the expired message",
+    )
+    .await;
+    let mut inspector = client
+        .subscribe("mix-dlq", "inspect", 10)
+        .await
+        .expect("subscribe dlq");
+    let dead = next(&mut inspector).await;
+    assert_eq!(text(&dead), "expires");
+    assert_eq!(
+        dead.headers
+            .get("x-raftmq-dead-letter-reason")
+            .map(String::as_str),
+        Some("expired")
+    );
+
+    let stranger = cluster.client();
+    let refused = stranger
+        .subscribe(&mine, "peek", 1)
+        .await
+        .expect_err("not the owner");
+    assert_eq!(
+        refused.code(),
+        Some(raftmq_client::Code::FailedPrecondition),
+        "{refused}"
+    );
+    let mut own = client.subscribe(&mine, "own", 1).await.expect("the owner");
+    assert_eq!(text(&next(&mut own).await), "private");
 }

@@ -235,11 +235,16 @@ fn properties_json(properties: &Properties) -> serde_json::Value {
         .into_iter()
         .filter_map(|(name, value)| Some((name.to_string(), value.clone()?.into())))
         .collect();
-    if let Some(timestamp_ms) = properties.timestamp_ms {
-        set.insert("timestamp_ms".into(), timestamp_ms.into());
-    }
-    if let Some(ttl_ms) = properties.ttl_ms {
-        set.insert("ttl_ms".into(), ttl_ms.into());
+    let numbers = [
+        ("timestamp_ms", properties.timestamp_ms),
+        ("ttl_ms", properties.ttl_ms.map(u64::from)),
+        ("delay_ms", properties.delay_ms.map(u64::from)),
+        ("not_before_ms", properties.not_before_ms),
+    ];
+    for (name, value) in numbers {
+        if let Some(value) = value {
+            set.insert(name.into(), value.into());
+        }
     }
     set.into()
 }

@@ -82,9 +82,17 @@ struct PropertyArgs {
     kind: Option<String>,
     #[arg(long)]
     app_id: Option<String>,
-    /// Expires this many ms after it is published: never delivered after.
+    /// Expires this many ms after it is published (or becomes due, if
+    /// delayed): never delivered after.
     #[arg(long)]
     ttl_ms: Option<u32>,
+    /// Not delivered before this many ms after it is published.
+    #[arg(long)]
+    delay_ms: Option<u32>,
+    /// Not delivered before this time, ms since the Unix epoch (the
+    /// leader's clock).
+    #[arg(long)]
+    not_before_ms: Option<u64>,
 }
 
 impl PropertyArgs {
@@ -99,6 +107,8 @@ impl PropertyArgs {
             r#type: self.kind.clone(),
             app_id: self.app_id.clone(),
             ttl_ms: self.ttl_ms,
+            delay_ms: self.delay_ms,
+            not_before_ms: self.not_before_ms,
         }
     }
 }

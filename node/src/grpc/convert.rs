@@ -28,6 +28,8 @@ pub fn new_message(message: v1::Message) -> NewMessage {
                     r#type: p.r#type,
                     app_id: p.app_id,
                     ttl_ms: p.ttl_ms,
+                    delay_ms: p.delay_ms,
+                    not_before_ms: p.not_before_ms,
                 })
             }),
     }
@@ -44,6 +46,8 @@ fn properties(properties: Properties) -> v1::Properties {
         r#type: properties.r#type,
         app_id: properties.app_id,
         ttl_ms: properties.ttl_ms,
+        delay_ms: properties.delay_ms,
+        not_before_ms: properties.not_before_ms,
     }
 }
 

@@ -7,7 +7,10 @@
 //! subscription's mode picks the consumer for each candidate; a candidate no
 //! consumer may take now is passed over, within a bounded look-ahead. An
 //! expired candidate is never handed out: it is passed over and answered,
-//! to be dead-lettered (`Ledger::dispatch`).
+//! to be dead-lettered (`Ledger::dispatch`). A message published delayed
+//! and not due yet is deferred: it waits among the returned messages until
+//! its time (`Cursor::defer`), holding back its key's later messages as a
+//! delayed redelivery does.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -71,6 +74,7 @@ pub(super) fn dispatch(
         let mut handed = false;
         for step in 0..count {
             let index = ((subscription.next_partition + step) % count) as usize;
+            let mut deferred = Vec::new();
             let picked = pick(
                 &partitions[index],
                 subscription,
@@ -79,7 +83,12 @@ pub(super) fn dispatch(
                 consumers,
                 now_ms,
                 &mut expired,
+                &mut deferred,
             );
+            let mut cursor_deadlines = deadlines.of(topic_name, subscription_name, index as u32);
+            for (offset, due_ms) in deferred {
+                subscription.cursors[index].defer(offset, due_ms, &mut cursor_deadlines);
+            }
             if let Some((offset, consumer, counts)) = picked {
                 hand_out(
                     &partitions[index],
@@ -104,7 +113,9 @@ pub(super) fn dispatch(
 }
 
 /// The next message of one partition some consumer may take, and who.
-/// Expired candidates are passed over and added to `expired`.
+/// Expired candidates are passed over and added to `expired`; fresh ones
+/// not due yet are passed over and added to `deferred`, with their time.
+#[allow(clippy::too_many_arguments)]
 fn pick(
     partition: &Partition,
     subscription: &mut Subscription,
@@ -113,6 +124,7 @@ fn pick(
     consumers: &BTreeMap<ConsumerId, Consumer>,
     now_ms: u64,
     expired: &mut BTreeSet<(u32, u64)>,
+    deferred: &mut Vec<(u64, u64)>,
 ) -> Option<(u64, ConsumerId, Counts)> {
     let Subscription {
         config,
@@ -138,7 +150,10 @@ fn pick(
         .min(cursor.next.saturating_add(DISPATCH_LOOKAHEAD_MAX));
     let fresh = (cursor.next..horizon)
         .filter(|offset| cursor.standing(*offset) == Standing::NeverDelivered)
-        .map(|offset| Look::Candidate(offset, Counts::default()));
+        .map(|offset| match partition.due_ms(offset) {
+            Some(due_ms) if due_ms > now_ms => Look::NotDue(offset, due_ms),
+            _ => Look::Candidate(offset, Counts::default()),
+        });
     // Returned messages first; the `ReturnedLast` quirk puts them last.
     let late = quirks::on(Quirk::ReturnedLast);
     let looks = returned()
@@ -155,11 +170,13 @@ fn pick(
     for look in looks {
         let (offset, counts) = match look {
             Look::Candidate(offset, counts) => (offset, counts),
+            Look::NotDue(offset, due_ms) => {
+                deferred.push((offset, due_ms));
+                hold_back(&mut blocked, partition, offset, ordered);
+                continue;
+            }
             Look::Waiting(offset) => {
-                let key = partition.get(offset).and_then(Stored::key);
-                if let Some(key) = key.filter(|_| ordered) {
-                    blocked.entry(key).or_insert(offset);
-                }
+                hold_back(&mut blocked, partition, offset, ordered);
                 continue;
             }
         };
@@ -195,11 +212,27 @@ fn pick(
     None
 }
 
+/// A message waiting for its time holds back the later messages of its
+/// key, in the modes that keep order per key.
+fn hold_back(
+    blocked: &mut BTreeMap<KeyHash, u64>,
+    partition: &Partition,
+    offset: u64,
+    ordered: bool,
+) {
+    let key = partition.get(offset).and_then(Stored::key);
+    if let Some(key) = key.filter(|_| ordered) {
+        blocked.entry(key).or_insert(offset);
+    }
+}
+
 /// One message dispatch looks at: a candidate to hand out (with its
-/// counts so far), or a returned message still waiting out its delay.
+/// counts so far), a returned message still waiting out its delay, or a
+/// fresh one published delayed, not due before the time it carries.
 enum Look {
     Candidate(u64, Counts),
     Waiting(u64),
+    NotDue(u64, u64),
 }
 
 /// What choosing a consumer for one message looks at.

@@ -84,7 +84,10 @@ impl Ledger<'_> {
         }
         let mut positions: Vec<(u32, u64)> = slots
             .into_iter()
-            .map(|(slot, m)| topic.store(record(topic, m, slot, self.moment), self.live))
+            .map(|(slot, m)| {
+                let (stored, due) = record(topic, m, slot, self.moment);
+                topic.store(stored, due, self.live)
+            })
             .collect();
         if reversed {
             positions.reverse();
@@ -123,8 +126,8 @@ impl Ledger<'_> {
                     .iter()
                     .filter_map(|name| {
                         let topic = self.topics.get_mut(name)?;
-                        let stored = record(topic, message, slot, self.moment);
-                        let (partition, offset) = topic.store(stored, self.live);
+                        let (stored, due) = record(topic, message, slot, self.moment);
+                        let (partition, offset) = topic.store(stored, due, self.live);
                         Some((name.clone(), partition, offset))
                     })
                     .collect()
@@ -141,7 +144,7 @@ impl Ledger<'_> {
             .get_mut(name)
             .ok_or_else(|| Rejection::UnknownTopic(name.into()))?;
         topic.admit(name, 1, u64::from(stored.bytes))?;
-        Ok(topic.store(stored, self.live))
+        Ok(topic.store(stored, None, self.live))
     }
 
     /// Hands out what the subscription's consumers have credit for. The
@@ -271,8 +274,11 @@ impl Ledger<'_> {
 }
 
 /// The record of a message published to `topic` in the entry being
-/// applied, its body at `slot` there, stamped with the state's time.
-fn record(topic: &Topic, message: &NewMessage, slot: u32, moment: Moment) -> Stored {
+/// applied, its body at `slot` there, stamped with the state's time; and
+/// when it becomes due, if it is delayed. A delayed message's TTL counts
+/// from then (as with RabbitMQ's delayed messages, which reach their
+/// queue only then).
+fn record(topic: &Topic, message: &NewMessage, slot: u32, moment: Moment) -> (Stored, Option<u64>) {
     let Moment {
         now_ms,
         index,
@@ -281,5 +287,10 @@ fn record(topic: &Topic, message: &NewMessage, slot: u32, moment: Moment) -> Sto
     let key = message.key.as_deref().map(raftmq_rules::key_hash);
     let bytes = u32::try_from(counted_bytes(message)).unwrap_or(u32::MAX);
     let at = BodyRef { index, term, slot };
-    Stored::new(at, bytes, key, now_ms, topic.ttl_for(message))
+    let due = message.due_ms(now_ms);
+    let ttl_ms = match (topic.ttl_for(message), due) {
+        (0, _) | (_, None) => topic.ttl_for(message),
+        (ttl, Some(due)) => u32::try_from(u64::from(ttl) + (due - now_ms)).unwrap_or(u32::MAX),
+    };
+    (Stored::new(at, bytes, key, now_ms, ttl_ms), due)
 }

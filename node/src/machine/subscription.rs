@@ -245,6 +245,18 @@ impl Cursor {
         Some((flight.consumer, counts))
     }
 
+    /// Holds back a message never handed out until `due_ms`, when it was
+    /// published delayed: from here on it waits as a returned message
+    /// does, so `next` moves past it.
+    pub fn defer(&mut self, offset: u64, due_ms: u64, deadlines: &mut CursorDeadlines<'_>) {
+        let returned = Returned {
+            counts: Counts::default(),
+            not_before_ms: due_ms,
+        };
+        self.put_returned(offset, returned, deadlines);
+        self.advance_next();
+    }
+
     /// Ends a returned message's delay, now that its time came: from now on
     /// only credit holds it back.
     pub fn end_delay(&mut self, offset: u64, deadlines: &mut CursorDeadlines<'_>) {

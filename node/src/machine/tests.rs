@@ -1875,3 +1875,123 @@ fn temporary_topics_are_server_named_owned_and_deleted_once_unused() {
     assert!(topic_names(&h).is_empty());
     assert_eq!(h.state.oldest_body(), None, "its messages went with it");
 }
+
+/// Publishes to `topic` one message per (key, delay in ms; 0: none).
+fn publish_delayed(h: &mut Harness, topic: &str, messages: &[(Option<&str>, u32)]) {
+    let messages = messages
+        .iter()
+        .map(|(key, delay_ms)| NewMessage {
+            key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+            payload: Bytes::from_static(b"m"),
+            headers: Default::default(),
+            properties: (*delay_ms > 0).then(|| {
+                Box::new(Properties {
+                    delay_ms: Some(*delay_ms),
+                    ..Properties::default()
+                })
+            }),
+        })
+        .collect();
+    h.apply(Command::Publish {
+        producer: None,
+        topic: topic.into(),
+        messages,
+    });
+}
+
+fn offsets(deliveries: Vec<(ConsumerId, u32, u64, u32)>) -> Vec<u64> {
+    deliveries
+        .into_iter()
+        .map(|(_, _, offset, _)| offset)
+        .collect()
+}
+
+/// A delayed message is never handed out before its time, by the state
+/// machine's clock: the messages after it pass it, except, in the modes
+/// that keep order per key, the later ones of its own key, which wait for
+/// it; at its time a `Tick` hands it out first, as a first attempt.
+#[test]
+fn a_delayed_message_waits_for_its_time_and_holds_back_only_its_key() {
+    for (mode, later_a_waits) in [
+        (Mode::Failover, true),
+        (Mode::KeyShared, true),
+        (Mode::Shared, false),
+    ] {
+        let mut h = Harness::new();
+        h.topic("t", 1);
+        // Offsets: 0 "a" delayed 1 s, 1 "a", 2 "b", 3 keyless.
+        publish_delayed(
+            &mut h,
+            "t",
+            &[
+                (Some("a"), 1_000),
+                (Some("a"), 0),
+                (Some("b"), 0),
+                (None, 0),
+            ],
+        );
+        let published_ms = h.stamp_ms;
+        let config = SubscriptionConfig {
+            mode,
+            ..SubscriptionConfig::default()
+        };
+        h.attach_with("t", "s", 10, SESSION, Some(config));
+        let first = offsets(h.deliveries());
+        let expected: &[u64] = if later_a_waits { &[2, 3] } else { &[1, 2, 3] };
+        assert_eq!(first, expected, "{mode:?}: before the delay ends");
+        let due = h
+            .state
+            .next_deadline()
+            .expect("a deadline for the delayed message");
+        assert_eq!(due, published_ms + 1_000, "{mode:?}");
+
+        h.stamp_ms = due - 2;
+        h.apply(Command::Tick);
+        assert!(h.deliveries().is_empty(), "{mode:?}: delivered early");
+        h.stamp_ms = due - 1;
+        h.apply(Command::Tick);
+        let at_due = h.deliveries();
+        let expected: &[u64] = if later_a_waits { &[0, 1] } else { &[0] };
+        assert_eq!(offsets(at_due.clone()), expected, "{mode:?}: at its time");
+        assert_eq!(at_due[0].3, 1, "{mode:?}: a delay is not a failed attempt");
+    }
+}
+
+/// A delayed message's TTL counts from when it becomes due, and a
+/// subscription created after the delay was deferred elsewhere still
+/// waits for it: the time is the partition's, not one cursor's.
+#[test]
+fn a_delay_holds_for_every_subscription_and_its_ttl_starts_when_due() {
+    let mut h = Harness::new();
+    h.topic("t", 1);
+    h.apply(Command::Publish {
+        producer: None,
+        topic: "t".into(),
+        messages: vec![NewMessage {
+            key: None,
+            payload: Bytes::from_static(b"later"),
+            headers: Default::default(),
+            properties: Some(Box::new(Properties {
+                delay_ms: Some(5_000),
+                ttl_ms: Some(1_000),
+                ..Properties::default()
+            })),
+        }],
+    });
+    h.attach("t", "first", 1, SESSION);
+    assert!(h.deliveries().is_empty());
+    h.stamp_ms += 3_000;
+    h.attach("t", "second", 1, SESSION);
+    assert!(
+        h.deliveries().is_empty(),
+        "a new subscription hands it out early"
+    );
+    // Due at 5 s, expiring at 6 s: between the two it goes out.
+    h.stamp_ms += 2_500;
+    h.apply(Command::Tick);
+    assert_eq!(
+        offsets(h.deliveries()),
+        vec![0, 0],
+        "both subscriptions, once due"
+    );
+}

@@ -27,8 +27,8 @@ pub struct NewMessage {
 }
 
 /// What a message says of itself, as AMQP's basic properties do: stored
-/// and delivered unchanged; only `ttl_ms` means anything to the state
-/// machine.
+/// and delivered unchanged; only `ttl_ms` and the delay mean anything to
+/// the state machine.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Properties {
     pub content_type: Option<String>,
@@ -41,9 +41,27 @@ pub struct Properties {
     /// The message's type name (AMQP's `type`).
     pub r#type: Option<String>,
     pub app_id: Option<String>,
-    /// Expires this long after it is published (AMQP's `expiration`); the
-    /// topic's TTL, if shorter, wins. The one property applying reads.
+    /// Expires this long after it is published (AMQP's `expiration`), or
+    /// after it becomes due if delayed; the topic's TTL, if shorter, wins.
     pub ttl_ms: Option<u32>,
+    /// Not handed out before this long after it is published.
+    pub delay_ms: Option<u32>,
+    /// Not handed out before this time, ms since the epoch (the later of
+    /// this and `delay_ms` wins).
+    pub not_before_ms: Option<u64>,
+}
+
+impl NewMessage {
+    /// When a message published at `now_ms` becomes due, if it is delayed
+    /// past then.
+    pub fn due_ms(&self, now_ms: u64) -> Option<u64> {
+        let properties = self.properties.as_deref()?;
+        let after_delay = properties
+            .delay_ms
+            .map_or(0, |delay| now_ms.saturating_add(u64::from(delay)));
+        let due = after_delay.max(properties.not_before_ms.unwrap_or(0));
+        (due > now_ms).then_some(due)
+    }
 }
 
 /// A message as a consumer gets it: its body from the log entry that
@@ -180,6 +198,10 @@ pub struct Partition {
     pub messages: Records<Stored>,
     /// Bytes retained, as `raftmq_rules::message_bytes` counts them.
     pub bytes: u64,
+    /// The retained messages that were published delayed, by offset: when
+    /// each becomes due. Beside the records, not in them, as few messages
+    /// are delayed and a record has no room left.
+    pub delayed: BTreeMap<u64, u64>,
 }
 
 /// Bounds on what a topic retains; 0 is unlimited. A publish that would
@@ -216,8 +238,20 @@ impl Partition {
         self.end() - 1
     }
 
+    /// When the message at `offset` becomes due, if it was published
+    /// delayed.
+    pub fn due_ms(&self, offset: u64) -> Option<u64> {
+        if self.delayed.is_empty() {
+            return None; // the common case costs no lookup
+        }
+        self.delayed.get(&offset).copied()
+    }
+
     /// Drops every message below `offset`.
     pub fn trim_to(&mut self, offset: u64, live: &mut LiveBodies) {
+        if !self.delayed.is_empty() {
+            self.delayed = self.delayed.split_off(&offset);
+        }
         while self.base < offset {
             let Some(message) = self.messages.pop_front() else {
                 break;
@@ -315,12 +349,21 @@ impl Topic {
         self.partitions.len() as u32
     }
 
-    /// Routes a message to a partition and appends it there: its
-    /// (partition, offset).
-    pub fn store(&mut self, message: Stored, live: &mut LiveBodies) -> (u32, u64) {
-        let partition = self.route(message.key());
-        let offset = self.partitions[partition as usize].append(message, live);
-        (partition, offset)
+    /// Routes a message to a partition and appends it there, not to be
+    /// handed out before `due_ms` if set: its (partition, offset).
+    pub fn store(
+        &mut self,
+        message: Stored,
+        due_ms: Option<u64>,
+        live: &mut LiveBodies,
+    ) -> (u32, u64) {
+        let index = self.route(message.key()) as usize;
+        let partition = &mut self.partitions[index];
+        let offset = partition.append(message, live);
+        if let Some(due) = due_ms {
+            partition.delayed.insert(offset, due);
+        }
+        (index as u32, offset)
     }
 
     /// Keyed messages go to the wire contract's hash; keyless ones round
