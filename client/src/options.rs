@@ -139,6 +139,33 @@ impl ProducerOptions {
 /// subscription is created).
 pub use raftmq_proto::v1::SubscriptionMode;
 
+/// Where a new subscription starts, in each partition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StartAt {
+    /// The earliest retained message.
+    #[default]
+    Earliest,
+    /// After the messages published so far.
+    Latest,
+    /// This offset, or the nearest retained one.
+    Offset(u64),
+    /// The first message published at or after this time, ms since the
+    /// Unix epoch (the leader's clock).
+    Time(u64),
+}
+
+impl StartAt {
+    fn position(self) -> raftmq_proto::v1::StartPosition {
+        use raftmq_proto::v1::StartPosition;
+        match self {
+            StartAt::Earliest => StartPosition::Earliest,
+            StartAt::Latest => StartPosition::Latest,
+            StartAt::Offset(_) => StartPosition::Offset,
+            StartAt::Time(_) => StartPosition::Time,
+        }
+    }
+}
+
 /// How a consumer attaches, and the settings of the subscription if this
 /// attach creates it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,9 +183,8 @@ pub struct SubscribeOptions {
     pub max_deliveries: u32,
     /// An existing topic for rejected and over-delivered messages.
     pub dead_letter_topic: Option<String>,
-    /// Start a new subscription after the messages published so far
-    /// instead of at the earliest retained one.
-    pub from_latest: bool,
+    /// Where a new subscription starts (a replay, before the end).
+    pub start: StartAt,
     /// How long `next` keeps re-subscribing without progress before it
     /// fails with `StreamBroken`. `None` (the default): for as long as it
     /// takes, so a consumer daemon outlives a whole-cluster restart; each
@@ -174,7 +200,7 @@ impl Default for SubscribeOptions {
             ack_timeout: None,
             max_deliveries: 0,
             dead_letter_topic: None,
-            from_latest: false,
+            start: StartAt::Earliest,
             give_up_after: None,
         }
     }
@@ -197,11 +223,15 @@ impl SubscribeOptions {
             ack_timeout_ms: self.ack_timeout.map_or(0, |t| t.as_millis() as u64),
             max_deliveries: self.max_deliveries,
             dead_letter_topic: self.dead_letter_topic.clone(),
-            start: if self.from_latest {
-                raftmq_proto::v1::StartPosition::Latest
-            } else {
-                raftmq_proto::v1::StartPosition::Earliest
-            } as i32,
+            start: self.start.position() as i32,
+            start_offset: match self.start {
+                StartAt::Offset(offset) => offset,
+                _ => 0,
+            },
+            start_time_ms: match self.start {
+                StartAt::Time(at_ms) => at_ms,
+                _ => 0,
+            },
             client_id,
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::Cluster;
 use raftmq_client::{
-    Client, Consumer, Delivery, Message, NackOptions, Properties, SubscribeOptions,
+    Client, Consumer, Delivery, Message, NackOptions, Properties, StartAt, SubscribeOptions,
     SubscriptionMode, TopicOptions,
 };
 use raftmq_proto::v1::broker_client::BrokerClient;
@@ -697,4 +697,38 @@ async fn delays_ttls_and_exclusive_topics_keep_their_promises_across_a_leader_ki
     );
     let mut own = client.subscribe(&mine, "own", 1).await.expect("the owner");
     assert_eq!(text(&next(&mut own).await), "private");
+}
+
+/// A new subscription replays from an offset or from a time, in every
+/// partition: it starts exactly where asked among what is retained (here
+/// everything: the first subscription acks nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_replays_from_an_offset_or_a_time() {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic("replay", 1).await.expect("topic");
+    publish_keyless(&client, "replay", 5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publish_keyless(&client, "replay", 5).await;
+    let mut all = subscribe(&client, "replay", "all", SubscribeOptions::default()).await;
+    let everything = take(&mut all, 10).await;
+    let second_batch_ms = everything[5].publish_time_ms;
+    assert!(second_batch_ms > everything[4].publish_time_ms);
+
+    for (name, start, first) in [
+        ("from-offset", StartAt::Offset(4), 4),
+        ("from-time", StartAt::Time(second_batch_ms), 5),
+        ("from-earliest", StartAt::Earliest, 0),
+    ] {
+        let options = SubscribeOptions {
+            start,
+            ..SubscribeOptions::default()
+        };
+        let mut consumer = subscribe(&client, "replay", name, options).await;
+        let got = take(&mut consumer, 10 - first).await;
+        let offsets: Vec<u64> = got.iter().map(|d| d.offset).collect();
+        let expected: Vec<u64> = (first as u64..10).collect();
+        assert_eq!(offsets, expected, "{name}");
+        assert_quiet(&mut consumer, Duration::from_millis(300), name).await;
+    }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 use raftmq_client::{
-    Client, ClientError, Consumer, Delivery, NackOptions, Position, Properties, SubscribeOptions,
-    SubscriptionMode,
+    Client, ClientError, Consumer, Delivery, NackOptions, Position, Properties, StartAt,
+    SubscribeOptions, SubscriptionMode,
 };
 use serde_json::json;
 
@@ -53,8 +53,16 @@ pub(crate) struct ConsumeArgs {
     #[arg(long)]
     dead_letter_topic: Option<String>,
     /// Start a new subscription after the messages published so far.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["from_offset", "from_time_ms"])]
     from_latest: bool,
+    /// Start a new subscription at this offset in every partition (a
+    /// replay of what is retained).
+    #[arg(long, conflicts_with = "from_time_ms")]
+    from_offset: Option<u64>,
+    /// Start a new subscription at the first message published at or after
+    /// this time, ms since the Unix epoch.
+    #[arg(long)]
+    from_time_ms: Option<u64>,
     /// What to do with each printed message.
     #[arg(long, value_enum, default_value = "ack")]
     settle: Settle,
@@ -100,7 +108,12 @@ pub(crate) async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<Ex
         ack_timeout: args.ack_timeout_ms.map(Duration::from_millis),
         max_deliveries: args.max_deliveries,
         dead_letter_topic: args.dead_letter_topic.clone(),
-        from_latest: args.from_latest,
+        start: match (args.from_latest, args.from_offset, args.from_time_ms) {
+            (true, _, _) => StartAt::Latest,
+            (_, Some(offset), _) => StartAt::Offset(offset),
+            (_, _, Some(at_ms)) => StartAt::Time(at_ms),
+            _ => StartAt::Earliest,
+        },
         give_up_after: args.give_up_after_secs.map(Duration::from_secs),
     };
     let mut consumer = client

@@ -98,6 +98,8 @@ pub fn subscription_config(request: &v1::SubscribeRequest) -> Option<Subscriptio
     let start = match request.start() {
         v1::StartPosition::Earliest => Start::Earliest,
         v1::StartPosition::Latest => Start::Latest,
+        v1::StartPosition::Offset => Start::Offset(request.start_offset),
+        v1::StartPosition::Time => Start::Time(request.start_time_ms),
     };
     let settings = request.ack_timeout_ms > 0
         || request.max_deliveries > 0

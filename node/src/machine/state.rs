@@ -19,7 +19,7 @@ use super::live::{Held, LiveBodies};
 use super::producers::{ProducerTag, Verdict};
 use super::rejection::Rejection;
 use super::settle::{self, Settle};
-use super::subscription::{Mode, Start, Subscription, SubscriptionConfig};
+use super::subscription::{Mode, Subscription, SubscriptionConfig};
 use super::topic::{self, BodyRef, NewMessage, Partition, Topic, TopicLimits};
 
 /// What `ListTopics` shows of a topic.
@@ -644,10 +644,7 @@ impl State {
             )?;
             let config = config.clone().unwrap_or_default();
             let start = config.start;
-            let offsets = topic.partitions.iter().map(|p| match start {
-                Start::Earliest => p.base,
-                Start::Latest => p.end(),
-            });
+            let offsets = topic.partitions.iter().map(|p| p.start_offset(start));
             let created = Subscription::starting_at(config, offsets);
             topic.subscriptions.insert(subscription.clone(), created);
         }

@@ -40,14 +40,20 @@ pub struct SubscriptionConfig {
     pub start: Start,
 }
 
-/// Where a new subscription starts reading.
+/// Where a new subscription starts reading, in each partition (a replay,
+/// when it starts before the end).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Start {
-    /// The first retained message of each partition.
+    /// The first retained message.
     #[default]
     Earliest,
     /// After the last message published so far: only what comes next.
     Latest,
+    /// This offset, or the nearest retained one.
+    Offset(u64),
+    /// The first message published at or after this time (ms since the
+    /// epoch, the state machine's clock).
+    Time(u64),
 }
 
 /// How often a message was handed out, and how often that went wrong.

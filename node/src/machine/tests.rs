@@ -1995,3 +1995,38 @@ fn a_delay_holds_for_every_subscription_and_its_ttl_starts_when_due() {
         "both subscriptions, once due"
     );
 }
+
+/// A new subscription starts where asked in each partition: at an offset
+/// (the nearest retained one if that is gone or not written yet), or at
+/// the first message published at or after a time.
+#[test]
+fn a_subscription_replays_from_an_offset_or_a_time() {
+    let mut h = Harness::new();
+    h.topic("t", 1);
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        h.stamp_ms += 100;
+        h.publish("t", &[None]);
+        times.push(h.stamp_ms);
+    }
+    let first = |h: &mut Harness, subscription: &str, start: Start| {
+        let config = SubscriptionConfig {
+            start,
+            ..SubscriptionConfig::default()
+        };
+        h.attach_with("t", subscription, 10, SESSION, Some(config));
+        offsets(h.deliveries()).first().copied()
+    };
+    assert_eq!(first(&mut h, "from-2", Start::Offset(2)), Some(2));
+    assert_eq!(first(&mut h, "from-time", Start::Time(times[3])), Some(3));
+    assert_eq!(first(&mut h, "between", Start::Time(times[1] + 1)), Some(2));
+    assert_eq!(first(&mut h, "before-all", Start::Time(0)), Some(0));
+    assert_eq!(first(&mut h, "past-end", Start::Offset(99)), None);
+    assert_eq!(first(&mut h, "future", Start::Time(u64::MAX)), None);
+    h.publish("t", &[None]);
+    let next: Vec<u64> = offsets(h.deliveries());
+    assert!(
+        next.contains(&5),
+        "a subscription past the end gets what comes next"
+    );
+}

@@ -13,7 +13,7 @@ use super::live::LiveBodies;
 use super::producers::Producers;
 use super::records::Records;
 use super::rejection::Rejection;
-use super::subscription::Subscription;
+use super::subscription::{Start, Subscription};
 
 /// A message as a producer sends it, and as its log entry keeps it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -236,6 +236,27 @@ impl Partition {
         live.hold(message.body().index, message.bytes);
         self.messages.push_back(message);
         self.end() - 1
+    }
+
+    /// Where a subscription starting at `start` begins here. Publish times
+    /// never run back within a partition, so a time is found by bisection.
+    pub fn start_offset(&self, start: Start) -> u64 {
+        match start {
+            Start::Earliest => self.base,
+            Start::Latest => self.end(),
+            Start::Offset(offset) => offset.clamp(self.base, self.end()),
+            Start::Time(at_ms) => {
+                let (mut low, mut high) = (0, self.messages.len());
+                while low < high {
+                    let middle = low + (high - low) / 2;
+                    match self.messages.get(middle) {
+                        Some(message) if message.publish_ms < at_ms => low = middle + 1,
+                        _ => high = middle,
+                    }
+                }
+                self.base + low as u64
+            }
+        }
     }
 
     /// When the message at `offset` becomes due, if it was published
