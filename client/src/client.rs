@@ -223,6 +223,7 @@ impl Client {
             exclusive: options.exclusive,
             expires_ms,
             client_id: self.id(),
+            overflow: options.overflow as i32,
         };
         self.unary_to_leader(request, |mut broker, request| async move {
             broker.create_topic(request).await

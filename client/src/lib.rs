@@ -61,8 +61,8 @@ pub use error::ClientError;
 pub use exchange::{Binding, ExchangeInfo, ExchangeKind, ExchangeOptions, Routed};
 pub use message::{Message, Properties};
 pub use options::{
-    ClientOptions, DeleteOptions, NackOptions, ProducerOptions, StartAt, SubscribeOptions,
-    SubscriptionMode, TopicOptions,
+    ClientOptions, DeleteOptions, NackOptions, Overflow, ProducerOptions, StartAt,
+    SubscribeOptions, SubscriptionMode, TopicOptions,
 };
 pub use position::Position;
 pub use producer::{Confirm, Producer};

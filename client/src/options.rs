@@ -257,7 +257,12 @@ pub struct TopicOptions {
     /// Deleted once it has had no consumer this long (RabbitMQ's
     /// `x-expires`); `None`: never. Whole milliseconds, at most 49 days.
     pub expires: Option<Duration>,
+    /// What a publish past `max_messages` / `max_bytes` does: refused
+    /// (the default) or stored, dropping the oldest (`Overflow::DropHead`).
+    pub overflow: Overflow,
 }
+
+pub use raftmq_proto::v1::Overflow;
 
 /// What must hold for a topic to be deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::Cluster;
 use raftmq_client::{
-    Client, Consumer, Delivery, Message, NackOptions, Properties, StartAt, SubscribeOptions,
-    SubscriptionMode, TopicOptions,
+    Client, Consumer, Delivery, Message, NackOptions, Overflow, Properties, StartAt,
+    SubscribeOptions, SubscriptionMode, TopicOptions,
 };
 use raftmq_proto::v1::broker_client::BrokerClient;
 use raftmq_proto::v1::PublishRequest;
@@ -731,4 +731,87 @@ async fn a_subscription_replays_from_an_offset_or_a_time() {
         assert_eq!(offsets, expected, "{name}");
         assert_quiet(&mut consumer, Duration::from_millis(300), name).await;
     }
+}
+
+/// Past `max_messages`, a drop-head topic keeps the newest and sends
+/// exactly the overflow, oldest first, to the dead-letter topic with
+/// reason `maxlen`; a reject-publish topic refuses exactly the publish
+/// that would pass it, and keeps what it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_head_and_reject_publish_drop_or_refuse_exactly_the_overflow() {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    let limited = |overflow| TopicOptions {
+        max_messages: 5,
+        overflow,
+        ..TopicOptions::default()
+    };
+    client
+        .create_topic_with("newest", 1, limited(Overflow::DropHead))
+        .await
+        .expect("topic");
+    client
+        .create_topic("newest-dlq", 1)
+        .await
+        .expect("dlq topic");
+    client
+        .create_topic_with("bounded", 1, limited(Overflow::RejectPublish))
+        .await
+        .expect("topic");
+    let options = SubscribeOptions {
+        dead_letter_topic: Some("newest-dlq".into()),
+        ..Default::default()
+    };
+    // Creates the subscription; its consumer goes.
+    drop(subscribe(&client, "newest", "s", options).await);
+
+    for n in 0..8 {
+        let message = Message::new(format!("m{n}"));
+        client
+            .publish("newest", vec![message.clone()])
+            .await
+            .expect("drop-head takes all");
+        let bounded = client.publish("bounded", vec![message]).await;
+        match n {
+            0..5 => assert!(bounded.is_ok(), "m{n}: {bounded:?}"),
+            _ => {
+                let refused = bounded.expect_err("past the limit");
+                assert_eq!(
+                    refused.code(),
+                    Some(raftmq_client::Code::ResourceExhausted),
+                    "{refused}"
+                );
+            }
+        }
+    }
+    let retained: BTreeMap<String, u64> = client
+        .list_topics()
+        .await
+        .expect("list topics")
+        .into_iter()
+        .map(|t| (t.name, t.retained))
+        .collect();
+    assert_eq!(retained["newest"], 5);
+    assert_eq!(retained["bounded"], 5);
+    assert_eq!(retained["newest-dlq"], 3);
+
+    let mut consumer = client
+        .subscribe("newest", "s", 10)
+        .await
+        .expect("subscribe");
+    let kept: Vec<String> = take(&mut consumer, 5).await.iter().map(text).collect();
+    assert_eq!(kept, ["m3", "m4", "m5", "m6", "m7"]);
+    let mut dead = client
+        .subscribe("newest-dlq", "inspect", 10)
+        .await
+        .expect("subscribe");
+    let dropped = take(&mut dead, 3).await;
+    let payloads: Vec<String> = dropped.iter().map(text).collect();
+    assert_eq!(payloads, ["m0", "m1", "m2"]);
+    assert!(dropped.iter().all(|d| {
+        d.headers
+            .get("x-raftmq-dead-letter-reason")
+            .map(String::as_str)
+            == Some("maxlen")
+    }));
 }

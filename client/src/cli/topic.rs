@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
-use raftmq_client::{Client, Declared, DeleteOptions, TopicOptions};
+use raftmq_client::{Client, Declared, DeleteOptions, Overflow, TopicOptions};
 
 use super::table;
 
@@ -34,6 +34,9 @@ pub(crate) enum TopicCommand {
         /// a dead-letter topic.
         #[arg(long, default_value_t = 0)]
         message_ttl_ms: u32,
+        /// What a publish past --max-messages / --max-bytes does.
+        #[arg(long, value_enum, default_value = "reject-publish")]
+        overflow: OverflowArg,
         /// Delete the topic once it has had no consumer for this many ms
         /// (RabbitMQ's x-expires; 0: never).
         #[arg(long, default_value_t = 0)]
@@ -64,6 +67,16 @@ pub(crate) enum TopicCommand {
     },
 }
 
+/// What a publish past a topic's limits does.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum OverflowArg {
+    /// Refused: the publisher is told to wait (RESOURCE_EXHAUSTED).
+    RejectPublish,
+    /// Stored; the oldest messages go to the dead-letter topics with
+    /// reason maxlen.
+    DropHead,
+}
+
 pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Result<ExitCode> {
     match command {
         TopicCommand::Declare {
@@ -72,6 +85,7 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
             max_messages,
             max_bytes,
             message_ttl_ms,
+            overflow,
             expires_ms,
             fail_if_exists,
         } => {
@@ -81,6 +95,10 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                 message_ttl_ms,
                 fail_if_exists,
                 expires: (expires_ms > 0).then(|| Duration::from_millis(expires_ms.into())),
+                overflow: match overflow {
+                    OverflowArg::RejectPublish => Overflow::RejectPublish,
+                    OverflowArg::DropHead => Overflow::DropHead,
+                },
                 ..TopicOptions::default()
             };
             match client.create_topic_with(&name, partitions, options).await? {

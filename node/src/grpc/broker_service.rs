@@ -19,7 +19,7 @@ use super::status::{
 use super::{convert, exchanges};
 use crate::broker::{Broker, Committed, Proposer, SessionEvent, Sessions};
 use crate::machine::{
-    Command, ConsumerId, Outcome, ProducerTag, Rejection, SessionAddr, TopicLimits,
+    Command, ConsumerId, Outcome, Overflow, ProducerTag, Rejection, SessionAddr, TopicLimits,
 };
 use crate::raft::Bodies;
 
@@ -146,6 +146,10 @@ impl BrokerRpc for BrokerService {
                 "an exclusive topic needs the owner's client_id and expires_ms (its lease)",
             ));
         }
+        let overflow = match request.overflow() {
+            v1::Overflow::RejectPublish => Overflow::RejectPublish,
+            v1::Overflow::DropHead => Overflow::DropHead,
+        };
         let committed = self
             .write(Command::CreateTopic {
                 name: request.name,
@@ -153,6 +157,7 @@ impl BrokerRpc for BrokerService {
                 limits: TopicLimits {
                     max_messages: request.max_messages,
                     max_bytes: request.max_bytes,
+                    overflow,
                 },
                 message_ttl_ms: request.message_ttl_ms,
                 fail_if_exists: request.fail_if_exists,

@@ -14,12 +14,14 @@ use super::ids::ConsumerId;
 use super::live::LiveBodies;
 use super::quirks::{self, Quirk};
 use super::rejection::Rejection;
+use super::subscription::Standing;
 use super::topic::{counted_bytes, BodyRef, NewMessage, Stored, Topic};
 
 /// The `x-raftmq-dead-letter-reason` header values.
 pub const REASON_REJECTED: &str = "rejected";
 pub const REASON_MAX_DELIVERIES: &str = "max-deliveries";
 pub const REASON_EXPIRED: &str = "expired";
+pub const REASON_MAXLEN: &str = "maxlen";
 
 /// A message to move to its subscription's dead-letter topic.
 pub(super) struct DeadLetter {
@@ -224,11 +226,15 @@ impl Ledger<'_> {
                     let copy = message.dead_lettered(headers, self.moment.now_ms);
                     let appended = self.append_stored(&dlq, copy).is_ok();
                     if appended {
+                        // A dead letter that pushes a drop-head topic past
+                        // its limits drops its head without passing it on:
+                        // dead letters never chase each other round.
+                        self.drop_head(&dlq, false, effects);
                         self.dispatch_topic(&dlq, effects);
                     }
                     appended
                 }
-                None => letter.reason == REASON_REJECTED || letter.reason == REASON_EXPIRED,
+                None => [REASON_REJECTED, REASON_EXPIRED, REASON_MAXLEN].contains(&letter.reason),
             };
             if moved {
                 self.ack_moved(&letter);
@@ -238,16 +244,63 @@ impl Ledger<'_> {
         moved_count
     }
 
-    /// Acks a dead letter where it was, now that it moved.
+    /// Acks a dead letter where it was, now that it moved; a consumer that
+    /// held it (one dropped from a full topic's head) gets its credit back.
     fn ack_moved(&mut self, letter: &DeadLetter) {
         let Ok((topic, deadlines, live)) = self.topic_and_books(&letter.topic) else {
             return;
         };
+        let mut holder = None;
         if let Some(subscription) = topic.subscriptions.get_mut(&letter.subscription) {
             let mut deadlines = deadlines.of(&letter.topic, &letter.subscription, letter.partition);
-            subscription.cursors[letter.partition as usize].ack(letter.offset, &mut deadlines);
+            holder =
+                subscription.cursors[letter.partition as usize].ack(letter.offset, &mut deadlines);
         }
         topic.trim(live);
+        self.refill(holder.into_iter().collect());
+    }
+
+    /// Drops the oldest messages of a drop-head topic until it is back
+    /// within its limits (`Topic::head_to_drop`). With `dead_letter`, each
+    /// goes first to the dead-letter topic of every subscription that had
+    /// not acked it, reason `maxlen`; then every cursor forgets it, and a
+    /// consumer that held it gets its credit back (its ack later finds it
+    /// acked). Each round drops one message, so this ends.
+    pub fn drop_head(&mut self, name: &str, dead_letter: bool, effects: &mut Vec<Effect>) {
+        loop {
+            let Some(topic) = self.topics.get(name) else {
+                return;
+            };
+            let Some(index) = topic.head_to_drop() else {
+                return;
+            };
+            let offset = topic.partitions[index].base;
+            if dead_letter {
+                let letters = topic
+                    .subscriptions
+                    .iter()
+                    .filter(|(_, s)| s.cursors[index].standing(offset) != Standing::Acked)
+                    .map(|(subscription, _)| DeadLetter {
+                        topic: name.to_string(),
+                        subscription: subscription.clone(),
+                        partition: index as u32,
+                        offset,
+                        reason: REASON_MAXLEN,
+                    })
+                    .collect();
+                self.dead_letters(letters, effects);
+            }
+            let Ok((topic, deadlines, live)) = self.topic_and_books(name) else {
+                return;
+            };
+            let mut freed = Vec::new();
+            for (subscription_name, subscription) in &mut topic.subscriptions {
+                let mut deadlines = deadlines.of(name, subscription_name, index as u32);
+                freed.extend(subscription.cursors[index].skip_to(offset + 1, &mut deadlines));
+            }
+            topic.partitions[index].trim_to(offset + 1, live);
+            self.refill(freed);
+        }
     }
 
     /// Dispatches every subscription of a topic.

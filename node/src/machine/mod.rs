@@ -46,7 +46,7 @@ pub use consumer::SessionAddr;
 pub use effect::{Delivery, Effect};
 pub use exchange::{Binding, ExchangeKind, ExchangeSummary, DEFAULT_EXCHANGE, X_MATCH};
 pub use ids::{ConsumerId, EntryId, KeyHash, NodeId};
-pub use ledger::{REASON_EXPIRED, REASON_MAX_DELIVERIES, REASON_REJECTED};
+pub use ledger::{REASON_EXPIRED, REASON_MAXLEN, REASON_MAX_DELIVERIES, REASON_REJECTED};
 pub use limits::*;
 pub use live::Held;
 pub use producers::ProducerTag;
@@ -54,7 +54,9 @@ pub use records::Records;
 pub use rejection::Rejection;
 pub use state::{State, TopicSummary};
 pub use subscription::{Mode, Start, SubscriptionConfig};
-pub use topic::{BodyRef, Message, NewMessage, Partition, Properties, Stored, TopicLimits};
+pub use topic::{
+    BodyRef, Message, NewMessage, Overflow, Partition, Properties, Stored, TopicLimits,
+};
 
 #[cfg(test)]
 mod tests;

@@ -357,29 +357,38 @@ impl State {
             let settings = [
                 (
                     "partitions",
-                    u64::from(existing.partition_count()),
-                    u64::from(partitions),
+                    existing.partition_count().to_string(),
+                    partitions.to_string(),
                 ),
                 (
                     "max_messages",
-                    existing.limits.max_messages,
-                    limits.max_messages,
+                    existing.limits.max_messages.to_string(),
+                    limits.max_messages.to_string(),
                 ),
-                ("max_bytes", existing.limits.max_bytes, limits.max_bytes),
+                (
+                    "max_bytes",
+                    existing.limits.max_bytes.to_string(),
+                    limits.max_bytes.to_string(),
+                ),
+                (
+                    "overflow",
+                    existing.limits.overflow.name().to_string(),
+                    limits.overflow.name().to_string(),
+                ),
                 (
                     "message_ttl_ms",
-                    u64::from(existing.message_ttl_ms),
-                    u64::from(message_ttl_ms),
+                    existing.message_ttl_ms.to_string(),
+                    message_ttl_ms.to_string(),
                 ),
                 (
                     "exclusive",
-                    u64::from(existing.lifetime.owner.is_some()),
-                    u64::from(lifetime.owner.is_some()),
+                    existing.lifetime.owner.is_some().to_string(),
+                    lifetime.owner.is_some().to_string(),
                 ),
                 (
                     "expires_ms",
-                    u64::from(existing.lifetime.expires_ms),
-                    u64::from(lifetime.expires_ms),
+                    existing.lifetime.expires_ms.to_string(),
+                    lifetime.expires_ms.to_string(),
                 ),
             ];
             if let Some((setting, had, asked)) =
@@ -389,8 +398,8 @@ impl State {
                     what: "topic".into(),
                     name,
                     setting: setting.into(),
-                    existing: had.to_string(),
-                    asked: asked.to_string(),
+                    existing: had,
+                    asked,
                 });
             }
             self.expiries
@@ -551,6 +560,7 @@ impl State {
                 .producers
                 .record(tag, positions.clone(), now_ms);
         }
+        ledger.drop_head(name, true, effects);
         ledger.dispatch_topic(name, effects);
         Ok(Outcome::Published(positions))
     }
@@ -586,6 +596,7 @@ impl State {
         let placements = ledger.append_routed(messages, &routes, first_slot)?;
         let reached: BTreeSet<&String> = routes.iter().flatten().collect();
         for topic in reached {
+            ledger.drop_head(topic, true, effects);
             ledger.dispatch_topic(topic, effects);
         }
         let unroutable = placements.iter().filter(|p| p.is_empty()).count();

@@ -251,6 +251,29 @@ impl Cursor {
         Some((flight.consumer, counts))
     }
 
+    /// Forgets every offset below `offset`, which its topic dropped (a
+    /// drop-head topic past its limits): as if acknowledged. Answers the
+    /// consumer of each one that was in flight, for its credit.
+    pub fn skip_to(&mut self, offset: u64, deadlines: &mut CursorDeadlines<'_>) -> Vec<ConsumerId> {
+        let in_flight: Vec<u64> = self.in_flight.range(..offset).map(|(o, _)| *o).collect();
+        let freed = in_flight
+            .into_iter()
+            .filter_map(|o| self.land(o, deadlines))
+            .map(|flight| flight.consumer)
+            .collect();
+        let returned: Vec<u64> = self.returned.range(..offset).map(|(o, _)| *o).collect();
+        for o in returned {
+            self.take_returned(o, deadlines);
+        }
+        self.acked = self.acked.split_off(&offset);
+        self.floor = self.floor.max(offset);
+        while self.acked.remove(&self.floor) {
+            self.floor += 1;
+        }
+        self.advance_next();
+        freed
+    }
+
     /// Holds back a message never handed out until `due_ms`, when it was
     /// published delayed: from here on it waits as a returned message
     /// does, so `next` moves past it.

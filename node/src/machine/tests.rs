@@ -864,6 +864,7 @@ fn a_full_topic_refuses_publishes_until_consumers_ack() {
     let limits = TopicLimits {
         max_messages: 3,
         max_bytes: 0,
+        overflow: Overflow::RejectPublish,
     };
     h.apply(Command::CreateTopic {
         owner: None,
@@ -900,6 +901,7 @@ fn a_topic_byte_limit_counts_headers() {
     let limits = TopicLimits {
         max_messages: 0,
         max_bytes: 10,
+        overflow: Overflow::RejectPublish,
     };
     h.apply(Command::CreateTopic {
         owner: None,
@@ -1240,6 +1242,7 @@ fn declaring_a_topic_again_is_idempotent_and_a_mismatch_names_the_setting() {
             limits: TopicLimits {
                 max_messages,
                 max_bytes: 0,
+                overflow: Overflow::RejectPublish,
             },
             message_ttl_ms,
             fail_if_exists,
@@ -1603,6 +1606,7 @@ fn unroutable_messages_are_counted_or_go_to_the_alternate_and_a_full_topic_refus
         limits: TopicLimits {
             max_messages: 1,
             max_bytes: 0,
+            overflow: Overflow::RejectPublish,
         },
         message_ttl_ms: 0,
         fail_if_exists: true,
@@ -2029,4 +2033,66 @@ fn a_subscription_replays_from_an_offset_or_a_time() {
         next.contains(&5),
         "a subscription past the end gets what comes next"
     );
+}
+
+/// A drop-head topic takes every publish and drops its oldest messages
+/// until it is within its limits again: each goes to the dead-letter topic
+/// of every subscription that had not acked it (reason `maxlen`), leaves
+/// every cursor, and gives its consumer the credit back (the invariants
+/// check the credit after every command); a reject-publish topic refuses.
+#[test]
+fn a_drop_head_topic_drops_its_oldest_to_the_dead_letter_topic() {
+    let mut h = Harness::new();
+    h.topic("dlq", 1);
+    h.apply(Command::CreateTopic {
+        name: "t".into(),
+        partitions: 2,
+        limits: TopicLimits {
+            max_messages: 3,
+            max_bytes: 0,
+            overflow: Overflow::DropHead,
+        },
+        message_ttl_ms: 0,
+        fail_if_exists: true,
+        owner: None,
+        expires_ms: 0,
+    });
+    let config = SubscriptionConfig {
+        dead_letter_topic: Some("dlq".into()),
+        ..SubscriptionConfig::default()
+    };
+    // One consumer holding one message: the first, soon dropped.
+    let consumer = h.attach_with("t", "s", 1, SESSION, Some(config));
+    let first = h.publish("t", &[Some("a")]);
+    assert_eq!(h.deliveries().len(), 1);
+    h.stamp_ms += 10;
+    h.publish("t", &[Some("b"), Some("c"), Some("a")]);
+    assert_eq!(h.state.topics()[1].retained, 3, "within its limit again");
+    assert!(h
+        .state
+        .partition("t", first[0].0)
+        .expect("p")
+        .get(first[0].1)
+        .is_none());
+    // Its consumer got the credit back and the next oldest.
+    assert_eq!(h.deliveries().len(), 1);
+    assert_eq!(h.state.consumer_in_flight(consumer), Some(1));
+    let dlq = h.state.partition("dlq", 0).expect("dlq");
+    assert_eq!(dlq.messages.len(), 1);
+    let letter = h.message(dlq.get(0).expect("the dropped message"));
+    assert_eq!(
+        letter
+            .headers
+            .get("x-raftmq-dead-letter-reason")
+            .map(String::as_str),
+        Some(REASON_MAXLEN)
+    );
+    // Acking the dropped message is fine: it is gone as if acked.
+    assert_eq!(h.ack("t", "s", vec![first[0]]), Outcome::Done);
+
+    // Five more, in one publish: the five oldest go.
+    h.stamp_ms += 10;
+    h.publish("t", &[None; 5]);
+    assert_eq!(h.state.topics()[1].retained, 3);
+    assert_eq!(h.state.partition("dlq", 0).expect("dlq").messages.len(), 6);
 }

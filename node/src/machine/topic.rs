@@ -204,12 +204,34 @@ pub struct Partition {
     pub delayed: BTreeMap<u64, u64>,
 }
 
-/// Bounds on what a topic retains; 0 is unlimited. A publish that would
-/// pass one is refused (back-pressure), never silently dropped.
+/// Bounds on what a topic retains; 0 is unlimited. What passing one does
+/// is the topic's `overflow`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TopicLimits {
     pub max_messages: u64,
     pub max_bytes: u64,
+    pub overflow: Overflow,
+}
+
+/// What a publish past a topic's limits does (RabbitMQ's `x-overflow`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// It is refused whole (back-pressure): nothing is dropped.
+    #[default]
+    RejectPublish,
+    /// It is stored, and the oldest messages go (to their subscriptions'
+    /// dead-letter topics, reason `maxlen`) until the topic is within its
+    /// limits again.
+    DropHead,
+}
+
+impl Overflow {
+    pub fn name(self) -> &'static str {
+        match self {
+            Overflow::RejectPublish => "reject-publish",
+            Overflow::DropHead => "drop-head",
+        }
+    }
 }
 
 raftmq_rules::impl_message_parts!(NewMessage);
@@ -334,18 +356,41 @@ impl Topic {
         }
     }
 
-    /// Refuses `adding` messages of `new_bytes` in all if they would take
-    /// the topic past its limits.
-    pub fn admit(&self, name: &str, adding: u64, new_bytes: u64) -> Result<(), Rejection> {
-        if self.limits == TopicLimits::default() {
-            return Ok(()); // unlimited: nothing to count on the publish path
+    /// Messages and bytes retained.
+    fn retained(&self) -> (u64, u64) {
+        let count = self.partitions.iter().map(|p| p.messages.len() as u64);
+        let bytes = self.partitions.iter().map(|p| p.bytes);
+        (count.sum(), bytes.sum())
+    }
+
+    /// The partition whose oldest message a drop-head topic past its
+    /// limits drops next: the oldest head by publish time, then the lowest
+    /// index. None while the topic is within its limits, or refuses
+    /// publishes instead.
+    pub fn head_to_drop(&self) -> Option<usize> {
+        if self.limits.overflow != Overflow::DropHead {
+            return None;
         }
-        let count: u64 = self
-            .partitions
-            .iter()
-            .map(|p| p.messages.len() as u64)
-            .sum();
-        let bytes: u64 = self.partitions.iter().map(|p| p.bytes).sum();
+        let (count, bytes) = self.retained();
+        let over = |max: u64, total: u64| max > 0 && total > max;
+        if !over(self.limits.max_messages, count) && !over(self.limits.max_bytes, bytes) {
+            return None;
+        }
+        let heads = self.partitions.iter().enumerate();
+        heads
+            .filter_map(|(index, p)| p.messages.get(0).map(|m| (m.publish_ms, index)))
+            .min()
+            .map(|(_, index)| index)
+    }
+
+    /// Refuses `adding` messages of `new_bytes` in all if they would take
+    /// the topic past its limits, unless it drops its head instead.
+    pub fn admit(&self, name: &str, adding: u64, new_bytes: u64) -> Result<(), Rejection> {
+        let unlimited = self.limits.max_messages == 0 && self.limits.max_bytes == 0;
+        if unlimited || self.limits.overflow == Overflow::DropHead {
+            return Ok(()); // nothing to count on the publish path
+        }
+        let (count, bytes) = self.retained();
         let over = |max: u64, total: u64| max > 0 && total > max;
         let limit = if over(self.limits.max_messages, count + adding) {
             format!(
