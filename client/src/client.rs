@@ -224,6 +224,7 @@ impl Client {
             expires_ms,
             client_id: self.id(),
             overflow: options.overflow as i32,
+            max_priority: options.max_priority,
         };
         self.unary_to_leader(request, |mut broker, request| async move {
             broker.create_topic(request).await

@@ -257,6 +257,9 @@ pub struct TopicOptions {
     /// Deleted once it has had no consumer this long (RabbitMQ's
     /// `x-expires`); `None`: never. Whole milliseconds, at most 49 days.
     pub expires: Option<Duration>,
+    /// The highest message priority, 0 (none) to 10 (`x-max-priority`):
+    /// higher goes first; order per key holds within a priority.
+    pub max_priority: u32,
     /// What a publish past `max_messages` / `max_bytes` does: refused
     /// (the default) or stored, dropping the oldest (`Overflow::DropHead`).
     pub overflow: Overflow,

@@ -50,6 +50,7 @@ fn state_with(subscriptions: usize) -> (State, u64) {
     for t in 0..topics {
         let topic = format!("t{t}");
         let create = Command::CreateTopic {
+            max_priority: 0,
             owner: None,
             expires_ms: 0,
             name: topic.clone(),

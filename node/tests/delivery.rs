@@ -345,6 +345,7 @@ async fn a_poison_message_reaches_the_dead_letter_topic_after_exactly_max_delive
         // A delay that is over before it starts: carried, nothing waits.
         delay_ms: Some(0),
         not_before_ms: Some(1_000),
+        priority: Some(3),
     };
     let bad = Message::new("bad")
         .with_header("trace", "t-1")
@@ -587,8 +588,10 @@ async fn a_delayed_message_is_never_delivered_early_and_keeps_its_keys_order() {
         with("k", "after it", Properties::default()),
         with("other", "other key", Properties::default()),
     ];
-    client.publish("later", batch).await.expect("publish");
+    // Attached first, so the other key's message goes out in the publish's
+    // own apply, long before the delayed one is due.
     let mut consumer = client.subscribe("later", "s", 10).await.expect("subscribe");
+    client.publish("later", batch).await.expect("publish");
     let first = next(&mut consumer).await;
     assert_eq!(text(&first), "other key");
     let due = first.publish_time_ms + u64::from(DELAY_MS);
@@ -600,7 +603,8 @@ async fn a_delayed_message_is_never_delivered_early_and_keeps_its_keys_order() {
 }
 
 /// The leader dies with a delayed message not due yet, a message whose
-/// TTL runs out during the election, and an exclusive topic; afterwards
+/// TTL runs out during the election, prioritized messages and an
+/// exclusive topic; afterwards the priorities still come highest first,
 /// the delayed one still comes no earlier than its time and before the
 /// later one of its key, the expired one is never delivered and is dead
 /// lettered, and the exclusive topic still admits only its owner.
@@ -646,6 +650,15 @@ async fn delays_ttls_and_exclusive_topics_keep_their_promises_across_a_leader_ki
     ];
     let positions = client.publish("mix", batch).await.expect("publish");
     assert_eq!(positions.len(), 4);
+    let prioritized = TopicOptions {
+        max_priority: 5,
+        ..TopicOptions::default()
+    };
+    client
+        .create_topic_with("mix-prio", 1, prioritized)
+        .await
+        .expect("topic");
+    publish_prioritized(&client, "mix-prio", 21).await;
 
     let leader = cluster.wait_for_leader(None).await;
     cluster.kill(leader);
@@ -658,14 +671,24 @@ async fn delays_ttls_and_exclusive_topics_keep_their_promises_across_a_leader_ki
         ..Default::default()
     };
     let mut consumer = subscribe(&client, "mix", "s", options).await;
-    let first = next(&mut consumer).await;
-    assert_eq!(text(&first), "plain");
-    let due = first.publish_time_ms + u64::from(DELAY_MS);
-    let delayed = next(&mut consumer).await;
-    let received = now_ms();
-    assert_eq!(text(&delayed), "delayed");
-    assert!(received >= due, "delivered {} ms early", due - received);
-    assert_eq!(text(&next(&mut consumer).await), "after it");
+    // "plain" may come before or after the delayed one, depending on how
+    // long the election took; the other promises hold either way.
+    let mut received = Vec::new();
+    for _ in 0..3 {
+        let delivery = next(&mut consumer).await;
+        received.push((text(&delivery), delivery.publish_time_ms, now_ms()));
+    }
+    let order: Vec<&str> = received.iter().map(|(t, ..)| t.as_str()).collect();
+    let at = |what: &str| order.iter().position(|t| *t == what).expect(what);
+    assert!(at("delayed") < at("after it"), "key order: {order:?}");
+    assert!(order.contains(&"plain"), "{order:?}");
+    let (_, published_ms, received_ms) = &received[at("delayed")];
+    let due = published_ms + u64::from(DELAY_MS);
+    assert!(
+        *received_ms >= due,
+        "delivered {} ms early",
+        due - received_ms
+    );
     assert_quiet(
         &mut consumer,
         Duration::from_millis(500),
@@ -697,6 +720,12 @@ async fn delays_ttls_and_exclusive_topics_keep_their_promises_across_a_leader_ki
     );
     let mut own = client.subscribe(&mine, "own", 1).await.expect("the owner");
     assert_eq!(text(&next(&mut own).await), "private");
+
+    let mut by_priority = client
+        .subscribe("mix-prio", "s", 1)
+        .await
+        .expect("subscribe");
+    check_priority_order(&mut by_priority, 21).await;
 }
 
 /// A new subscription replays from an offset or from a time, in every
@@ -814,4 +843,76 @@ async fn drop_head_and_reject_publish_drop_or_refuse_exactly_the_overflow() {
             .map(String::as_str)
             == Some("maxlen")
     }));
+}
+
+/// Publishes, to a topic declared with `max_priority`, `count` messages of
+/// keys `k0..k2` cycling through priorities 0..=6 (6 counts as the topic's
+/// 5): payload `key/priority/n`.
+async fn publish_prioritized(client: &Client, topic: &str, count: u32) {
+    let messages = (0..count)
+        .map(|n| {
+            let (key, priority) = (format!("k{}", n % 3), n % 7);
+            let properties = Properties {
+                priority: Some(priority),
+                ..Properties::default()
+            };
+            with(&key, &format!("{key}/{}/{n}", priority.min(5)), properties)
+        })
+        .collect();
+    client.publish(topic, messages).await.expect("publish");
+}
+
+/// Takes `count` deliveries one at a time (prefetch 1, each acked before
+/// the next is handed out) and checks the priority rule: never a lower
+/// priority while a higher one waits, and within one priority each key in
+/// the order published.
+async fn check_priority_order(consumer: &mut Consumer, count: u32) {
+    let mut last_priority = u32::MAX;
+    let mut last_n: BTreeMap<(String, u32), u32> = BTreeMap::new();
+    for _ in 0..count {
+        let delivery = next(consumer).await;
+        consumer.ack([&delivery]).await.expect("ack");
+        let payload = text(&delivery);
+        let parts: Vec<&str> = payload.split('/').collect();
+        let (key, priority, n) = (
+            parts[0].to_string(),
+            parts[1].parse().unwrap(),
+            parts[2].parse().unwrap(),
+        );
+        assert!(
+            priority <= last_priority,
+            "{payload} after priority {last_priority}"
+        );
+        last_priority = priority;
+        let previous = last_n.insert((key, priority), n);
+        assert!(
+            previous.is_none_or(|p| p < n),
+            "{payload} after n {previous:?}"
+        );
+    }
+}
+
+/// Everything published before the consumer comes: it gets the highest
+/// priority first, and a key in order within a priority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_highest_priority_goes_first_and_keys_keep_their_order_within_one() {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    let options = TopicOptions {
+        max_priority: 5,
+        ..TopicOptions::default()
+    };
+    client
+        .create_topic_with("prio", 2, options)
+        .await
+        .expect("topic");
+    publish_prioritized(&client, "prio", 42).await;
+    let mut consumer = client.subscribe("prio", "s", 1).await.expect("subscribe");
+    check_priority_order(&mut consumer, 42).await;
+    assert_quiet(
+        &mut consumer,
+        Duration::from_millis(300),
+        "more than was published",
+    )
+    .await;
 }

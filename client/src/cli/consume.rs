@@ -253,6 +253,7 @@ fn properties_json(properties: &Properties) -> serde_json::Value {
         ("ttl_ms", properties.ttl_ms.map(u64::from)),
         ("delay_ms", properties.delay_ms.map(u64::from)),
         ("not_before_ms", properties.not_before_ms),
+        ("priority", properties.priority.map(u64::from)),
     ];
     for (name, value) in numbers {
         if let Some(value) = value {

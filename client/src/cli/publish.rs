@@ -93,6 +93,9 @@ struct PropertyArgs {
     /// leader's clock).
     #[arg(long)]
     not_before_ms: Option<u64>,
+    /// Higher goes first, up to the topic's --max-priority.
+    #[arg(long)]
+    priority: Option<u32>,
 }
 
 impl PropertyArgs {
@@ -109,6 +112,7 @@ impl PropertyArgs {
             ttl_ms: self.ttl_ms,
             delay_ms: self.delay_ms,
             not_before_ms: self.not_before_ms,
+            priority: self.priority,
         }
     }
 }

@@ -34,6 +34,9 @@ pub(crate) enum TopicCommand {
         /// a dead-letter topic.
         #[arg(long, default_value_t = 0)]
         message_ttl_ms: u32,
+        /// The highest message priority, 0 (none) to 10: higher goes first.
+        #[arg(long, default_value_t = 0)]
+        max_priority: u32,
         /// What a publish past --max-messages / --max-bytes does.
         #[arg(long, value_enum, default_value = "reject-publish")]
         overflow: OverflowArg,
@@ -86,6 +89,7 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
             max_bytes,
             message_ttl_ms,
             overflow,
+            max_priority,
             expires_ms,
             fail_if_exists,
         } => {
@@ -95,6 +99,7 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                 message_ttl_ms,
                 fail_if_exists,
                 expires: (expires_ms > 0).then(|| Duration::from_millis(expires_ms.into())),
+                max_priority,
                 overflow: match overflow {
                     OverflowArg::RejectPublish => Overflow::RejectPublish,
                     OverflowArg::DropHead => Overflow::DropHead,

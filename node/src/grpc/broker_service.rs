@@ -163,6 +163,7 @@ impl BrokerRpc for BrokerService {
                 fail_if_exists: request.fail_if_exists,
                 owner: request.exclusive.then_some(request.client_id),
                 expires_ms: request.expires_ms,
+                max_priority: u8::try_from(request.max_priority).unwrap_or(u8::MAX),
             })
             .await?;
         match committed.outcome {

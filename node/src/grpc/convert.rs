@@ -30,6 +30,7 @@ pub fn new_message(message: v1::Message) -> NewMessage {
                     ttl_ms: p.ttl_ms,
                     delay_ms: p.delay_ms,
                     not_before_ms: p.not_before_ms,
+                    priority: p.priority,
                 })
             }),
     }
@@ -48,6 +49,7 @@ fn properties(properties: Properties) -> v1::Properties {
         ttl_ms: properties.ttl_ms,
         delay_ms: properties.delay_ms,
         not_before_ms: properties.not_before_ms,
+        priority: properties.priority,
     }
 }
 

@@ -76,6 +76,8 @@ pub enum Command {
         /// Deleted once it has had no consumer this long (0: never), as
         /// RabbitMQ's `x-expires`.
         expires_ms: u32,
+        /// The highest message priority (0: none), as `x-max-priority`.
+        max_priority: u8,
     },
     /// Deletes a topic with its subscriptions and retained messages; its
     /// consumers' streams close. `if_unused`: only if no consumer is

@@ -50,6 +50,7 @@ pub(super) fn dispatch(
     let Topic {
         partitions,
         subscriptions,
+        max_priority,
         ..
     } = topic;
     let Some(subscription) = subscriptions.get_mut(subscription_name) else {
@@ -67,13 +68,22 @@ pub(super) fn dispatch(
     if members.is_empty() {
         return expired;
     }
-    let count = partitions.len() as u32;
-    // Each round hands out at most one message per partition and stops when
-    // a round hands out none: bounded by the consumers' total credit.
+    let levels = u32::from(*max_priority) + 1;
+    let width = partitions.len() as u32 / levels;
+    // Each round hands out at most one message per partition, from the
+    // highest priority lane that has one to give (a lower lane gets the
+    // round only when every higher one gave nothing), and the rounds stop
+    // when one hands out none: bounded by the consumers' total credit.
     loop {
         let mut handed = false;
-        for step in 0..count {
-            let index = ((subscription.next_partition + step) % count) as usize;
+        for (level, step) in (0..levels)
+            .rev()
+            .flat_map(|l| (0..width).map(move |s| (l, s)))
+        {
+            if handed && step == 0 {
+                break; // a higher lane gave this round
+            }
+            let index = (level * width + (subscription.next_partition + step) % width) as usize;
             let mut deferred = Vec::new();
             let picked = pick(
                 &partitions[index],
@@ -102,7 +112,7 @@ pub(super) fn dispatch(
                     moment,
                     effects,
                 );
-                subscription.next_partition = (index as u32 + 1) % count;
+                subscription.next_partition = (index as u32 % width + 1) % width;
                 handed = true;
             }
         }

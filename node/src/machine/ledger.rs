@@ -345,5 +345,11 @@ fn record(topic: &Topic, message: &NewMessage, slot: u32, moment: Moment) -> (St
         (0, _) | (_, None) => topic.ttl_for(message),
         (ttl, Some(due)) => u32::try_from(u64::from(ttl) + (due - now_ms)).unwrap_or(u32::MAX),
     };
-    (Stored::new(at, bytes, key, now_ms, ttl_ms), due)
+    let priority = message
+        .properties
+        .as_ref()
+        .and_then(|p| p.priority)
+        .map_or(0, |p| p.min(u32::from(topic.max_priority)) as u8);
+    let stored = Stored::new(at, bytes, key, now_ms, ttl_ms).with_priority(priority);
+    (stored, due)
 }

@@ -6,6 +6,9 @@
 pub const NAME_BYTES_MAX: usize = 255;
 /// Most partitions one topic may have.
 pub const PARTITIONS_MAX: u32 = 1024;
+/// Highest priority a topic may declare (RabbitMQ advises at most 10
+/// levels of `x-max-priority` too): each level is a lane of partitions.
+pub const PRIORITY_MAX: u8 = 10;
 /// Most topics in a cluster.
 pub const TOPICS_MAX: usize = 10_000;
 /// Most exchanges in a cluster.

@@ -161,6 +161,7 @@ impl State {
                 fail_if_exists,
                 owner,
                 expires_ms,
+                max_priority,
             } => {
                 let lifetime = Lifetime {
                     owner: *owner,
@@ -174,6 +175,7 @@ impl State {
                     *message_ttl_ms,
                     *fail_if_exists,
                     lifetime,
+                    *max_priority,
                 )
             }
             Command::DeleteTopic {
@@ -319,6 +321,7 @@ impl State {
         Ok(Outcome::Done)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn create_topic(
         &mut self,
         name: &str,
@@ -327,6 +330,7 @@ impl State {
         message_ttl_ms: u32,
         fail_if_exists: bool,
         mut lifetime: Lifetime,
+        max_priority: u8,
     ) -> Applied {
         let name = if name.is_empty() {
             // Unique for good: the counter only grows, and a name with the
@@ -347,6 +351,18 @@ impl State {
                 max: PARTITIONS_MAX,
             });
         }
+        if max_priority > PRIORITY_MAX {
+            return Err(Rejection::Invalid(format!(
+                "max_priority {max_priority}: at most {PRIORITY_MAX}"
+            )));
+        }
+        let lanes = u64::from(partitions) * (u64::from(max_priority) + 1);
+        if lanes > u64::from(PARTITIONS_MAX) {
+            return Err(Rejection::Invalid(format!(
+                "{partitions} partitions at {} priority levels make {lanes} lanes; at most {PARTITIONS_MAX}",
+                u32::from(max_priority) + 1
+            )));
+        }
         if let Some(existing) = self.topics.get_mut(&name) {
             if fail_if_exists {
                 return Err(Rejection::TopicExists(name));
@@ -357,8 +373,13 @@ impl State {
             let settings = [
                 (
                     "partitions",
-                    existing.partition_count().to_string(),
+                    existing.key_partitions().to_string(),
                     partitions.to_string(),
+                ),
+                (
+                    "max_priority",
+                    existing.max_priority.to_string(),
+                    max_priority.to_string(),
                 ),
                 (
                     "max_messages",
@@ -412,7 +433,7 @@ impl State {
         check_limit("topics", self.topics.len(), TOPICS_MAX)?;
         // No consumer yet: an expiring topic's clock starts now.
         self.expiries.update(&name, &mut lifetime, 0, self.now_ms);
-        let topic = Topic::new(partitions, limits, message_ttl_ms, lifetime);
+        let topic = Topic::new(partitions, limits, message_ttl_ms, lifetime, max_priority);
         self.topics.insert(name.clone(), topic);
         Ok(Outcome::Declared {
             created: true,
@@ -836,7 +857,7 @@ impl State {
             .iter()
             .map(|(name, topic)| TopicSummary {
                 name: name.clone(),
-                partitions: topic.partition_count(),
+                partitions: topic.key_partitions(),
                 retained: topic
                     .partitions
                     .iter()

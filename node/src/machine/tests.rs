@@ -65,6 +65,7 @@ impl Harness {
 
     fn topic(&mut self, name: &str, partitions: u32) {
         let outcome = self.apply(Command::CreateTopic {
+            max_priority: 0,
             owner: None,
             expires_ms: 0,
             limits: TopicLimits::default(),
@@ -183,6 +184,7 @@ fn topic_creation_checks_names_and_partitions() {
     ];
     for (name, partitions, error) in cases {
         let outcome = h.apply(Command::CreateTopic {
+            max_priority: 0,
             owner: None,
             expires_ms: 0,
             limits: TopicLimits::default(),
@@ -466,6 +468,7 @@ fn time_never_runs_back() {
 fn replicas_applying_the_same_log_agree() {
     let log = [
         Command::CreateTopic {
+            max_priority: 0,
             owner: None,
             expires_ms: 0,
             limits: TopicLimits::default(),
@@ -867,6 +870,7 @@ fn a_full_topic_refuses_publishes_until_consumers_ack() {
         overflow: Overflow::RejectPublish,
     };
     h.apply(Command::CreateTopic {
+        max_priority: 0,
         owner: None,
         expires_ms: 0,
         name: "t".into(),
@@ -904,6 +908,7 @@ fn a_topic_byte_limit_counts_headers() {
         overflow: Overflow::RejectPublish,
     };
     h.apply(Command::CreateTopic {
+        max_priority: 0,
         owner: None,
         expires_ms: 0,
         name: "t".into(),
@@ -1235,6 +1240,7 @@ fn declaring_a_topic_again_is_idempotent_and_a_mismatch_names_the_setting() {
     let mut h = Harness::new();
     let declare = |h: &mut Harness, partitions, max_messages, message_ttl_ms, fail_if_exists| {
         h.apply(Command::CreateTopic {
+            max_priority: 0,
             owner: None,
             expires_ms: 0,
             name: "t".into(),
@@ -1439,6 +1445,7 @@ fn an_expired_message_is_never_delivered_and_is_dead_lettered() {
 fn the_shorter_ttl_wins_and_an_expired_message_without_a_dead_letter_topic_is_dropped() {
     let mut h = Harness::new();
     h.apply(Command::CreateTopic {
+        max_priority: 0,
         owner: None,
         expires_ms: 0,
         name: "t".into(),
@@ -1599,6 +1606,7 @@ fn unroutable_messages_are_counted_or_go_to_the_alternate_and_a_full_topic_refus
     let mut h = Harness::new();
     h.topic("errors", 1);
     h.apply(Command::CreateTopic {
+        max_priority: 0,
         owner: None,
         expires_ms: 0,
         name: "small".into(),
@@ -1795,6 +1803,7 @@ fn exchanges_are_declared_bound_and_deleted_with_clear_refusals() {
 
 fn declare_temporary(h: &mut Harness, name: &str, owner: Option<u64>, expires_ms: u32) -> Outcome {
     h.apply(Command::CreateTopic {
+        max_priority: 0,
         name: name.into(),
         partitions: 1,
         limits: TopicLimits::default(),
@@ -2045,6 +2054,7 @@ fn a_drop_head_topic_drops_its_oldest_to_the_dead_letter_topic() {
     let mut h = Harness::new();
     h.topic("dlq", 1);
     h.apply(Command::CreateTopic {
+        max_priority: 0,
         name: "t".into(),
         partitions: 2,
         limits: TopicLimits {
@@ -2095,4 +2105,91 @@ fn a_drop_head_topic_drops_its_oldest_to_the_dead_letter_topic() {
     h.publish("t", &[None; 5]);
     assert_eq!(h.state.topics()[1].retained, 3);
     assert_eq!(h.state.partition("dlq", 0).expect("dlq").messages.len(), 6);
+}
+
+/// Publishes one message per (key, priority) to `topic`: its position.
+fn publish_prioritized(h: &mut Harness, topic: &str, messages: &[(&str, u32)]) -> Vec<(u32, u64)> {
+    let messages = messages
+        .iter()
+        .map(|(key, priority)| NewMessage {
+            key: Some(Bytes::copy_from_slice(key.as_bytes())),
+            payload: Bytes::from(format!("{key}@{priority}")),
+            headers: Default::default(),
+            properties: Some(Box::new(Properties {
+                priority: Some(*priority),
+                ..Properties::default()
+            })),
+        })
+        .collect();
+    match h.apply(Command::Publish {
+        producer: None,
+        topic: topic.into(),
+        messages,
+    }) {
+        Outcome::Published(positions) => positions,
+        other => panic!("publish answered {other:?}"),
+    }
+}
+
+/// Among deliverable messages the highest priority goes first (above the
+/// topic's highest counts as it); within a priority, a key keeps its
+/// order. Each level is a lane of the declared partitions.
+#[test]
+fn the_highest_priority_goes_first_and_a_key_keeps_its_order_within_one() {
+    let mut h = Harness::new();
+    h.apply(Command::CreateTopic {
+        name: "p".into(),
+        partitions: 2,
+        limits: TopicLimits::default(),
+        message_ttl_ms: 0,
+        fail_if_exists: true,
+        owner: None,
+        expires_ms: 0,
+        max_priority: 2,
+    });
+    assert_eq!(h.state.topics()[0].partitions, 2, "the declared count");
+    let positions = publish_prioritized(
+        &mut h,
+        "p",
+        &[("a", 0), ("a", 0), ("b", 1), ("a", 2), ("c", 9)],
+    );
+    let lane = |(partition, _): (u32, u64)| partition / 2;
+    let lanes: Vec<u32> = positions.iter().copied().map(lane).collect();
+    assert_eq!(
+        lanes,
+        [0, 0, 1, 2, 2],
+        "each in its priority's lane, 9 capped at 2"
+    );
+
+    // One at a time: the highest waiting goes first, every time.
+    h.attach("p", "s", 1, SESSION);
+    let mut order = Vec::new();
+    for _ in 0..positions.len() {
+        let delivered = h.deliveries();
+        assert_eq!(delivered.len(), 1);
+        let (_, partition, offset, _) = delivered[0];
+        let stored = h
+            .state
+            .partition("p", partition)
+            .and_then(|p| p.get(offset));
+        order.push(
+            h.message(stored.expect("delivered from the partition"))
+                .payload,
+        );
+        if order.len() == 2 {
+            // A high one published now jumps the low ones still waiting.
+            publish_prioritized(&mut h, "p", &[("d", 2)]);
+        }
+        h.ack("p", "s", vec![(partition, offset)]);
+    }
+    let order: Vec<String> = order
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    let mut highest = order[..2].to_vec();
+    highest.sort();
+    assert_eq!(highest, ["a@2", "c@9"]);
+    assert_eq!(order[2..], ["d@2", "b@1", "a@0"]);
+    let last = h.deliveries();
+    assert_eq!(last.len(), 1, "the second a@0 comes last");
 }

@@ -49,6 +49,9 @@ pub struct Properties {
     /// Not handed out before this time, ms since the epoch (the later of
     /// this and `delay_ms` wins).
     pub not_before_ms: Option<u64>,
+    /// Among deliverable messages, higher goes first, up to the topic's
+    /// `max_priority` (higher counts as that).
+    pub priority: Option<u32>,
 }
 
 impl NewMessage {
@@ -88,7 +91,7 @@ pub struct BodyRef {
 }
 
 /// A retained message as the state keeps it: a fixed-size record, its body
-/// in the log. 56 bytes (3 of them padding, for a priority); a message
+/// in the log. 56 bytes (2 of them padding); a message
 /// allocates only once dead-lettered.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Stored {
@@ -111,6 +114,9 @@ pub struct Stored {
     /// How long after `publish_ms` it expires; 0: never. At most
     /// `u32::MAX` ms (49 days), as RabbitMQ's `x-message-ttl`.
     pub ttl_ms: u32,
+    /// Its priority level, within its topic's `max_priority`: which lane
+    /// of partitions it is in (`Topic::route`).
+    pub priority: u8,
 }
 
 impl Stored {
@@ -133,7 +139,13 @@ impl Stored {
             publish_ms,
             added_headers: None,
             ttl_ms,
+            priority: 0,
         }
+    }
+
+    /// The same record at priority `priority`.
+    pub fn with_priority(self, priority: u8) -> Stored {
+        Stored { priority, ..self }
     }
 
     /// Its key's hash, if it has a key.
@@ -187,6 +199,7 @@ impl Stored {
             // A dead letter starts afresh: it does not expire (RabbitMQ
             // drops the expiration when it dead-letters).
             ..Stored::new(self.body(), bytes, self.key(), publish_ms, 0)
+                .with_priority(self.priority)
         }
     }
 }
@@ -320,6 +333,12 @@ pub struct Topic {
     pub message_ttl_ms: u32,
     /// Who may consume it and how long it outlives its last consumer.
     pub lifetime: Lifetime,
+    /// The highest priority its messages may have (0: none, at most
+    /// `PRIORITY_MAX`). Each level has a lane of partitions of its own:
+    /// `partitions` holds `max_priority + 1` lanes of the declared count,
+    /// lowest first, so level `l` of key partition `p` is
+    /// `l * key_partitions + p`.
+    pub max_priority: u8,
 }
 
 impl Topic {
@@ -328,16 +347,29 @@ impl Topic {
         limits: TopicLimits,
         message_ttl_ms: u32,
         lifetime: Lifetime,
+        max_priority: u8,
     ) -> Self {
+        let lanes = partitions * (u32::from(max_priority) + 1);
         Topic {
-            partitions: (0..partitions).map(|_| Partition::default()).collect(),
+            partitions: (0..lanes).map(|_| Partition::default()).collect(),
             subscriptions: BTreeMap::new(),
             next_keyless: 0,
             producers: Producers::default(),
             limits,
             message_ttl_ms,
             lifetime,
+            max_priority,
         }
+    }
+
+    /// Priority levels: each a lane of `key_partitions` partitions.
+    pub fn levels(&self) -> u32 {
+        u32::from(self.max_priority) + 1
+    }
+
+    /// The partitions it was declared with: one lane's.
+    pub fn key_partitions(&self) -> u32 {
+        self.partition_count() / self.levels()
     }
 
     /// Consumers attached to any of its subscriptions.
@@ -423,7 +455,7 @@ impl Topic {
         due_ms: Option<u64>,
         live: &mut LiveBodies,
     ) -> (u32, u64) {
-        let index = self.route(message.key()) as usize;
+        let index = self.route(message.key(), message.priority) as usize;
         let partition = &mut self.partitions[index];
         let offset = partition.append(message, live);
         if let Some(due) = due_ms {
@@ -433,17 +465,19 @@ impl Topic {
     }
 
     /// Keyed messages go to the wire contract's hash; keyless ones round
-    /// robin, decided here so every replica picks the same partition.
-    fn route(&mut self, key: Option<KeyHash>) -> u32 {
-        let count = self.partition_count();
-        match key {
+    /// robin, decided here so every replica picks the same partition; in
+    /// the lane of their priority (capped at the topic's highest).
+    fn route(&mut self, key: Option<KeyHash>, priority: u8) -> u32 {
+        let count = self.key_partitions();
+        let slot = match key {
             Some(key) => raftmq_rules::slot_for_hash(key, count),
             None => {
                 let partition = (self.next_keyless % u64::from(count)) as u32;
                 self.next_keyless += 1;
                 partition
             }
-        }
+        };
+        u32::from(priority.min(self.max_priority)) * count + slot
     }
 
     /// Retention "until acked": a message is dropped once every subscription
