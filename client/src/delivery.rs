@@ -31,6 +31,9 @@ pub struct Delivery {
     /// The log index whose apply handed this message out: a delivery
     /// decided after an ack's `applied_at` cannot be the acked message.
     pub decided_at: u64,
+    /// The leader's clock (the state machine's, never running back) when
+    /// it was handed out: for a delayed message, at or after its time.
+    pub decided_time_ms: u64,
 }
 
 impl Delivery {
@@ -60,6 +63,7 @@ impl From<proto::Delivery> for Delivery {
             sequence: delivery.sequence,
             publish_time_ms: delivery.publish_time_ms,
             decided_at: delivery.decided_at,
+            decided_time_ms: delivery.decided_time_ms,
         }
     }
 }

@@ -62,10 +62,16 @@ pub enum Bug {
     /// The compactor copies each relocated body to its neighbour's place
     /// (checker: a message is delivered as it was confirmed).
     RelocateShifted = 14,
+    /// A delayed message whose time is less than 300 ms off is handed out
+    /// at once (checker: no delayed message before its time).
+    DelayEndsEarly = 15,
+    /// An exchange routes each message to its first matching topic only
+    /// (checker: a fanout reaches every bound topic).
+    RouteFirstOnly = 16,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 14] = [
+    pub const ALL: [Bug; 16] = [
         Bug::AckDropsLast,
         Bug::ReturnedLast,
         Bug::PrefetchPlusOne,
@@ -80,6 +86,8 @@ impl Bug {
         Bug::BatchReversed,
         Bug::ReleaseReferenced,
         Bug::RelocateShifted,
+        Bug::DelayEndsEarly,
+        Bug::RouteFirstOnly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -98,6 +106,8 @@ impl Bug {
             Bug::BatchReversed => "batch-reversed",
             Bug::ReleaseReferenced => "release-referenced",
             Bug::RelocateShifted => "relocate-shifted",
+            Bug::DelayEndsEarly => "delay-ends-early",
+            Bug::RouteFirstOnly => "route-first-only",
         }
     }
 
@@ -118,6 +128,8 @@ impl Bug {
             Bug::SkipMessage => Some(Quirk::SkipMessage),
             Bug::StoreRepeats => Some(Quirk::StoreRepeats),
             Bug::BatchReversed => Some(Quirk::BatchReversed),
+            Bug::DelayEndsEarly => Some(Quirk::DelayEndsEarly),
+            Bug::RouteFirstOnly => Some(Quirk::RouteFirstOnly),
             Bug::LocalClockInApply
             | Bug::CorruptPayload
             | Bug::ElectionLockstep

@@ -9,6 +9,7 @@
 pub mod checker;
 pub mod clock;
 pub mod disk;
+pub mod fanout;
 pub mod faults;
 pub mod long_log;
 pub mod net;

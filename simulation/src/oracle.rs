@@ -1,7 +1,9 @@
 //! What the workload saw, and the invariants it can judge from there:
 //! no lost confirmed message, no phantom, per-key order (stored in the
-//! order sent, delivered in the order stored), acked messages never
-//! redelivered, and credit (DESIGN.md invariants 1, 2, 4, 5, 8).
+//! order sent, delivered in the order stored; within a priority, as each
+//! is a lane of partitions), acked messages never redelivered, credit
+//! (DESIGN.md invariants 1, 2, 4, 5, 8), and no delayed message handed
+//! out before its time by the state machine's clock.
 //!
 //! A write whose answer never came is *unknown*, never absent: it may be
 //! stored, so it is neither required nor forbidden.
@@ -22,8 +24,11 @@ pub struct Oracle {
 struct Observations {
     /// Every payload ever sent, with its place in the order of sends.
     sent: BTreeMap<Bytes, u64>,
-    /// Confirmed places by key, in the order their messages were sent.
-    confirmed_by_send: BTreeMap<String, BTreeMap<u64, Position>>,
+    /// The delay each delayed payload was sent with, in ms.
+    delays: BTreeMap<Bytes, u32>,
+    /// Confirmed places by key and partition (a priority's lane), in the
+    /// order their messages were sent.
+    confirmed_by_send: BTreeMap<(String, u32), BTreeMap<u64, Position>>,
     /// Payloads whose publish was confirmed, at their first confirmed place.
     confirmed: BTreeMap<Bytes, Position>,
     /// Confirmed places by key, for the order check.
@@ -54,7 +59,8 @@ impl Observations {
         let Some(&order) = self.sent.get(payload) else {
             return;
         };
-        let places = self.confirmed_by_send.entry(key.to_string()).or_default();
+        let lane = (key.to_string(), position.0);
+        let places = self.confirmed_by_send.entry(lane).or_default();
         places.insert(order, position);
         let before = places
             .range(..order)
@@ -93,6 +99,9 @@ pub struct Seen<'a> {
     pub position: Position,
     /// The log index whose apply handed it out.
     pub decided_at: u64,
+    /// The state machine's time when it was published, and when handed out.
+    pub publish_ms: u64,
+    pub decided_ms: u64,
     pub key: Option<&'a [u8]>,
     pub payload: &'a Bytes,
 }
@@ -104,10 +113,14 @@ impl Oracle {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn sent(&self, payload: &Bytes) {
+    /// A payload sent, delayed by `delay_ms` (0: not delayed).
+    pub fn sent(&self, payload: &Bytes, delay_ms: u32) {
         let mut o = self.lock();
         let order = o.sent.len() as u64;
         o.sent.entry(payload.clone()).or_insert(order);
+        if delay_ms > 0 {
+            o.delays.insert(payload.clone(), delay_ms);
+        }
     }
 
     pub fn confirmed(&self, payload: &Bytes, key: Option<&str>, position: Position) {
@@ -144,9 +157,23 @@ impl Oracle {
             ordered,
             position,
             decided_at,
+            publish_ms,
+            decided_ms,
             key,
             payload,
         } = seen;
+        // A delayed message waits for its time, by the state machine's
+        // clock: the one that stamped its publish.
+        if let Some(delay) = o.delays.get(payload) {
+            let due = publish_ms + u64::from(*delay);
+            if decided_ms < due {
+                let early = due - decided_ms;
+                let v = format!(
+                    "{payload:?} at {position:?} handed out {early} ms before its delay ended"
+                );
+                o.violations.push(v);
+            }
+        }
         // No phantom: it was sent, and it is what the confirm said is there.
         if !o.sent.contains_key(payload) {
             let v = format!("phantom delivery {payload:?} at {position:?}");

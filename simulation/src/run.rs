@@ -107,6 +107,7 @@ pub fn run(seed: u64, trace: Trace) -> Report {
     // the workload's shape and the faults.
     raftmq_node::raft::seed_thread_rng(seed);
     let mut rng = StdRng::seed_from_u64(seed);
+    let mut features = StdRng::seed_from_u64(seed ^ 0xfea7);
     let long = rng.gen_ratio(1, LONG_LOG_ONE_IN);
     let mut chaos = Duration::from_secs(rng.gen_range(5..20));
     if long {
@@ -136,6 +137,9 @@ pub fn run(seed: u64, trace: Trace) -> Report {
         ack_timeout_ms: [0, 0, 1_000, 3_000][rng.gen_range(0..4)],
         deadline: chaos + LIVENESS,
         bulk_done: long.then(Arc::default),
+        // Drawn apart, so that the draws above stay what they were.
+        max_priority: [0, 0, 3][features.gen_range(0..3)],
+        delay_per_mille: [0, features.gen_range(10..200)][features.gen_range(0..2)],
     };
     let faults_per_ms = rng.gen_range(0.0002..0.002);
     let snapshot_every = snapshot_every(long, &mut rng);

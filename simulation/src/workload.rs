@@ -8,7 +8,10 @@
 //! bulk publisher grows the log fast besides, unjudged. A few messages
 //! published first to a topic read only at the end pin the oldest log
 //! entries, so the leader relocates their bodies while the rest goes by;
-//! they must come back as published.
+//! they must come back as published. On some seeds the judged topic has
+//! priorities and some messages are delayed; beside it, a fanout exchange
+//! routes messages, some with a TTL that runs out, to two topics
+//! (`fanout.rs`).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,12 +23,13 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use raftmq_client::{
     Client, ClientError, ClientOptions, Code, Consumer, Message, NackOptions,
-    Position as ClientPosition, SubscribeOptions, SubscriptionMode,
+    Position as ClientPosition, Properties, SubscribeOptions, SubscriptionMode, TopicOptions,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
+use crate::fanout;
 use crate::net::ClientConnector;
 use crate::oracle::{Oracle, Position, Seen};
 use crate::trace::{now, Trace};
@@ -74,16 +78,26 @@ pub struct Workload {
     /// Some: a bulk publisher runs until the driver sets this (or the
     /// chaos phase ends).
     pub bulk_done: Option<Arc<AtomicBool>>,
+    /// The judged topic's highest priority (0: none); producers draw each
+    /// message's from 0 to one above it (which counts as the highest).
+    pub max_priority: u32,
+    /// Chance per message, in thousandths, that it is published delayed,
+    /// by up to `DELAY_MAX_MS`.
+    pub delay_per_mille: u32,
 }
+
+/// The longest delay a judged message is published with.
+const DELAY_MAX_MS: u32 = 400;
 
 /// Which application a client belongs to: each gets its own client (its
 /// own connections, leader guess and producer ids), as separate processes
 /// would.
 #[derive(Clone, Copy)]
-enum App {
+pub(crate) enum App {
     Admin,
     Bulk,
     Pinned,
+    Fanout,
     Producer(u32),
     Consumer(u32),
 }
@@ -94,6 +108,7 @@ impl App {
             App::Admin => 0x7091c,
             App::Bulk => 0xb01c,
             App::Pinned => 0x9177ed,
+            App::Fanout => 0xfa0,
             App::Producer(p) => 0x9e37 + u64::from(p),
             App::Consumer(c) => 0xc045 + u64::from(c),
         }
@@ -103,7 +118,7 @@ impl App {
 impl Workload {
     /// A client with the production defaults over the simulated network;
     /// its producer ids and this app's random choices come from the seed.
-    fn client(&self, app: App) -> (Client, StdRng) {
+    pub(crate) fn client(&self, app: App) -> (Client, StdRng) {
         let seed = self.seed ^ app.salt();
         let client = Client::connect_via(
             self.nodes.clone(),
@@ -116,7 +131,7 @@ impl Workload {
     }
 
     /// Runs `work` until the deadline; `None` if the deadline came first.
-    async fn by_deadline<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+    pub(crate) async fn by_deadline<T>(&self, work: impl Future<Output = T>) -> Option<T> {
         let left = self.deadline.saturating_sub(now());
         tokio::time::timeout(left, work).await.ok()
     }
@@ -127,7 +142,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-async fn pause(rng: &mut StdRng) {
+pub(crate) async fn pause(rng: &mut StdRng) {
     tokio::time::sleep(Duration::from_millis(rng.gen_range(50..300))).await;
 }
 
@@ -136,13 +151,49 @@ pub async fn run(
     oracle: Oracle,
     trace: Trace,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    create_topic(&workload, App::Admin, TOPIC, workload.partitions, &trace).await;
-    create_topic(&workload, App::Pinned, PINNED_TOPIC, 1, &trace).await;
+    let judged = TopicOptions {
+        max_priority: workload.max_priority,
+        ..TopicOptions::default()
+    };
+    create_topic(
+        &workload,
+        App::Admin,
+        TOPIC,
+        workload.partitions,
+        judged,
+        &trace,
+    )
+    .await;
+    create_topic(
+        &workload,
+        App::Pinned,
+        PINNED_TOPIC,
+        1,
+        TopicOptions::default(),
+        &trace,
+    )
+    .await;
     let pinned = publish_pinned(&workload, &trace).await;
+    // Its own check follows its publishes, while the rest goes on.
+    let fanout = {
+        let (workload, oracle, trace) = (workload.clone(), oracle.clone(), trace.clone());
+        tokio::spawn(async move {
+            let confirmed = fanout::publish(&workload, &oracle, &trace).await;
+            fanout::check(&workload, &confirmed, &oracle, &trace).await;
+        })
+    };
     let bulk = workload.bulk_done.clone().map(|done| {
         let (workload, trace) = (workload.clone(), trace.clone());
         tokio::spawn(async move {
-            create_topic(&workload, App::Bulk, BULK_TOPIC, 1, &trace).await;
+            create_topic(
+                &workload,
+                App::Bulk,
+                BULK_TOPIC,
+                1,
+                TopicOptions::default(),
+                &trace,
+            )
+            .await;
             publish_bulk(&workload, &done, &trace).await;
         })
     });
@@ -164,6 +215,7 @@ pub async fn run(
     for producer in producers.into_iter().chain(bulk) {
         producer.await?;
     }
+
     trace.record(
         now(),
         format!("producers done: {} confirmed", oracle.confirmed_count()),
@@ -177,6 +229,7 @@ pub async fn run(
         consumer.await?;
     }
     check_pinned(&workload, &pinned, &oracle, &trace).await;
+    fanout.await?;
     trace.record(
         now(),
         format!("workload done: {} delivered", oracle.delivered_count()),
@@ -184,13 +237,19 @@ pub async fn run(
     Ok(())
 }
 
-/// Creates a topic, retrying through outages until the deadline. A retry
-/// whose first attempt created it meets ALREADY_EXISTS.
-async fn create_topic(workload: &Workload, app: App, name: &str, partitions: u32, trace: &Trace) {
+/// Declares a topic, retrying through outages until the deadline.
+pub(crate) async fn create_topic(
+    workload: &Workload,
+    app: App,
+    name: &str,
+    partitions: u32,
+    options: TopicOptions,
+    trace: &Trace,
+) {
     let (client, mut rng) = workload.client(app);
     while now() < workload.deadline {
         let created = workload
-            .by_deadline(client.create_topic(name, partitions))
+            .by_deadline(client.create_topic_with(name, partitions, options))
             .await;
         match created {
             None | Some(Ok(_)) => break,
@@ -329,11 +388,21 @@ async fn produce(workload: Workload, index: u32, oracle: Oracle, trace: Trace) {
                 let payload = Bytes::from(format!("{key}:{}", next_seq[k]));
                 (Some(key), payload)
             };
-            oracle.sent(&payload);
+            let delay_ms = (rng.gen_range(0..1000) < workload.delay_per_mille)
+                .then(|| rng.gen_range(1..=DELAY_MAX_MS));
+            let priority =
+                (workload.max_priority > 0).then(|| rng.gen_range(0..=workload.max_priority + 1));
+            oracle.sent(&payload, delay_ms.unwrap_or(0));
+            let properties = Properties {
+                delay_ms,
+                priority,
+                ..Properties::default()
+            };
             let message = match &key {
                 Some(key) => Message::new(payload.clone()).with_key(key.clone()),
                 None => Message::new(payload.clone()),
-            };
+            }
+            .with_properties(properties);
             match producer.send(message).await {
                 Ok(confirm) => confirms.push(async move { (key, payload, confirm.await) }),
                 Err(error) => trace.record(now(), format!("p{index} send: {error}")),
@@ -449,6 +518,8 @@ async fn consume(
                         ordered: workload.mode != SubscriptionMode::Shared,
                         position,
                         decided_at: delivery.decided_at,
+                        publish_ms: delivery.publish_time_ms,
+                        decided_ms: delivery.decided_time_ms,
                         key: delivery.key.as_deref(),
                         payload: &delivery.payload,
                     });

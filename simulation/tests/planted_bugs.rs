@@ -117,3 +117,13 @@ fn a_released_segment_still_holding_bodies_is_caught_as_a_follower_never_caught_
 fn relocated_bodies_shifted_by_one_are_caught_as_bodies_other_than_confirmed() {
     check("relocate-shifted", "confirmed as");
 }
+
+#[test]
+fn a_delay_that_ends_early_is_caught_as_a_delivery_before_its_time() {
+    check("delay-ends-early", "before its delay ended");
+}
+
+#[test]
+fn an_exchange_that_routes_to_one_topic_is_caught_as_a_fanout_short_of_its_topics() {
+    check("route-first-only", "not to both bound topics");
+}

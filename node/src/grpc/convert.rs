@@ -67,6 +67,7 @@ pub fn delivery(delivery: Delivery, message: Message) -> v1::Delivery {
         redelivered: delivery.attempts > 1,
         publish_time_ms: message.publish_ms,
         decided_at: delivery.decided_at,
+        decided_time_ms: delivery.decided_ms,
         properties: message.properties.map(|p| Box::new(properties(*p))),
     }
 }

@@ -20,7 +20,7 @@ use super::effect::{Delivery, Effect};
 use super::ids::{ConsumerId, KeyHash};
 use super::limits::{DISPATCH_LOOKAHEAD_MAX, DISPATCH_WINDOW_MAX};
 use super::quirks::{self, Quirk};
-use super::subscription::{Counts, Cursor, InFlight, Mode, Standing, Subscription};
+use super::subscription::{Counts, Cursor, InFlight, Mode, Returned, Standing, Subscription};
 use super::topic::{Partition, Stored, Topic};
 
 /// When a dispatch happens: the state machine's time and the log entry
@@ -143,28 +143,50 @@ fn pick(
         ..
     } = subscription;
     let cursor = &cursors[index];
-    // Returned messages in offset order: those whose delay passed are
-    // candidates, the others only wait.
+    // A returned message as dispatch looks at it: once its delay passed a
+    // candidate, before that it only waits.
+    let look = |(offset, r): (&u64, &Returned)| {
+        if r.not_before_ms <= now_ms {
+            Look::Candidate(*offset, r.counts)
+        } else {
+            Look::Waiting(*offset)
+        }
+    };
+    // Redeliveries in offset order, before anything new: each was handed
+    // out before every later message of its key.
     let returned = || {
-        cursor.returned.iter().map(|(offset, r)| {
-            if r.not_before_ms <= now_ms {
-                Look::Candidate(*offset, r.counts)
-            } else {
-                Look::Waiting(*offset)
-            }
-        })
+        cursor
+            .returned
+            .iter()
+            .filter(|(_, r)| r.counts.attempts > 0)
+            .map(look)
     };
     let horizon = partition
         .end()
         .min(cursor.floor.saturating_add(DISPATCH_WINDOW_MAX))
         .min(cursor.next.saturating_add(DISPATCH_LOOKAHEAD_MAX));
-    let fresh = (cursor.next..horizon)
+    // The `DelayEndsEarly` quirk lets a delay end up to 300 ms early.
+    let early = if quirks::on(Quirk::DelayEndsEarly) {
+        300
+    } else {
+        0
+    };
+    let never_handed_out = (cursor.next..horizon)
         .filter(|offset| cursor.standing(*offset) == Standing::NeverDelivered)
         .map(|offset| match partition.due_ms(offset) {
-            Some(due_ms) if due_ms > now_ms => Look::NotDue(offset, due_ms),
+            Some(due_ms) if due_ms > now_ms + early => Look::NotDue(offset, due_ms),
             _ => Look::Candidate(offset, Counts::default()),
         });
-    // Returned messages first; the `ReturnedLast` quirk puts them last.
+    // Messages deferred for their delay were never handed out either: they
+    // take their place among the new ones by offset, not before them, so
+    // that a key's earlier messages still go first.
+    let deferred_before = cursor
+        .returned
+        .iter()
+        .filter(|(offset, r)| r.counts.attempts == 0 && **offset < horizon)
+        .map(look);
+    let fresh = merge_by_offset(deferred_before, never_handed_out);
+    // Redeliveries first; the `ReturnedLast` quirk puts them last.
     let late = quirks::on(Quirk::ReturnedLast);
     let looks = returned()
         .filter(move |_| !late)
@@ -236,6 +258,20 @@ fn hold_back(
     }
 }
 
+/// Two sequences of looks, each in offset order, as one in offset order.
+fn merge_by_offset(
+    a: impl Iterator<Item = Look>,
+    b: impl Iterator<Item = Look>,
+) -> impl Iterator<Item = Look> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if x.offset() <= y.offset() => a.next(),
+        (Some(_), Some(_)) => b.next(),
+        (Some(_), None) => a.next(),
+        (None, _) => b.next(),
+    })
+}
+
 /// One message dispatch looks at: a candidate to hand out (with its
 /// counts so far), a returned message still waiting out its delay, or a
 /// fresh one published delayed, not due before the time it carries.
@@ -243,6 +279,14 @@ enum Look {
     Candidate(u64, Counts),
     Waiting(u64),
     NotDue(u64, u64),
+}
+
+impl Look {
+    fn offset(&self) -> u64 {
+        match self {
+            Look::Candidate(offset, _) | Look::Waiting(offset) | Look::NotDue(offset, _) => *offset,
+        }
+    }
 }
 
 /// What choosing a consumer for one message looks at.
@@ -337,6 +381,7 @@ fn hand_out(
             message,
             attempts: counts.attempts,
             decided_at: moment.index,
+            decided_ms: moment.now_ms,
         },
     });
 }

@@ -20,6 +20,8 @@ pub struct Delivery {
     pub attempts: u32,
     /// The log index whose apply handed it out.
     pub decided_at: u64,
+    /// The state machine's time at that apply.
+    pub decided_ms: u64,
 }
 
 /// Something applying a command causes outside the state machine. Every

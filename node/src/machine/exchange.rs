@@ -11,6 +11,7 @@ use super::checks::{check_limit, check_name};
 use super::limits::{
     BINDINGS_PER_EXCHANGE_MAX, BINDING_ARGUMENTS_MAX, EXCHANGES_MAX, ROUTING_KEY_BYTES_MAX,
 };
+use super::quirks::{self, Quirk};
 use super::rejection::Rejection;
 
 /// The name of the default exchange: it routes a message to the topic its
@@ -282,10 +283,12 @@ impl Exchanges {
             if !tried.insert(name) {
                 break; // alternates in a circle
             }
+            let first_only = quirks::on(Quirk::RouteFirstOnly);
             let topics: BTreeSet<String> = current
                 .matching(routing_key, headers)
                 .filter(|topic| topic_exists(topic))
                 .map(str::to_string)
+                .take(if first_only { 1 } else { usize::MAX })
                 .collect();
             if !topics.is_empty() {
                 return topics;

@@ -25,6 +25,10 @@ pub enum Quirk {
     /// A publish stores its messages last first (each still confirmed at
     /// its own place).
     BatchReversed = 8,
+    /// A delayed message less than 300 ms from its time counts as due.
+    DelayEndsEarly = 9,
+    /// An exchange routes a message to its first matching topic only.
+    RouteFirstOnly = 10,
 }
 
 #[cfg(feature = "planted-bugs")]

@@ -2193,3 +2193,29 @@ fn the_highest_priority_goes_first_and_a_key_keeps_its_order_within_one() {
     let last = h.deliveries();
     assert_eq!(last.len(), 1, "the second a@0 comes last");
 }
+
+/// A delayed message that comes due while an earlier message of its key
+/// still waits for credit does not pass it: deferred messages take their
+/// place among the new ones by offset, not with the redeliveries before
+/// them (the simulation found this).
+#[test]
+fn a_delayed_message_due_later_does_not_pass_its_keys_earlier_one() {
+    let mut h = Harness::new();
+    h.topic("t", 1);
+    h.attach("t", "s", 1, SESSION);
+    publish_delayed(&mut h, "t", &[(Some("x"), 0)]);
+    assert_eq!(offsets(h.deliveries()), [0], "the consumer's one credit");
+    // 1: a, not delayed; 2: a, delayed 100 ms; both wait for credit.
+    publish_delayed(&mut h, "t", &[(Some("a"), 0), (Some("a"), 100)]);
+    h.stamp_ms += 200;
+    h.apply(Command::Tick);
+    assert!(h.deliveries().is_empty(), "no credit yet");
+    h.ack("t", "s", vec![(0, 0)]);
+    assert_eq!(
+        offsets(h.deliveries()),
+        [1],
+        "the earlier one of the key first"
+    );
+    h.ack("t", "s", vec![(0, 1)]);
+    assert_eq!(offsets(h.deliveries()), [2]);
+}
