@@ -225,6 +225,8 @@ impl Client {
             client_id: self.id(),
             overflow: options.overflow as i32,
             max_priority: options.max_priority,
+            stream: options.stream,
+            max_age_ms: options.max_age.map_or(0, |age| age.as_millis() as u64),
         };
         self.unary_to_leader(request, |mut broker, request| async move {
             broker.create_topic(request).await

@@ -183,6 +183,10 @@ pub struct SubscribeOptions {
     pub max_deliveries: u32,
     /// An existing topic for rejected and over-delivered messages.
     pub dead_letter_topic: Option<String>,
+    /// Or an existing exchange that routes them (`x-dead-letter-exchange`),
+    /// by `dead_letter_routing_key`, else by the topic's name.
+    pub dead_letter_exchange: Option<String>,
+    pub dead_letter_routing_key: Option<String>,
     /// Where a new subscription starts (a replay, before the end).
     pub start: StartAt,
     /// How long `next` keeps re-subscribing without progress before it
@@ -200,6 +204,8 @@ impl Default for SubscribeOptions {
             ack_timeout: None,
             max_deliveries: 0,
             dead_letter_topic: None,
+            dead_letter_exchange: None,
+            dead_letter_routing_key: None,
             start: StartAt::Earliest,
             give_up_after: None,
         }
@@ -223,6 +229,8 @@ impl SubscribeOptions {
             ack_timeout_ms: self.ack_timeout.map_or(0, |t| t.as_millis() as u64),
             max_deliveries: self.max_deliveries,
             dead_letter_topic: self.dead_letter_topic.clone(),
+            dead_letter_exchange: self.dead_letter_exchange.clone(),
+            dead_letter_routing_key: self.dead_letter_routing_key.clone(),
             start: self.start.position() as i32,
             start_offset: match self.start {
                 StartAt::Offset(offset) => offset,
@@ -257,6 +265,11 @@ pub struct TopicOptions {
     /// Deleted once it has had no consumer this long (RabbitMQ's
     /// `x-expires`); `None`: never. Whole milliseconds, at most 49 days.
     pub expires: Option<Duration>,
+    /// A stream: messages stay whether or not acked, for replay
+    /// (`StartAt`), until older than `max_age` or past the limits.
+    pub stream: bool,
+    /// A stream's age limit; `None`: none.
+    pub max_age: Option<Duration>,
     /// The highest message priority, 0 (none) to 10 (`x-max-priority`):
     /// higher goes first; order per key holds within a priority.
     pub max_priority: u32,

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use raftmq_node::machine::{
-    Command, EntryId, Mode, NewMessage, Request, SessionAddr, Start, State, SubscriptionConfig,
-    TopicLimits, SUBSCRIPTIONS_PER_TOPIC_MAX,
+    Command, EntryId, Mode, NewMessage, Request, Retention, SessionAddr, Start, State,
+    SubscriptionConfig, TopicLimits, SUBSCRIPTIONS_PER_TOPIC_MAX,
 };
 
 /// Rounds per measurement; the median is printed.
@@ -50,6 +50,7 @@ fn state_with(subscriptions: usize) -> (State, u64) {
     for t in 0..topics {
         let topic = format!("t{t}");
         let create = Command::CreateTopic {
+            retention: Retention::UntilAcked,
             max_priority: 0,
             owner: None,
             expires_ms: 0,
@@ -85,9 +86,8 @@ fn state_with(subscriptions: usize) -> (State, u64) {
             config: Some(SubscriptionConfig {
                 mode: Mode::Failover,
                 ack_timeout_ms: subscriptions as u64,
-                max_deliveries: 0,
-                dead_letter_topic: None,
                 start: Start::Earliest,
+                ..SubscriptionConfig::default()
             }),
         };
         apply(&mut state, &mut index, s as u64, vec![attach]);

@@ -13,8 +13,8 @@ use tonic::transport::server::Connected;
 use tonic::transport::Server;
 
 use crate::broker::{
-    compact_when_due, reap_orphans, tick_when_due, watch_leadership, Broker, Leaderless, Proposer,
-    Sessions,
+    compact_when_due, reap_orphans, tick_when_due, watch_leadership, Broker, LeaderClock,
+    Leaderless, Proposer, Sessions,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::NodeConfig;
@@ -113,7 +113,11 @@ impl Node {
         )
         .await?;
 
-        let proposer = Proposer::start(raft.clone(), seams.clock.clone());
+        // What the leader stamps, and what the ticker compares deadlines
+        // with: the wall clock, unless it lags the state machine's time.
+        let leader_clock: Arc<dyn Clock> =
+            Arc::new(LeaderClock::new(seams.clock.clone(), machine.clone()));
+        let proposer = Proposer::start(raft.clone(), leader_clock.clone());
         let leaderless = Arc::new(Leaderless::new());
         tokio::spawn(watch_leadership(
             raft.clone(),
@@ -134,7 +138,7 @@ impl Node {
         };
         let broker = Arc::new(broker);
         tokio::spawn(reap_orphans(broker.clone()));
-        tokio::spawn(tick_when_due(broker.clone(), seams.clock.clone()));
+        tokio::spawn(tick_when_due(broker.clone(), leader_clock));
         tokio::spawn(compact_when_due(broker.clone(), config.compact_frees_bytes));
         Ok(Node {
             broker,

@@ -916,3 +916,36 @@ async fn the_highest_priority_goes_first_and_keys_keep_their_order_within_one() 
     )
     .await;
 }
+
+/// A stream keeps what was acked: a subscription created after another
+/// acked everything still replays from an offset or a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_replays_what_was_acked() {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    let stream = TopicOptions {
+        stream: true,
+        max_age: Some(Duration::from_secs(3600)),
+        ..TopicOptions::default()
+    };
+    client
+        .create_topic_with("events", 1, stream)
+        .await
+        .expect("topic");
+    publish_keyless(&client, "events", 6).await;
+    let mut first = subscribe(&client, "events", "first", SubscribeOptions::default()).await;
+    let all = take(&mut first, 6).await;
+    first.ack(&all).await.expect("ack");
+    let options = SubscribeOptions {
+        start: StartAt::Offset(2),
+        ..SubscribeOptions::default()
+    };
+    let mut replay = subscribe(&client, "events", "replay", options).await;
+    let offsets: Vec<u64> = take(&mut replay, 4)
+        .await
+        .iter()
+        .map(|d| d.offset)
+        .collect();
+    assert_eq!(offsets, [2, 3, 4, 5]);
+    assert_quiet(&mut replay, Duration::from_millis(300), "replay").await;
+}

@@ -255,3 +255,58 @@ async fn exchanges_route_exactly_what_their_bindings_say_and_survive_a_restart()
         );
     }
 }
+
+/// A subscription that dead-letters through an exchange: a rejected
+/// message reaches the topic bound with the configured routing key, with
+/// its reason, on real nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_message_goes_through_the_dead_letter_exchange() {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    topics(&client, &["work", "retry-later"]).await;
+    declare(&client, "dlx", ExchangeKind::Direct, None).await;
+    bind(&client, "dlx", "retry-later", "failed").await;
+    let options = raftmq_client::SubscribeOptions {
+        dead_letter_exchange: Some("dlx".into()),
+        dead_letter_routing_key: Some("failed".into()),
+        ..Default::default()
+    };
+    let mut consumer = client
+        .subscribe_with("work", "s", options)
+        .await
+        .expect("subscribe");
+    client
+        .publish("work", vec![Message::new("bad")])
+        .await
+        .expect("publish");
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("a delivery")
+        .expect("open")
+        .expect("delivered");
+    let reject = raftmq_client::NackOptions {
+        reject: true,
+        ..Default::default()
+    };
+    consumer
+        .nack_with([&delivery], reject)
+        .await
+        .expect("reject");
+    let mut dead = client
+        .subscribe("retry-later", "inspect", 1)
+        .await
+        .expect("subscribe");
+    let letter = tokio::time::timeout(Duration::from_secs(10), dead.next())
+        .await
+        .expect("a dead letter")
+        .expect("open")
+        .expect("delivered");
+    assert_eq!(letter.payload, "bad".as_bytes());
+    assert_eq!(
+        letter
+            .headers
+            .get("x-raftmq-dead-letter-reason")
+            .map(String::as_str),
+        Some("rejected")
+    );
+}

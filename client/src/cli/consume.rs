@@ -52,6 +52,13 @@ pub(crate) struct ConsumeArgs {
     /// An existing topic for rejected and over-delivered messages.
     #[arg(long)]
     dead_letter_topic: Option<String>,
+    /// Or an existing exchange that routes them (x-dead-letter-exchange).
+    #[arg(long, conflicts_with = "dead_letter_topic")]
+    dead_letter_exchange: Option<String>,
+    /// The routing key dead letters go through --dead-letter-exchange with
+    /// (default: the topic's name).
+    #[arg(long, requires = "dead_letter_exchange")]
+    dead_letter_routing_key: Option<String>,
     /// Start a new subscription after the messages published so far.
     #[arg(long, conflicts_with_all = ["from_offset", "from_time_ms"])]
     from_latest: bool,
@@ -108,6 +115,8 @@ pub(crate) async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<Ex
         ack_timeout: args.ack_timeout_ms.map(Duration::from_millis),
         max_deliveries: args.max_deliveries,
         dead_letter_topic: args.dead_letter_topic.clone(),
+        dead_letter_exchange: args.dead_letter_exchange.clone(),
+        dead_letter_routing_key: args.dead_letter_routing_key.clone(),
         start: match (args.from_latest, args.from_offset, args.from_time_ms) {
             (true, _, _) => StartAt::Latest,
             (_, Some(offset), _) => StartAt::Offset(offset),

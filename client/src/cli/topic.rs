@@ -34,6 +34,14 @@ pub(crate) enum TopicCommand {
         /// a dead-letter topic.
         #[arg(long, default_value_t = 0)]
         message_ttl_ms: u32,
+        /// A stream: keep messages whether or not acked, for replay
+        /// (consume --from-offset / --from-time-ms), until --max-age-ms or
+        /// the limits drop the oldest.
+        #[arg(long)]
+        stream: bool,
+        /// A stream's age limit in ms (0: none).
+        #[arg(long, default_value_t = 0, requires = "stream")]
+        max_age_ms: u64,
         /// The highest message priority, 0 (none) to 10: higher goes first.
         #[arg(long, default_value_t = 0)]
         max_priority: u32,
@@ -90,6 +98,8 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
             message_ttl_ms,
             overflow,
             max_priority,
+            stream,
+            max_age_ms,
             expires_ms,
             fail_if_exists,
         } => {
@@ -100,6 +110,8 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                 fail_if_exists,
                 expires: (expires_ms > 0).then(|| Duration::from_millis(expires_ms.into())),
                 max_priority,
+                stream,
+                max_age: (max_age_ms > 0).then(|| Duration::from_millis(max_age_ms)),
                 overflow: match overflow {
                     OverflowArg::RejectPublish => Overflow::RejectPublish,
                     OverflowArg::DropHead => Overflow::DropHead,

@@ -5,6 +5,7 @@
 
 mod compactor;
 mod leader;
+mod leader_clock;
 mod proposer;
 mod reaper;
 mod sessions;
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 
 pub use compactor::{compact_when_due, COMPACT_FREES_BYTES};
 pub use leader::{watch_leadership, Leaderless};
+pub use leader_clock::LeaderClock;
 pub use proposer::{Committed, ProposeError, Proposer};
 pub use reaper::reap_orphans;
 pub use sessions::{SessionEvent, Sessions};

@@ -19,7 +19,8 @@ use super::status::{
 use super::{convert, exchanges};
 use crate::broker::{Broker, Committed, Proposer, SessionEvent, Sessions};
 use crate::machine::{
-    Command, ConsumerId, Outcome, Overflow, ProducerTag, Rejection, SessionAddr, TopicLimits,
+    Command, ConsumerId, Outcome, Overflow, ProducerTag, Rejection, Retention, SessionAddr,
+    TopicLimits,
 };
 use crate::raft::Bodies;
 
@@ -146,6 +147,11 @@ impl BrokerRpc for BrokerService {
                 "an exclusive topic needs the owner's client_id and expires_ms (its lease)",
             ));
         }
+        let retention = match (request.stream, request.max_age_ms) {
+            (true, max_age_ms) => Retention::Stream { max_age_ms },
+            (false, 0) => Retention::UntilAcked,
+            (false, _) => return Err(invalid("max_age_ms applies to a stream")),
+        };
         let overflow = match request.overflow() {
             v1::Overflow::RejectPublish => Overflow::RejectPublish,
             v1::Overflow::DropHead => Overflow::DropHead,
@@ -164,6 +170,7 @@ impl BrokerRpc for BrokerService {
                 owner: request.exclusive.then_some(request.client_id),
                 expires_ms: request.expires_ms,
                 max_priority: u8::try_from(request.max_priority).unwrap_or(u8::MAX),
+                retention,
             })
             .await?;
         match committed.outcome {

@@ -107,12 +107,15 @@ pub fn subscription_config(request: &v1::SubscribeRequest) -> Option<Subscriptio
     let settings = request.ack_timeout_ms > 0
         || request.max_deliveries > 0
         || request.dead_letter_topic.is_some()
+        || request.dead_letter_exchange.is_some()
         || start != Start::Earliest;
     (mode.is_some() || settings).then(|| SubscriptionConfig {
         mode: mode.unwrap_or_default(),
         ack_timeout_ms: request.ack_timeout_ms,
         max_deliveries: request.max_deliveries,
         dead_letter_topic: request.dead_letter_topic.clone(),
+        dead_letter_exchange: request.dead_letter_exchange.clone(),
+        dead_letter_routing_key: request.dead_letter_routing_key.clone(),
         start,
     })
 }

@@ -9,7 +9,7 @@ use super::ids::{ConsumerId, NodeId};
 use super::producers::ProducerTag;
 use super::rejection::Rejection;
 use super::subscription::SubscriptionConfig;
-use super::topic::{BodyRef, NewMessage, TopicLimits};
+use super::topic::{BodyRef, NewMessage, Retention, TopicLimits};
 
 /// One Raft log entry's payload: commands batched by the leader, stamped
 /// with the leader's clock. The state machine's time is
@@ -78,6 +78,8 @@ pub enum Command {
         expires_ms: u32,
         /// The highest message priority (0: none), as `x-max-priority`.
         max_priority: u8,
+        /// A queue's (until acked) or a stream's (by age and limits).
+        retention: Retention,
     },
     /// Deletes a topic with its subscriptions and retained messages; its
     /// consumers' streams close. `if_unused`: only if no consumer is

@@ -10,6 +10,7 @@ use super::consumer::Consumer;
 use super::deadlines::Deadlines;
 use super::dispatch::{self, Moment};
 use super::effect::Effect;
+use super::exchange::Exchanges;
 use super::ids::ConsumerId;
 use super::live::LiveBodies;
 use super::quirks::{self, Quirk};
@@ -42,6 +43,8 @@ pub(super) struct Ledger<'a> {
     /// The log entries retained messages' bodies are in, kept in step by
     /// every append and trim.
     pub live: &'a mut LiveBodies,
+    /// The exchanges, for dead letters routed through one.
+    pub exchanges: &'a Exchanges,
     /// The state machine's time and the log index being applied.
     pub moment: Moment,
 }
@@ -210,31 +213,59 @@ impl Ledger<'_> {
                 .returned
                 .get(&letter.offset)
                 .map_or(0, |r| r.counts.failures);
-            let moved = match subscription.config.dead_letter_topic.clone() {
-                Some(dlq) => {
-                    let headers = [
-                        ("x-raftmq-dead-letter-reason", letter.reason.to_string()),
-                        ("x-raftmq-source-topic", letter.topic.clone()),
-                        ("x-raftmq-source-subscription", letter.subscription.clone()),
-                        ("x-raftmq-source-partition", letter.partition.to_string()),
-                        ("x-raftmq-source-offset", letter.offset.to_string()),
-                        ("x-raftmq-failures", failures.to_string()),
-                    ]
-                    .into_iter()
-                    .map(|(name, value)| (name.to_string(), value))
-                    .collect();
+            let headers: BTreeMap<String, String> = [
+                ("x-raftmq-dead-letter-reason", letter.reason.to_string()),
+                ("x-raftmq-source-topic", letter.topic.clone()),
+                ("x-raftmq-source-subscription", letter.subscription.clone()),
+                ("x-raftmq-source-partition", letter.partition.to_string()),
+                ("x-raftmq-source-offset", letter.offset.to_string()),
+                ("x-raftmq-failures", failures.to_string()),
+            ]
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect();
+            let config = &subscription.config;
+            // Where it goes: the dead-letter topic, or the topics the
+            // dead-letter exchange routes it to (by the configured key, else
+            // its topic's name; a headers exchange sees the headers above).
+            let targets: Option<Vec<String>> =
+                match (&config.dead_letter_topic, &config.dead_letter_exchange) {
+                    (Some(dlq), _) => Some(vec![dlq.clone()]),
+                    (None, Some(dlx)) => {
+                        let key = config
+                            .dead_letter_routing_key
+                            .as_deref()
+                            .unwrap_or(&letter.topic);
+                        let topics = &*self.topics;
+                        let routed = self
+                            .exchanges
+                            .route(dlx, key, &headers, |t| topics.contains_key(t));
+                        Some(routed.into_iter().collect())
+                    }
+                    (None, None) => None,
+                };
+            // Rejected, expired and dropped messages may go with nowhere to
+            // go (the consumer asked for it, their time is up); one
+            // delivered too often stays for redelivery.
+            let droppable =
+                [REASON_REJECTED, REASON_EXPIRED, REASON_MAXLEN].contains(&letter.reason);
+            let moved = match targets {
+                Some(targets) if !targets.is_empty() => {
                     let copy = message.dead_lettered(headers, self.moment.now_ms);
-                    let appended = self.append_stored(&dlq, copy).is_ok();
-                    if appended {
-                        // A dead letter that pushes a drop-head topic past
-                        // its limits drops its head without passing it on:
-                        // dead letters never chase each other round.
-                        self.drop_head(&dlq, false, effects);
-                        self.dispatch_topic(&dlq, effects);
+                    let mut appended = false;
+                    for target in targets {
+                        if self.append_stored(&target, copy.clone()).is_ok() {
+                            appended = true;
+                            // A dead letter that pushes a drop-head topic past
+                            // its limits drops its head without passing it
+                            // on: dead letters never chase each other round.
+                            self.drop_head(&target, false, effects);
+                            self.dispatch_topic(&target, effects);
+                        }
                     }
                     appended
                 }
-                None => [REASON_REJECTED, REASON_EXPIRED, REASON_MAXLEN].contains(&letter.reason),
+                Some(_) | None => droppable,
             };
             if moved {
                 self.ack_moved(&letter);
@@ -260,8 +291,9 @@ impl Ledger<'_> {
         self.refill(holder.into_iter().collect());
     }
 
-    /// Drops the oldest messages of a drop-head topic until it is back
-    /// within its limits (`Topic::head_to_drop`). With `dead_letter`, each
+    /// Drops the oldest messages of a drop-head topic or a stream until it
+    /// is back within its limits and a stream's are young enough
+    /// (`Topic::head_to_drop`). With `dead_letter`, each drop-head one
     /// goes first to the dead-letter topic of every subscription that had
     /// not acked it, reason `maxlen`; then every cursor forgets it, and a
     /// consumer that held it gets its credit back (its ack later finds it
@@ -271,11 +303,12 @@ impl Ledger<'_> {
             let Some(topic) = self.topics.get(name) else {
                 return;
             };
-            let Some(index) = topic.head_to_drop() else {
+            let Some(index) = topic.head_to_drop(self.moment.now_ms) else {
                 return;
             };
             let offset = topic.partitions[index].base;
-            if dead_letter {
+            // A stream's oldest simply go: nobody was owed them.
+            if dead_letter && !topic.is_stream() {
                 let letters = topic
                     .subscriptions
                     .iter()

@@ -55,7 +55,7 @@ pub use rejection::Rejection;
 pub use state::{State, TopicSummary};
 pub use subscription::{Mode, Start, SubscriptionConfig};
 pub use topic::{
-    BodyRef, Message, NewMessage, Overflow, Partition, Properties, Stored, TopicLimits,
+    BodyRef, Message, NewMessage, Overflow, Partition, Properties, Retention, Stored, TopicLimits,
 };
 
 #[cfg(test)]

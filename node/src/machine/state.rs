@@ -20,7 +20,7 @@ use super::producers::{ProducerTag, Verdict};
 use super::rejection::Rejection;
 use super::settle::{self, Settle};
 use super::subscription::{Mode, Subscription, SubscriptionConfig};
-use super::topic::{self, BodyRef, NewMessage, Partition, Topic, TopicLimits};
+use super::topic::{self, BodyRef, NewMessage, Partition, Retention, Topic, TopicLimits};
 
 /// What `ListTopics` shows of a topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,6 +162,7 @@ impl State {
                 owner,
                 expires_ms,
                 max_priority,
+                retention,
             } => {
                 let lifetime = Lifetime {
                     owner: *owner,
@@ -175,7 +176,7 @@ impl State {
                     *message_ttl_ms,
                     *fail_if_exists,
                     lifetime,
-                    *max_priority,
+                    (*max_priority, *retention),
                 )
             }
             Command::DeleteTopic {
@@ -271,6 +272,7 @@ impl State {
             Command::Tick => {
                 settle::tick(&mut self.ledger(), effects);
                 self.expire_topics(effects);
+                self.age_streams(effects);
                 Ok(Outcome::Done)
             }
             Command::LeaderStarted { node } => {
@@ -330,7 +332,7 @@ impl State {
         message_ttl_ms: u32,
         fail_if_exists: bool,
         mut lifetime: Lifetime,
-        max_priority: u8,
+        (max_priority, retention): (u8, Retention),
     ) -> Applied {
         let name = if name.is_empty() {
             // Unique for good: the counter only grows, and a name with the
@@ -380,6 +382,11 @@ impl State {
                     "max_priority",
                     existing.max_priority.to_string(),
                     max_priority.to_string(),
+                ),
+                (
+                    "retention",
+                    format!("{:?}", existing.retention),
+                    format!("{retention:?}"),
                 ),
                 (
                     "max_messages",
@@ -433,12 +440,36 @@ impl State {
         check_limit("topics", self.topics.len(), TOPICS_MAX)?;
         // No consumer yet: an expiring topic's clock starts now.
         self.expiries.update(&name, &mut lifetime, 0, self.now_ms);
-        let topic = Topic::new(partitions, limits, message_ttl_ms, lifetime, max_priority);
+        let topic = Topic::new(
+            partitions,
+            limits,
+            message_ttl_ms,
+            lifetime,
+            max_priority,
+            retention,
+        );
         self.topics.insert(name.clone(), topic);
         Ok(Outcome::Declared {
             created: true,
             name,
         })
+    }
+
+    /// Drops the messages streams keep no longer: those older than their
+    /// `max_age_ms`. One pass over the topics, at a tick.
+    fn age_streams(&mut self, effects: &mut Vec<Effect>) {
+        let now_ms = self.now_ms;
+        let aged: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|(_, t)| t.next_aging().is_some_and(|at| at <= now_ms))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut ledger = self.ledger();
+        for name in aged {
+            ledger.drop_head(&name, false, effects);
+            ledger.dispatch_topic(&name, effects);
+        }
     }
 
     /// Deletes the topics whose time without a consumer ran out.
@@ -753,6 +784,7 @@ impl State {
             consumers: &mut self.consumers,
             deadlines: &mut self.deadlines,
             live: &mut self.live,
+            exchanges: &self.exchanges,
             moment: Moment {
                 now_ms: self.now_ms,
                 index: self.applying.index,
@@ -769,10 +801,19 @@ impl State {
     /// The earliest time a tick has work: an ack deadline or a delayed
     /// redelivery. The leader appends a tick only then, never periodically.
     /// The first entry of the deadline index: O(log n), whatever exists.
+    /// The state machine's time: the highest leader stamp applied.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// The earliest time something is due: a cursor's deadline, a topic's
+    /// expiry, or a stream's oldest message growing too old (a pass over
+    /// the topics: at most `TOPICS_MAX`).
     pub fn next_deadline(&self) -> Option<u64> {
         let cursors = self.deadlines.next();
         let topics = self.expiries.next();
-        cursors.into_iter().chain(topics).min()
+        let aging = self.topics.values().filter_map(Topic::next_aging).min();
+        cursors.into_iter().chain(topics).chain(aging).min()
     }
 
     /// Every expiring topic's time, as the topics' lifetimes imply: what
@@ -885,15 +926,19 @@ impl State {
         topic: &str,
         config: &SubscriptionConfig,
     ) -> Result<(), Rejection> {
-        match &config.dead_letter_topic {
-            Some(dlq) if dlq == topic => Err(Rejection::Invalid(
+        match (&config.dead_letter_topic, &config.dead_letter_exchange) {
+            (Some(_), Some(_)) => Err(Rejection::Invalid(
+                "a dead_letter_topic or a dead_letter_exchange, not both".into(),
+            )),
+            (Some(dlq), None) if dlq == topic => Err(Rejection::Invalid(
                 "the dead-letter topic cannot be the subscription's own topic".into(),
             )),
-            Some(dlq) if !self.topics.contains_key(dlq) => {
+            (Some(dlq), None) if !self.topics.contains_key(dlq) => {
                 Err(Rejection::UnknownTopic(dlq.clone()))
             }
-            None if config.max_deliveries > 0 => Err(Rejection::Invalid(
-                "max_deliveries needs a dead_letter_topic".into(),
+            (None, Some(dlx)) => self.exchanges.check_exists(dlx),
+            (None, None) if config.max_deliveries > 0 => Err(Rejection::Invalid(
+                "max_deliveries needs a dead_letter_topic or a dead_letter_exchange".into(),
             )),
             _ => Ok(()),
         }

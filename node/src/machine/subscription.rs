@@ -34,8 +34,13 @@ pub struct SubscriptionConfig {
     /// Failures (nacks, ack timeouts) after which a message goes to the
     /// dead-letter topic. 0: unlimited. Needs `dead_letter_topic`.
     pub max_deliveries: u32,
-    /// Where rejected, over-delivered and expired messages go.
+    /// Where rejected, over-delivered, expired and dropped messages go.
     pub dead_letter_topic: Option<String>,
+    /// Or: the exchange that routes them (RabbitMQ's
+    /// `x-dead-letter-exchange`), by `dead_letter_routing_key`, else by
+    /// the name of the topic they left.
+    pub dead_letter_exchange: Option<String>,
+    pub dead_letter_routing_key: Option<String>,
     /// Where a new subscription starts.
     pub start: Start,
 }

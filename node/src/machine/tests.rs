@@ -65,6 +65,7 @@ impl Harness {
 
     fn topic(&mut self, name: &str, partitions: u32) {
         let outcome = self.apply(Command::CreateTopic {
+            retention: Retention::UntilAcked,
             max_priority: 0,
             owner: None,
             expires_ms: 0,
@@ -184,6 +185,7 @@ fn topic_creation_checks_names_and_partitions() {
     ];
     for (name, partitions, error) in cases {
         let outcome = h.apply(Command::CreateTopic {
+            retention: Retention::UntilAcked,
             max_priority: 0,
             owner: None,
             expires_ms: 0,
@@ -468,6 +470,7 @@ fn time_never_runs_back() {
 fn replicas_applying_the_same_log_agree() {
     let log = [
         Command::CreateTopic {
+            retention: Retention::UntilAcked,
             max_priority: 0,
             owner: None,
             expires_ms: 0,
@@ -870,6 +873,7 @@ fn a_full_topic_refuses_publishes_until_consumers_ack() {
         overflow: Overflow::RejectPublish,
     };
     h.apply(Command::CreateTopic {
+        retention: Retention::UntilAcked,
         max_priority: 0,
         owner: None,
         expires_ms: 0,
@@ -908,6 +912,7 @@ fn a_topic_byte_limit_counts_headers() {
         overflow: Overflow::RejectPublish,
     };
     h.apply(Command::CreateTopic {
+        retention: Retention::UntilAcked,
         max_priority: 0,
         owner: None,
         expires_ms: 0,
@@ -1240,6 +1245,7 @@ fn declaring_a_topic_again_is_idempotent_and_a_mismatch_names_the_setting() {
     let mut h = Harness::new();
     let declare = |h: &mut Harness, partitions, max_messages, message_ttl_ms, fail_if_exists| {
         h.apply(Command::CreateTopic {
+            retention: Retention::UntilAcked,
             max_priority: 0,
             owner: None,
             expires_ms: 0,
@@ -1445,6 +1451,7 @@ fn an_expired_message_is_never_delivered_and_is_dead_lettered() {
 fn the_shorter_ttl_wins_and_an_expired_message_without_a_dead_letter_topic_is_dropped() {
     let mut h = Harness::new();
     h.apply(Command::CreateTopic {
+        retention: Retention::UntilAcked,
         max_priority: 0,
         owner: None,
         expires_ms: 0,
@@ -1606,6 +1613,7 @@ fn unroutable_messages_are_counted_or_go_to_the_alternate_and_a_full_topic_refus
     let mut h = Harness::new();
     h.topic("errors", 1);
     h.apply(Command::CreateTopic {
+        retention: Retention::UntilAcked,
         max_priority: 0,
         owner: None,
         expires_ms: 0,
@@ -1803,6 +1811,7 @@ fn exchanges_are_declared_bound_and_deleted_with_clear_refusals() {
 
 fn declare_temporary(h: &mut Harness, name: &str, owner: Option<u64>, expires_ms: u32) -> Outcome {
     h.apply(Command::CreateTopic {
+        retention: Retention::UntilAcked,
         max_priority: 0,
         name: name.into(),
         partitions: 1,
@@ -2054,6 +2063,7 @@ fn a_drop_head_topic_drops_its_oldest_to_the_dead_letter_topic() {
     let mut h = Harness::new();
     h.topic("dlq", 1);
     h.apply(Command::CreateTopic {
+        retention: Retention::UntilAcked,
         max_priority: 0,
         name: "t".into(),
         partitions: 2,
@@ -2138,6 +2148,7 @@ fn publish_prioritized(h: &mut Harness, topic: &str, messages: &[(&str, u32)]) -
 fn the_highest_priority_goes_first_and_a_key_keeps_its_order_within_one() {
     let mut h = Harness::new();
     h.apply(Command::CreateTopic {
+        retention: Retention::UntilAcked,
         name: "p".into(),
         partitions: 2,
         limits: TopicLimits::default(),
@@ -2218,4 +2229,156 @@ fn a_delayed_message_due_later_does_not_pass_its_keys_earlier_one() {
     );
     h.ack("t", "s", vec![(0, 1)]);
     assert_eq!(offsets(h.deliveries()), [2]);
+}
+
+/// A subscription may dead-letter through an exchange: a rejected message
+/// goes to every topic the exchange routes it to, by the configured
+/// routing key or else by the name of the topic it left; one the exchange
+/// routes nowhere is dropped, as a rejected one without a dead-letter topic
+/// is.
+#[test]
+fn dead_letters_go_through_a_dead_letter_exchange() {
+    let mut h = Harness::new();
+    for topic in ["t", "u", "by-topic", "by-key"] {
+        h.topic(topic, 1);
+    }
+    declare_exchange(&mut h, "dlx", ExchangeKind::Direct, None);
+    bind(&mut h, "dlx", "by-topic", "t");
+    bind(&mut h, "dlx", "by-key", "failed");
+    let through = |key: Option<&str>| SubscriptionConfig {
+        dead_letter_exchange: Some("dlx".into()),
+        dead_letter_routing_key: key.map(str::to_string),
+        ..SubscriptionConfig::default()
+    };
+    let both = SubscriptionConfig {
+        dead_letter_topic: Some("by-topic".into()),
+        ..through(None)
+    };
+    let attach = |h: &mut Harness, topic: &str, config| {
+        h.apply(Command::Attach {
+            topic: topic.into(),
+            subscription: "s".into(),
+            prefetch: 10,
+            session: SESSION,
+            config: Some(config),
+            client: 0,
+        })
+    };
+    assert!(matches!(
+        rejected(attach(&mut h, "t", both)),
+        Rejection::Invalid(_)
+    ));
+    let missing = SubscriptionConfig {
+        dead_letter_exchange: Some("nope".into()),
+        ..SubscriptionConfig::default()
+    };
+    assert!(matches!(
+        rejected(attach(&mut h, "t", missing)),
+        Rejection::UnknownExchange(_)
+    ));
+
+    let reject = |h: &mut Harness, topic: &str| {
+        h.apply(Command::Nack {
+            topic: topic.into(),
+            subscription: "s".into(),
+            positions: vec![(0, 0)],
+            requeue: false,
+            delay_ms: 0,
+        })
+    };
+    attach(&mut h, "t", through(None));
+    h.publish("t", &[None]);
+    h.deliveries();
+    assert_eq!(reject(&mut h, "t"), Outcome::Done);
+    let letter = h
+        .state
+        .partition("by-topic", 0)
+        .and_then(|p| p.get(0))
+        .cloned();
+    let letter = h.message(&letter.expect("routed by the topic's name"));
+    assert_eq!(
+        letter
+            .headers
+            .get("x-raftmq-dead-letter-reason")
+            .map(String::as_str),
+        Some(REASON_REJECTED)
+    );
+
+    attach(&mut h, "u", through(Some("failed")));
+    h.publish("u", &[None, None]);
+    h.deliveries();
+    assert_eq!(reject(&mut h, "u"), Outcome::Done);
+    assert_eq!(
+        h.state.partition("by-key", 0).map(|p| p.messages.len()),
+        Some(1)
+    );
+    // Unbound: the exchange routes it nowhere, so it goes.
+    h.apply(Command::Unbind {
+        exchange: "dlx".into(),
+        binding: Binding {
+            topic: "by-key".into(),
+            key: "failed".into(),
+            arguments: Default::default(),
+        },
+    });
+    h.apply(Command::Nack {
+        topic: "u".into(),
+        subscription: "s".into(),
+        positions: vec![(0, 1)],
+        requeue: false,
+        delay_ms: 0,
+    });
+    assert_eq!(
+        h.state.partition("by-key", 0).map(|p| p.messages.len()),
+        Some(1)
+    );
+    assert_eq!(
+        h.state.partition("u", 0).map(|p| p.messages.len()),
+        Some(0),
+        "dropped"
+    );
+}
+
+/// A stream keeps what every subscription acked, so a new subscription
+/// replays it; its oldest go once older than `max_age_ms` (at a tick) or
+/// once it is past its limits, dead-lettered by no one.
+#[test]
+fn a_stream_keeps_acked_messages_until_they_age_or_overflow() {
+    let mut h = Harness::new();
+    h.apply(Command::CreateTopic {
+        name: "s".into(),
+        partitions: 1,
+        limits: TopicLimits {
+            max_messages: 4,
+            max_bytes: 0,
+            overflow: Overflow::RejectPublish,
+        },
+        message_ttl_ms: 0,
+        fail_if_exists: true,
+        owner: None,
+        expires_ms: 0,
+        max_priority: 0,
+        retention: Retention::Stream { max_age_ms: 1_000 },
+    });
+    h.attach("s", "first", 10, SESSION);
+    h.publish("s", &[None, None]);
+    h.ack("s", "first", vec![(0, 0), (0, 1)]);
+    h.deliveries();
+    assert_eq!(h.state.topics()[0].retained, 2, "acked, and kept");
+    h.attach("s", "replay", 10, SESSION);
+    assert_eq!(offsets(h.deliveries()), [0, 1], "replayed from the start");
+
+    // Past its limit of 4, publishes are taken and the oldest go.
+    h.stamp_ms += 500;
+    h.publish("s", &[None, None, None]);
+    assert_eq!(h.state.partition("s", 0).map(|p| p.base), Some(1));
+    assert_eq!(h.state.topics()[0].retained, 4);
+    // Older than a second: at the tick its time brings, they go.
+    let aging = h.state.next_deadline().expect("the oldest's age limit");
+    h.stamp_ms = aging - 1;
+    h.apply(Command::Tick);
+    assert_eq!(h.state.partition("s", 0).map(|p| p.base), Some(2));
+    h.stamp_ms += 1_000;
+    h.apply(Command::Tick);
+    assert_eq!(h.state.topics()[0].retained, 0, "all of them aged");
 }

@@ -238,6 +238,18 @@ pub enum Overflow {
     DropHead,
 }
 
+/// How long a topic keeps its messages.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Retention {
+    /// Until every subscription acked them (a queue).
+    #[default]
+    UntilAcked,
+    /// Acked or not (a stream, for replay), until they are older than
+    /// `max_age_ms` (0: no age limit) or the topic is past its limits,
+    /// when the oldest go, dead-lettered by no one.
+    Stream { max_age_ms: u64 },
+}
+
 impl Overflow {
     pub fn name(self) -> &'static str {
         match self {
@@ -333,6 +345,7 @@ pub struct Topic {
     pub message_ttl_ms: u32,
     /// Who may consume it and how long it outlives its last consumer.
     pub lifetime: Lifetime,
+    pub retention: Retention,
     /// The highest priority its messages may have (0: none, at most
     /// `PRIORITY_MAX`). Each level has a lane of partitions of its own:
     /// `partitions` holds `max_priority + 1` lanes of the declared count,
@@ -348,6 +361,7 @@ impl Topic {
         message_ttl_ms: u32,
         lifetime: Lifetime,
         max_priority: u8,
+        retention: Retention,
     ) -> Self {
         let lanes = partitions * (u32::from(max_priority) + 1);
         Topic {
@@ -359,6 +373,7 @@ impl Topic {
             message_ttl_ms,
             lifetime,
             max_priority,
+            retention,
         }
     }
 
@@ -395,31 +410,53 @@ impl Topic {
         (count.sum(), bytes.sum())
     }
 
-    /// The partition whose oldest message a drop-head topic past its
-    /// limits drops next: the oldest head by publish time, then the lowest
-    /// index. None while the topic is within its limits, or refuses
-    /// publishes instead.
-    pub fn head_to_drop(&self) -> Option<usize> {
-        if self.limits.overflow != Overflow::DropHead {
-            return None;
-        }
+    /// The partition whose oldest message goes next, at `now_ms`: in a
+    /// drop-head topic or a stream past its limits, or a stream's message
+    /// older than its `max_age_ms`, the oldest head by publish time (then
+    /// the lowest index). None while nothing is to go.
+    pub fn head_to_drop(&self, now_ms: u64) -> Option<usize> {
+        let (oldest_ms, index) = self.oldest_head()?;
+        let drops = self.limits.overflow == Overflow::DropHead || self.is_stream();
         let (count, bytes) = self.retained();
         let over = |max: u64, total: u64| max > 0 && total > max;
-        if !over(self.limits.max_messages, count) && !over(self.limits.max_bytes, bytes) {
-            return None;
+        let past_limits =
+            drops && (over(self.limits.max_messages, count) || over(self.limits.max_bytes, bytes));
+        let aged = self.aged_at(oldest_ms).is_some_and(|at| at <= now_ms);
+        (past_limits || aged).then_some(index)
+    }
+
+    /// When a stream's oldest message grows too old, if it has an age
+    /// limit and a message.
+    pub fn next_aging(&self) -> Option<u64> {
+        self.aged_at(self.oldest_head()?.0)
+    }
+
+    fn aged_at(&self, publish_ms: u64) -> Option<u64> {
+        match self.retention {
+            Retention::Stream { max_age_ms } if max_age_ms > 0 => {
+                Some(publish_ms.saturating_add(max_age_ms))
+            }
+            _ => None,
         }
+    }
+
+    /// The oldest retained message's publish time and partition.
+    fn oldest_head(&self) -> Option<(u64, usize)> {
         let heads = self.partitions.iter().enumerate();
         heads
             .filter_map(|(index, p)| p.messages.get(0).map(|m| (m.publish_ms, index)))
             .min()
-            .map(|(_, index)| index)
+    }
+
+    pub fn is_stream(&self) -> bool {
+        matches!(self.retention, Retention::Stream { .. })
     }
 
     /// Refuses `adding` messages of `new_bytes` in all if they would take
     /// the topic past its limits, unless it drops its head instead.
     pub fn admit(&self, name: &str, adding: u64, new_bytes: u64) -> Result<(), Rejection> {
         let unlimited = self.limits.max_messages == 0 && self.limits.max_bytes == 0;
-        if unlimited || self.limits.overflow == Overflow::DropHead {
+        if unlimited || self.limits.overflow == Overflow::DropHead || self.is_stream() {
             return Ok(()); // nothing to count on the publish path
         }
         let (count, bytes) = self.retained();
@@ -483,8 +520,8 @@ impl Topic {
     /// Retention "until acked": a message is dropped once every subscription
     /// acked it; with no subscription at all, messages are kept for the first.
     pub fn trim(&mut self, live: &mut LiveBodies) {
-        if self.subscriptions.is_empty() {
-            return;
+        if self.subscriptions.is_empty() || self.is_stream() {
+            return; // a stream keeps what was acked, for replay
         }
         for (index, partition) in self.partitions.iter_mut().enumerate() {
             let floor = self
