@@ -228,7 +228,7 @@ impl Client {
             stream: options.stream,
             max_age_ms: options.max_age.map_or(0, |age| age.as_millis() as u64),
         };
-        self.unary_to_leader(request, |mut broker, request| async move {
+        self.call_unary(Route::Leader, request, |mut broker, request| async move {
             broker.create_topic(request).await
         })
         .await
@@ -249,7 +249,7 @@ impl Client {
             if_empty: options.if_empty,
         };
         let response = self
-            .unary_to_leader(request, |mut broker, request| async move {
+            .call_unary(Route::Leader, request, |mut broker, request| async move {
                 broker.delete_topic(request).await
             })
             .await?;
@@ -267,7 +267,7 @@ impl Client {
             topic: topic.to_string(),
             subscription: subscription.to_string(),
         };
-        self.unary_to_leader(request, |mut broker, request| async move {
+        self.call_unary(Route::Leader, request, |mut broker, request| async move {
             broker.delete_subscription(request).await
         })
         .await?;
@@ -278,7 +278,8 @@ impl Client {
     /// node that answers (possibly a little behind).
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
         let response = self
-            .unary_to_any_node(
+            .call_unary(
+                Route::AnyNode,
                 proto::ListTopicsRequest {},
                 |mut broker, request| async move { broker.list_topics(request).await },
             )
@@ -534,37 +535,10 @@ impl Client {
         })
     }
 
-    /// One unary request to the leader, retried as `call` retries: its
+    /// One unary request by `route` (the leader, or any node for a read
+    /// that may be a little behind), retried as `call` retries: its
     /// answer. `rpc` sends it with the generated client's method.
-    pub(crate) async fn unary_to_leader<Req, Resp, F, Fut>(
-        &self,
-        request: Req,
-        rpc: F,
-    ) -> Result<Resp, ClientError>
-    where
-        Req: Clone,
-        F: Fn(BrokerClient<Channel>, Request<Req>) -> Fut,
-        Fut: Future<Output = Result<Response<Resp>, Status>>,
-    {
-        self.unary_via(Route::Leader, request, rpc).await
-    }
-
-    /// A read: from the leader when it is known (fresh), else from any
-    /// node that answers (possibly a little behind).
-    pub(crate) async fn unary_to_any_node<Req, Resp, F, Fut>(
-        &self,
-        request: Req,
-        rpc: F,
-    ) -> Result<Resp, ClientError>
-    where
-        Req: Clone,
-        F: Fn(BrokerClient<Channel>, Request<Req>) -> Fut,
-        Fut: Future<Output = Result<Response<Resp>, Status>>,
-    {
-        self.unary_via(Route::AnyNode, request, rpc).await
-    }
-
-    async fn unary_via<Req, Resp, F, Fut>(
+    pub(crate) async fn call_unary<Req, Resp, F, Fut>(
         &self,
         route: Route,
         request: Req,

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use raftmq_proto::v1 as proto;
 use serde::Serialize;
 
+use crate::client::Route;
 use crate::{Client, ClientError, Declared, Message, Position};
 
 /// How an exchange matches a message against its bindings.
@@ -145,7 +146,7 @@ impl Client {
             fail_if_exists: options.fail_if_exists,
         };
         let response = self
-            .unary_to_leader(request, |mut broker, request| async move {
+            .call_unary(Route::Leader, request, |mut broker, request| async move {
                 broker.declare_exchange(request).await
             })
             .await?;
@@ -163,7 +164,7 @@ impl Client {
             name: name.to_string(),
             if_unused,
         };
-        self.unary_to_leader(request, |mut broker, request| async move {
+        self.call_unary(Route::Leader, request, |mut broker, request| async move {
             broker.delete_exchange(request).await
         })
         .await?;
@@ -177,7 +178,7 @@ impl Client {
             exchange: exchange.to_string(),
             binding: Some(binding.to_proto()),
         };
-        self.unary_to_leader(request, |mut broker, request| async move {
+        self.call_unary(Route::Leader, request, |mut broker, request| async move {
             broker.bind(request).await
         })
         .await?;
@@ -190,7 +191,7 @@ impl Client {
             exchange: exchange.to_string(),
             binding: Some(binding.to_proto()),
         };
-        self.unary_to_leader(request, |mut broker, request| async move {
+        self.call_unary(Route::Leader, request, |mut broker, request| async move {
             broker.unbind(request).await
         })
         .await?;
@@ -201,7 +202,8 @@ impl Client {
     /// known, else from any node that answers.
     pub async fn list_exchanges(&self) -> Result<Vec<ExchangeInfo>, ClientError> {
         let response = self
-            .unary_to_any_node(
+            .call_unary(
+                Route::AnyNode,
                 proto::ListExchangesRequest {},
                 |mut broker, request| async move { broker.list_exchanges(request).await },
             )
@@ -253,7 +255,7 @@ impl Client {
             mandatory,
         };
         let response = self
-            .unary_to_leader(request, |mut broker, request| async move {
+            .call_unary(Route::Leader, request, |mut broker, request| async move {
                 broker.publish_to_exchange(request).await
             })
             .await?;

@@ -415,8 +415,11 @@ impl Topic {
     /// older than its `max_age_ms`, the oldest head by publish time (then
     /// the lowest index). None while nothing is to go.
     pub fn head_to_drop(&self, now_ms: u64) -> Option<usize> {
-        let (oldest_ms, index) = self.oldest_head()?;
         let drops = self.limits.overflow == Overflow::DropHead || self.is_stream();
+        if !drops {
+            return None; // a queue that refuses instead: nothing to count per publish
+        }
+        let (oldest_ms, index) = self.oldest_head()?;
         let (count, bytes) = self.retained();
         let over = |max: u64, total: u64| max > 0 && total > max;
         let past_limits =
@@ -428,6 +431,9 @@ impl Topic {
     /// When a stream's oldest message grows too old, if it has an age
     /// limit and a message.
     pub fn next_aging(&self) -> Option<u64> {
+        if !matches!(self.retention, Retention::Stream { max_age_ms } if max_age_ms > 0) {
+            return None; // no heads to look at
+        }
         self.aged_at(self.oldest_head()?.0)
     }
 
