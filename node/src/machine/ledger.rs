@@ -240,7 +240,9 @@ impl Ledger<'_> {
                         let routed = self
                             .exchanges
                             .route(dlx, key, &headers, |t| topics.contains_key(t));
-                        Some(routed.into_iter().collect())
+                        // Never back into the topic it leaves, as a
+                        // dead-letter topic cannot be the subscription's own.
+                        Some(routed.into_iter().filter(|t| *t != letter.topic).collect())
                     }
                     (None, None) => None,
                 };
@@ -376,7 +378,9 @@ fn record(topic: &Topic, message: &NewMessage, slot: u32, moment: Moment) -> (St
     let due = message.due_ms(now_ms);
     let ttl_ms = match (topic.ttl_for(message), due) {
         (0, _) | (_, None) => topic.ttl_for(message),
-        (ttl, Some(due)) => u32::try_from(u64::from(ttl) + (due - now_ms)).unwrap_or(u32::MAX),
+        (ttl, Some(due)) => {
+            u32::try_from(u64::from(ttl).saturating_add(due - now_ms)).unwrap_or(u32::MAX)
+        }
     };
     let priority = message
         .properties

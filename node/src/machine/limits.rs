@@ -44,5 +44,6 @@ pub const POSITIONS_PER_COMMAND_MAX: usize = 10_000;
 /// retained bytes count headers too (`raftmq_rules::message_bytes`). 3:
 /// messages are records pointing at their bodies in the log. 4: the
 /// leader relocates old bodies (`Command::Relocate`). 5: exchanges and
-/// bindings.
-pub const MACHINE_VERSION: u32 = 5;
+/// bindings. 6: temporary topics, delays, priorities, overflow, streams
+/// and dead-letter exchanges.
+pub const MACHINE_VERSION: u32 = 6;

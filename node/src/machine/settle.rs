@@ -65,6 +65,10 @@ pub(super) fn settle(
             (_, Standing::NeverDelivered) => {
                 return Err(Rejection::NotDelivered { partition, offset })
             }
+            // Waiting for its delay, it was never delivered either.
+            _ if cursor.deferred(offset) => {
+                return Err(Rejection::NotDelivered { partition, offset })
+            }
             (Settle::Nack { .. }, Standing::Acked | Standing::Returned) => {
                 return Err(Rejection::NotInFlight { partition, offset })
             }

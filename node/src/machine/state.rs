@@ -334,11 +334,12 @@ impl State {
         mut lifetime: Lifetime,
         (max_priority, retention): (u8, Retention),
     ) -> Applied {
-        let name = if name.is_empty() {
-            // Unique for good: the counter only grows, and a name with the
-            // prefix cannot be declared (the prefix is reserved).
-            self.server_named += 1;
-            format!("{SERVER_NAMED_PREFIX}{}", self.server_named)
+        let server_named = name.is_empty();
+        let name = if server_named {
+            // Unique for good: the counter only grows (once the declare is
+            // accepted, below), and a name with the prefix cannot be
+            // declared (the prefix is reserved).
+            format!("{SERVER_NAMED_PREFIX}{}", self.server_named + 1)
         } else if name.starts_with(SERVER_NAMED_PREFIX) && !self.topics.contains_key(name) {
             return Err(Rejection::Invalid(format!(
                 "topic names starting {SERVER_NAMED_PREFIX:?} are the server's to give"
@@ -438,6 +439,9 @@ impl State {
             });
         }
         check_limit("topics", self.topics.len(), TOPICS_MAX)?;
+        if server_named {
+            self.server_named += 1;
+        }
         // No consumer yet: an expiring topic's clock starts now.
         self.expiries.update(&name, &mut lifetime, 0, self.now_ms);
         let topic = Topic::new(

@@ -279,6 +279,14 @@ impl Cursor {
         freed
     }
 
+    /// Whether `offset` waits among the returned messages without ever
+    /// having been handed out: deferred for its delay.
+    pub fn deferred(&self, offset: u64) -> bool {
+        self.returned
+            .get(&offset)
+            .is_some_and(|r| r.counts.attempts == 0)
+    }
+
     /// Holds back a message never handed out until `due_ms`, when it was
     /// published delayed: from here on it waits as a returned message
     /// does, so `next` moves past it.

@@ -1843,6 +1843,22 @@ fn temporary_topics_are_server_named_owned_and_deleted_once_unused() {
         other => panic!("expected a new topic, got {other:?}"),
     };
     let owned = name(declare_temporary(&mut h, "", Some(7), 1_000));
+    // Refused: it changes nothing, the server's counter included.
+    let refused = h.apply(Command::CreateTopic {
+        name: String::new(),
+        partitions: 0,
+        limits: TopicLimits::default(),
+        message_ttl_ms: 0,
+        fail_if_exists: false,
+        owner: None,
+        expires_ms: 0,
+        max_priority: 0,
+        retention: Retention::UntilAcked,
+    });
+    assert!(matches!(
+        rejected(refused),
+        Rejection::InvalidPartitions { .. }
+    ));
     let idle = name(declare_temporary(&mut h, "", Some(7), 1_000));
     assert_eq!((owned.as_str(), idle.as_str()), ("tmp.1", "tmp.2"));
     assert!(matches!(
@@ -1966,6 +1982,11 @@ fn a_delayed_message_waits_for_its_time_and_holds_back_only_its_key() {
             .next_deadline()
             .expect("a deadline for the delayed message");
         assert_eq!(due, published_ms + 1_000, "{mode:?}");
+        let ack = h.ack("t", "s", vec![(0, 0)]);
+        assert!(
+            matches!(rejected(ack), Rejection::NotDelivered { .. }),
+            "{mode:?}: acking a delayed message never delivered"
+        );
 
         h.stamp_ms = due - 2;
         h.apply(Command::Tick);
