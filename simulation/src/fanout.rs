@@ -85,7 +85,11 @@ pub async fn publish(workload: &Workload, oracle: &Oracle, trace: &Trace) -> Vec
             ttl_ms: expiring.then_some(TTL_MS),
             ..Properties::default()
         };
-        let message = Message::new(payload.clone()).with_properties(properties);
+        // Keyed, so that the planted `skip-message` (keyless only) stays the
+        // lost-message checker's to catch.
+        let message = Message::new(payload.clone())
+            .with_key("fan")
+            .with_properties(properties);
         match client
             .publish_to_exchange(EXCHANGE, "", vec![message], false)
             .await
