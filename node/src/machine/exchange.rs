@@ -497,6 +497,49 @@ mod tests {
         }
     }
 
+    /// Every cap on exchanges is crossed: the exchange past the most
+    /// refused, as the binding past the most on one exchange (binding one
+    /// that is there already still succeeds), and a binding with too many
+    /// arguments.
+    #[test]
+    fn exchanges_bindings_and_arguments_are_capped() {
+        let mut exchanges = Exchanges::default();
+        for n in 0..EXCHANGES_MAX {
+            exchanges
+                .declare(&format!("x{n}"), ExchangeKind::Fanout, None, false)
+                .expect("under the cap");
+        }
+        let past = exchanges.declare("one-more", ExchangeKind::Fanout, None, false);
+        assert!(
+            matches!(past, Err(Rejection::LimitReached { .. })),
+            "{past:?}"
+        );
+        let binding = |n: usize| Binding {
+            topic: format!("t{n}"),
+            key: String::new(),
+            arguments: BTreeMap::new(),
+        };
+        for n in 0..BINDINGS_PER_EXCHANGE_MAX {
+            exchanges.bind("x0", binding(n)).expect("under the cap");
+        }
+        let past = exchanges.bind("x0", binding(BINDINGS_PER_EXCHANGE_MAX));
+        assert!(
+            matches!(past, Err(Rejection::LimitReached { .. })),
+            "{past:?}"
+        );
+        assert_eq!(exchanges.bind("x0", binding(0)), Ok(()), "already bound");
+        let crowded = Binding {
+            arguments: (0..=BINDING_ARGUMENTS_MAX)
+                .map(|n| (format!("h{n}"), "v".to_string()))
+                .collect(),
+            ..binding(0)
+        };
+        assert!(matches!(
+            exchanges.bind("x1", crowded),
+            Err(Rejection::Invalid(_))
+        ));
+    }
+
     fn exchange(
         kind: ExchangeKind,
         alternate: Option<&str>,

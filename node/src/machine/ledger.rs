@@ -377,7 +377,7 @@ fn record(topic: &Topic, message: &NewMessage, slot: u32, moment: Moment) -> (St
     let at = BodyRef { index, term, slot };
     let due = message.due_ms(now_ms);
     let ttl_ms = match (topic.ttl_for(message), due) {
-        (0, _) | (_, None) => topic.ttl_for(message),
+        (ttl @ 0, _) | (ttl, None) => ttl,
         (ttl, Some(due)) => {
             u32::try_from(u64::from(ttl).saturating_add(due - now_ms)).unwrap_or(u32::MAX)
         }

@@ -2403,3 +2403,35 @@ fn a_stream_keeps_acked_messages_until_they_age_or_overflow() {
     h.apply(Command::Tick);
     assert_eq!(h.state.topics()[0].retained, 0, "all of them aged");
 }
+
+/// The priority cap and the lane cap are crossed: `PRIORITY_MAX` is
+/// accepted and one more refused, and so are partitions whose lanes pass
+/// `PARTITIONS_MAX`.
+#[test]
+fn priorities_and_their_lanes_are_capped() {
+    let mut h = Harness::new();
+    let create = |h: &mut Harness, name: &str, partitions, max_priority| {
+        h.apply(Command::CreateTopic {
+            name: name.into(),
+            partitions,
+            limits: TopicLimits::default(),
+            message_ttl_ms: 0,
+            fail_if_exists: true,
+            owner: None,
+            expires_ms: 0,
+            max_priority,
+            retention: Retention::UntilAcked,
+        })
+    };
+    assert!(matches!(
+        create(&mut h, "ten", 1, PRIORITY_MAX),
+        Outcome::Declared { .. }
+    ));
+    let over = create(&mut h, "eleven", 1, PRIORITY_MAX + 1);
+    assert!(matches!(rejected(over), Rejection::Invalid(_)));
+    let lanes = PARTITIONS_MAX / (u32::from(PRIORITY_MAX) + 1);
+    let fits = create(&mut h, "fits", lanes, PRIORITY_MAX);
+    assert!(matches!(fits, Outcome::Declared { .. }));
+    let too_wide = create(&mut h, "wide", lanes + 1, PRIORITY_MAX);
+    assert!(matches!(rejected(too_wide), Rejection::Invalid(_)));
+}
