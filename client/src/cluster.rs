@@ -3,7 +3,8 @@
 use raftmq_proto::v1 as proto;
 use serde::Serialize;
 
-use crate::ClientError;
+use crate::client::Route;
+use crate::{Client, ClientError};
 
 /// A node's answer to `ClusterStatus`. Views differ between nodes (a
 /// partitioned node may believe in an old leader); ask several to compare.
@@ -85,5 +86,57 @@ impl From<proto::Member> for Member {
             voter: member.voter,
             matched_index: member.matched_index,
         }
+    }
+}
+
+/// A leadership hand-off's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LeaderMoved {
+    pub leader_id: u64,
+    /// From the request to the new leader known, in milliseconds.
+    pub took_ms: u64,
+}
+
+impl Client {
+    /// Hands leadership to node `to` (or the most caught-up voter) without
+    /// an election timeout: the new leader.
+    pub async fn transfer_leader(&self, to: Option<u64>) -> Result<LeaderMoved, ClientError> {
+        let request = proto::TransferLeaderRequest { node_id: to };
+        let moved = self
+            .call_unary(Route::Leader, request, |mut broker, request| async move {
+                broker.transfer_leader(request).await
+            })
+            .await?;
+        Ok(LeaderMoved {
+            leader_id: moved.leader_id,
+            took_ms: moved.took_ms,
+        })
+    }
+
+    /// Adds node `id`, reachable at `address`, as a learner, and makes it a
+    /// voter once it has caught up: the members after.
+    pub async fn add_node(&self, id: u64, address: &str) -> Result<Vec<Member>, ClientError> {
+        let request = proto::AddNodeRequest {
+            node_id: id,
+            address: address.to_string(),
+        };
+        let added = self
+            .call_unary(Route::Leader, request, |mut broker, request| async move {
+                broker.add_node(request).await
+            })
+            .await?;
+        Ok(added.members.into_iter().map(Member::from).collect())
+    }
+
+    /// Removes node `id` from the cluster (the leader hands leadership over
+    /// first): the members after.
+    pub async fn remove_node(&self, id: u64) -> Result<Vec<Member>, ClientError> {
+        let request = proto::RemoveNodeRequest { node_id: id };
+        let removed = self
+            .call_unary(Route::Leader, request, |mut broker, request| async move {
+                broker.remove_node(request).await
+            })
+            .await?;
+        Ok(removed.members.into_iter().map(Member::from).collect())
     }
 }

@@ -53,7 +53,7 @@ mod sequence;
 mod topic;
 
 pub use client::{Acked, Client};
-pub use cluster::{ClusterStatus, Member, NodeStatus, SnapshotTaken};
+pub use cluster::{ClusterStatus, LeaderMoved, Member, NodeStatus, SnapshotTaken};
 pub use connector::{Connector, TcpConnector};
 pub use consumer::Consumer;
 pub use delivery::Delivery;

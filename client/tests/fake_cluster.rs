@@ -271,6 +271,27 @@ impl Broker for Fake {
         Err(Status::unimplemented("the fake keeps no log"))
     }
 
+    async fn transfer_leader(
+        &self,
+        _: Request<proto::TransferLeaderRequest>,
+    ) -> Result<Response<proto::TransferLeaderResponse>, Status> {
+        Err(Status::unimplemented("the fake has no membership"))
+    }
+
+    async fn add_node(
+        &self,
+        _: Request<proto::AddNodeRequest>,
+    ) -> Result<Response<proto::AddNodeResponse>, Status> {
+        Err(Status::unimplemented("the fake has no membership"))
+    }
+
+    async fn remove_node(
+        &self,
+        _: Request<proto::RemoveNodeRequest>,
+    ) -> Result<Response<proto::RemoveNodeResponse>, Status> {
+        Err(Status::unimplemented("the fake has no membership"))
+    }
+
     async fn cluster_status(
         &self,
         _: Request<proto::ClusterStatusRequest>,

@@ -65,6 +65,9 @@ pub struct NodeConfig {
     pub body_cache_bytes: usize,
     /// Log a relocation of old bodies must free (`broker::compact_when_due`).
     pub compact_frees_bytes: u64,
+    /// Started to join a running cluster (`--join`): it never initializes
+    /// a cluster of its own, and waits for a leader to add it.
+    pub join: bool,
 }
 
 impl NodeConfig {
@@ -77,6 +80,7 @@ impl NodeConfig {
             snapshot_every: 20_000,
             body_cache_bytes: crate::raft::BODY_CACHE_BYTES,
             compact_frees_bytes: crate::broker::COMPACT_FREES_BYTES,
+            join: false,
         }
     }
 

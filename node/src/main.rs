@@ -57,8 +57,18 @@ struct RunArgs {
     id: u64,
     /// Every initial voter as ID=HOST:PORT, comma separated, this node
     /// included. The address is where peers and clients reach that node.
-    #[arg(long, env = "RAFTMQ_PEERS", value_delimiter = ',', value_parser = parse_peer, required = true)]
+    #[arg(long, env = "RAFTMQ_PEERS", value_delimiter = ',', value_parser = parse_peer, required_unless_present = "join")]
     peers: Vec<(u64, String)>,
+    /// Join a running cluster instead: HOST:PORT of any of its nodes. The
+    /// node starts with an empty data directory (or the one it joined
+    /// with) and asks the leader to add it, as `raftmq cluster add-node`
+    /// does; needs --addr.
+    #[arg(long, env = "RAFTMQ_JOIN", conflicts_with = "peers", requires = "addr")]
+    join: Option<String>,
+    /// Where peers and clients reach this node (HOST:PORT) [default: its
+    /// entry in --peers].
+    #[arg(long, env = "RAFTMQ_ADDR")]
+    addr: Option<String>,
     /// Socket address to listen on [default: this node's peer address].
     #[arg(long, env = "RAFTMQ_LISTEN")]
     listen: Option<SocketAddr>,
@@ -153,20 +163,80 @@ async fn stop_signal() {
 }
 
 async fn run(args: RunArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let peers: BTreeMap<u64, String> = args.peers.into_iter().collect();
-    let Some(own) = peers.get(&args.id) else {
+    let mut peers: BTreeMap<u64, String> = args.peers.into_iter().collect();
+    if let Some(addr) = &args.addr {
+        if peers.get(&args.id).is_some_and(|own| own != addr) {
+            bail!(
+                "--addr {addr} differs from node {}'s entry in --peers",
+                args.id
+            );
+        }
+        peers.insert(args.id, addr.clone());
+    }
+    let Some(own) = peers.get(&args.id).cloned() else {
         bail!("node {} is not in --peers", args.id);
     };
     let listen = match args.listen {
         Some(listen) => listen,
         None => own
+            .as_str()
             .parse()
             .with_context(|| format!("--listen is needed: {own:?} is not an IP:PORT"))?,
     };
     let mut config = NodeConfig::new(args.id, peers);
     config.limits.message_bytes_max = args.message_bytes_max;
     config.snapshot_every = args.snapshot_every;
-    serve(config, &args.data, listen, args.metrics_listen, stop).await
+    config.join = args.join.is_some();
+    let joined = args.join.map(|seed| {
+        let stop = stop.clone();
+        tokio::spawn(join(seed, args.id, own, stop))
+    });
+    let served = serve(config, &args.data, listen, args.metrics_listen, stop).await;
+    if let Some(joined) = joined {
+        joined.abort();
+    }
+    served
+}
+
+/// Asks the cluster at `seed` to add this node, as a client would (to the
+/// leader, following redirects), until it is a voter or `stop` turns true.
+/// Adding a member again changes nothing, so a restarted node asks again.
+async fn join(seed: String, id: u64, addr: String, mut stop: watch::Receiver<bool>) {
+    // Each call waits while the node catches up (the leader gives it 30 s
+    // and then answers that it is still behind); the client retries.
+    let options = raftmq_client::ClientOptions {
+        rpc_timeout: Duration::from_secs(35),
+        retry_deadline: Duration::from_secs(120),
+        ..Default::default()
+    };
+    const TRIES_MAX: u32 = 10;
+    let client = match raftmq_client::Client::connect_with(vec![seed.clone()], options) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(%seed, error = %e, "cannot join: bad seed address");
+            return;
+        }
+    };
+    for attempt in 1..=TRIES_MAX {
+        tracing::info!(%seed, attempt, "asking the cluster to add this node");
+        let added = tokio::select! {
+            added = client.add_node(id, &addr) => added,
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        };
+        match added {
+            Ok(members) => {
+                let voters: Vec<u64> = members
+                    .iter()
+                    .filter(|m| m.voter)
+                    .map(|m| m.node_id)
+                    .collect();
+                tracing::info!(?voters, "joined the cluster as a voter");
+                return;
+            }
+            Err(e) => tracing::warn!(attempt, error = %e, "not added yet"),
+        }
+    }
+    tracing::error!(%seed, "gave up joining after {TRIES_MAX} tries; add it with `raftmq cluster add-node {id} {addr}`");
 }
 
 async fn dev(args: DevArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {

@@ -174,8 +174,8 @@ impl Node {
     }
 
     /// Serves the broker and Raft services on the accepted connections until
-    /// `shutdown` completes, then stops: every stream ends with
-    /// UNAVAILABLE, connections get `STOP_GRACE` to close, Raft stops and
+    /// `shutdown` completes, then stops: a leader hands leadership over,
+    /// every stream ends with UNAVAILABLE (naming the leader), connections get `STOP_GRACE` to close, Raft stops and
     /// the records are flushed. Returns an error, at once, if the Raft core
     /// stops on its own: the process should exit so that its supervisor
     /// restarts it.
@@ -196,10 +196,11 @@ impl Node {
         let raft = RaftServer::new(RaftService::new(self.broker.raft.clone()))
             .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
-        let stopping = self.broker.stopping.clone();
+        let broker_of_stop = self.broker.clone();
         let shutdown = async move {
             shutdown.await;
-            stopping.send_replace(true);
+            broker_of_stop.hand_off_before_stop().await;
+            broker_of_stop.stopping.send_replace(true);
         };
         let served = Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))

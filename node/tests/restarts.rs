@@ -14,17 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::traffic::{consume, payload, Received, Traffic};
 use common::Cluster;
-use raftmq_client::{Client, Consumer, Delivery, Message};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use raftmq_client::{Client, Message};
 
 /// The production snapshot interval (`raftmq-node run --snapshot-every`).
 const SNAPSHOT_EVERY: u64 = 20_000;
-
-fn payload(delivery: &Delivery) -> String {
-    String::from_utf8_lossy(&delivery.payload).into_owned()
-}
 
 /// Publishes one message per call from `tasks` concurrent callers (one
 /// command per log entry, mostly) until `done` holds for every node's
@@ -196,160 +191,6 @@ async fn a_restart_with_more_than_20_000_entries_after_the_last_snapshot_comes_b
     );
 }
 
-/// A client-crate producer publishing at a fixed rate and a consumer
-/// acking what it gets, in the background, recording what was confirmed
-/// and what was delivered.
-struct Traffic {
-    /// Stops the producer; the consumer runs until the end.
-    stop: watch::Sender<bool>,
-    producer: JoinHandle<Published>,
-    consumer: JoinHandle<()>,
-    received: Arc<Mutex<BTreeSet<String>>>,
-}
-
-struct Published {
-    confirmed: BTreeSet<String>,
-    failed: usize,
-    /// The longest time between two confirms.
-    longest_gap: Duration,
-}
-
-impl Published {
-    /// Prints the figures after `what`; the traffic must have got through.
-    fn report(&self, what: &str) {
-        eprintln!(
-            "{what}: {} confirmed, {} outcomes unknown, longest confirm gap {:?}",
-            self.confirmed.len(),
-            self.failed,
-            self.longest_gap
-        );
-        assert!(!self.confirmed.is_empty(), "nothing was confirmed");
-    }
-}
-
-impl Traffic {
-    async fn start(client: &Client, topic: &str, per_second: u32) -> Traffic {
-        let (stop, stopped) = watch::channel(false);
-        let received = Arc::new(Mutex::new(BTreeSet::new()));
-        let consumer = client
-            .subscribe(topic, "audit", 200)
-            .await
-            .expect("subscribe");
-        Traffic {
-            producer: tokio::spawn(produce(
-                client.clone(),
-                topic.to_string(),
-                per_second,
-                stopped,
-            )),
-            consumer: tokio::spawn(consume(consumer, received.clone())),
-            stop,
-            received,
-        }
-    }
-
-    /// Stops publishing, waits for every confirm, then for every confirmed
-    /// message to be delivered (at most `within`).
-    async fn finish(self, within: Duration) -> Published {
-        self.stop.send_replace(true);
-        let published = self.producer.await.expect("producer task");
-        let deadline = Instant::now() + within;
-        loop {
-            let missing: Vec<String> = {
-                let received = self.received.lock().expect("lock");
-                published.confirmed.difference(&received).cloned().collect()
-            };
-            if missing.is_empty() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {} confirmed messages not delivered within {within:?}: {:?}",
-                missing.len(),
-                published.confirmed.len(),
-                &missing[..missing.len().min(20)]
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        self.consumer.abort();
-        published
-    }
-}
-
-async fn produce(
-    client: Client,
-    topic: String,
-    per_second: u32,
-    stopped: watch::Receiver<bool>,
-) -> Published {
-    let producer = client.producer(&topic);
-    let mut ticks = tokio::time::interval(Duration::from_secs(1) / per_second);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut confirms = Vec::new();
-    for i in 0u64.. {
-        if *stopped.borrow() {
-            break;
-        }
-        ticks.tick().await;
-        let body = format!("m-{i}");
-        let confirm = producer
-            .send(Message::new(body.clone()))
-            .await
-            .expect("send");
-        confirms.push(tokio::spawn(async move {
-            (body, confirm.await.map(|_| Instant::now()))
-        }));
-    }
-    producer.flush().await.expect("flush");
-    let mut confirmed = BTreeSet::new();
-    let mut at = Vec::new();
-    let mut failed = 0;
-    for confirm in confirms {
-        match confirm.await.expect("confirm task") {
-            (body, Ok(instant)) => {
-                confirmed.insert(body);
-                at.push(instant);
-            }
-            (body, Err(e)) => {
-                failed += 1;
-                eprintln!("{body}: outcome unknown: {e}");
-            }
-        }
-    }
-    at.sort();
-    let longest_gap = at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
-    Published {
-        confirmed,
-        failed,
-        longest_gap,
-    }
-}
-
-/// Receives and acks until aborted; an ack that fails is only logged (its
-/// messages come back).
-async fn consume(mut consumer: Consumer, received: Arc<Mutex<BTreeSet<String>>>) {
-    let mut unacked = Vec::new();
-    loop {
-        let next = tokio::time::timeout(Duration::from_millis(100), consumer.next()).await;
-        let idle = next.is_err();
-        match next {
-            Ok(Some(Ok(delivery))) => {
-                received.lock().expect("lock").insert(payload(&delivery));
-                unacked.push(delivery);
-            }
-            Ok(Some(Err(e))) => panic!("consumer gave up: {e}"),
-            Ok(None) => panic!("consumer finished"),
-            Err(_) => {}
-        }
-        if unacked.len() >= 50 || (idle && !unacked.is_empty()) {
-            if let Err(e) = consumer.ack(&unacked).await {
-                eprintln!("ack of {} failed: {e}", unacked.len());
-            }
-            unacked.clear();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_killed_every_5_s_twenty_times_loses_nothing_and_the_cluster_serves_on() {
     const KILLS: usize = 20;
@@ -441,7 +282,7 @@ async fn sigterm_cuts_off_a_call_still_waiting_for_its_commit_after_the_grace() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_outlive_a_60_s_outage_of_the_whole_cluster() {
     let (mut cluster, client) = cluster_with_topic("orders", 2).await;
-    let received = Arc::new(Mutex::new(BTreeSet::new()));
+    let received = Arc::new(Mutex::new(Received::default()));
     let consumer = client
         .subscribe("orders", "audit", 100)
         .await
@@ -490,7 +331,7 @@ async fn clients_outlive_a_60_s_outage_of_the_whole_cluster() {
     loop {
         let missing: Vec<String> = {
             let received = received.lock().expect("lock");
-            expected.difference(&received).cloned().collect()
+            expected.difference(&received.payloads).cloned().collect()
         };
         if missing.is_empty() {
             break;

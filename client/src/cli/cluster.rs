@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use raftmq_client::{Client, NodeStatus};
+use raftmq_client::{Client, Member, NodeStatus};
 use serde_json::json;
 
 use super::table;
@@ -25,13 +25,81 @@ pub(crate) enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Hand leadership to node ID (default: the most caught-up voter)
+    /// without an election timeout; prints the new leader.
+    TransferLeader {
+        /// The voter to lead next.
+        id: Option<u64>,
+        /// Print one JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add node ID, reachable at ADDR (HOST:PORT), to the cluster: a
+    /// learner first, a voter once it has caught up. Start the node with
+    /// `raftmq-node run --join` first. Prints the members.
+    AddNode {
+        id: u64,
+        addr: String,
+        /// Print one JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove node ID from the cluster; removing the leader hands
+    /// leadership over first. Prints the members.
+    RemoveNode {
+        id: u64,
+        /// Print one JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(crate) async fn run(client: &Client, command: ClusterCommand) -> anyhow::Result<ExitCode> {
     match command {
         ClusterCommand::Status { json } => status(client, json).await,
         ClusterCommand::Snapshot { json } => snapshot(client, json).await,
+        ClusterCommand::TransferLeader { id, json } => {
+            let moved = client.transfer_leader(id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&moved)?);
+            } else {
+                table::print(
+                    &["LEADER", "TOOK MS"],
+                    &[vec![moved.leader_id.to_string(), moved.took_ms.to_string()]],
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCommand::AddNode { id, addr, json } => {
+            print_members(&client.add_node(id, &addr).await?, json)
+        }
+        ClusterCommand::RemoveNode { id, json } => {
+            print_members(&client.remove_node(id).await?, json)
+        }
     }
+}
+
+fn print_members(members: &[Member], json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "members": members }))?
+        );
+    } else {
+        let rows: Vec<Vec<String>> = members
+            .iter()
+            .map(|m| {
+                vec![
+                    m.node_id.to_string(),
+                    m.address.clone(),
+                    if m.voter { "voter" } else { "learner" }.to_string(),
+                    table::or_dash(m.matched_index),
+                ]
+            })
+            .collect();
+        table::print(&["NODE", "ADDRESS", "ROLE", "MATCHED"], &rows);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn snapshot(client: &Client, json: bool) -> anyhow::Result<ExitCode> {

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedRwLockWriteGuard, RwLock, Semaphore};
 
 use crate::clock::Clock;
 use crate::machine::{Command, Outcome, Request};
@@ -51,14 +51,32 @@ struct Pending {
 #[derive(Clone)]
 pub struct Proposer {
     queue: mpsc::Sender<Pending>,
+    /// Read while an entry is handed to Raft; written by a `Hold`.
+    handing: Arc<RwLock<()>>,
+}
+
+/// While alive, no entry goes to Raft: commands queue (up to the queue's
+/// bound) and go once it is dropped.
+pub struct Hold {
+    _writes_wait: OwnedRwLockWriteGuard<()>,
 }
 
 impl Proposer {
     /// Starts the batching task; it ends when every `Proposer` is dropped.
     pub fn start(raft: RaftHandle, clock: Arc<dyn Clock>) -> Self {
         let (queue, commands) = mpsc::channel(QUEUE_COMMANDS_MAX);
-        tokio::spawn(run_batches(raft, clock, commands));
-        Proposer { queue }
+        let handing = Arc::new(RwLock::new(()));
+        tokio::spawn(run_batches(raft, clock, commands, handing.clone()));
+        Proposer { queue, handing }
+    }
+
+    /// Waits until no entry is being handed to Raft, then holds new ones
+    /// until the `Hold` is dropped (a leadership hand-off: the target must
+    /// catch up with a log that stands still).
+    pub async fn hold(&self) -> Hold {
+        Hold {
+            _writes_wait: self.handing.clone().write_owned().await,
+        }
     }
 
     /// Appends `command` to the log and answers its outcome once the entry
@@ -87,6 +105,7 @@ async fn run_batches(
     raft: RaftHandle,
     clock: Arc<dyn Clock>,
     mut commands: mpsc::Receiver<Pending>,
+    handing: Arc<RwLock<()>>,
 ) {
     let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
     while let Some(first) = commands.recv().await {
@@ -108,7 +127,10 @@ async fn run_batches(
         };
         // Submitting in order keeps the log in queue order; waiting for the
         // commit happens off this task so entries pipeline.
-        match raft.write(request).await {
+        let handing = handing.read().await;
+        let written = raft.write(request).await;
+        drop(handing);
+        match written {
             Ok(answer) => {
                 tokio::spawn(async move {
                     let result = answer.await.map_err(ProposeError::from);

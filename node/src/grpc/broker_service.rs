@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use raftmq_proto::v1;
 use raftmq_proto::v1::broker_server::Broker as BrokerRpc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -16,7 +16,7 @@ use super::status::{
     self, commit_timed_out, consumer_detached, internal, invalid, not_leader, propose_failed,
     rejected, stopping,
 };
-use super::{convert, exchanges};
+use super::{cluster, convert, exchanges};
 use crate::broker::{Broker, Committed, Proposer, SessionEvent, Sessions};
 use crate::machine::{
     Command, ConsumerId, Outcome, Overflow, ProducerTag, Rejection, Retention, SessionAddr,
@@ -28,7 +28,7 @@ use crate::raft::Bodies;
 const STREAM_REQUESTS_IN_FLIGHT_MAX: usize = 1024;
 
 pub struct BrokerService {
-    broker: Arc<Broker>,
+    pub(super) broker: Arc<Broker>,
 }
 
 impl BrokerService {
@@ -115,19 +115,20 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 /// does.
 fn until_stopping<T: 'static>(
     stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
-    stopping_rx: watch::Receiver<bool>,
+    broker: Arc<Broker>,
 ) -> BoxStream<T> {
-    let state = Some((Box::pin(stream), stopping_rx));
+    let stopping_rx = broker.stopping.subscribe();
+    let state = Some((Box::pin(stream), stopping_rx, broker));
     Box::pin(futures::stream::unfold(state, |state| async move {
-        let (mut stream, mut stopping_rx) = state?;
+        let (mut stream, mut stopping_rx, broker) = state?;
         let next = tokio::select! {
             biased;
             Ok(_) = stopping_rx.wait_for(|stopping| *stopping) => None,
             item = stream.next() => Some(item),
         };
         match next {
-            None => Some((Err(stopping()), None)),
-            Some(item) => item.map(|item| (item, Some((stream, stopping_rx)))),
+            None => Some((Err(stopping(broker.leadership().err().flatten())), None)),
+            Some(item) => item.map(|item| (item, Some((stream, stopping_rx, broker)))),
         }
     }))
 }
@@ -361,7 +362,7 @@ impl BrokerRpc for BrokerService {
         });
         Ok(Response::new(until_stopping(
             ReceiverStream::new(responses),
-            self.broker.stopping.subscribe(),
+            self.broker.clone(),
         )))
     }
 
@@ -404,10 +405,7 @@ impl BrokerRpc for BrokerService {
                 detached: false,
             },
         };
-        Ok(Response::new(until_stopping(
-            stream,
-            self.broker.stopping.subscribe(),
-        )))
+        Ok(Response::new(until_stopping(stream, self.broker.clone())))
     }
 
     async fn ack(
@@ -458,6 +456,33 @@ impl BrokerRpc for BrokerService {
             commit_index,
             self.broker.leaderless.duration(),
         )))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<v1::TransferLeaderRequest>,
+    ) -> Result<Response<v1::TransferLeaderResponse>, Status> {
+        cluster::transfer_leader(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<v1::AddNodeRequest>,
+    ) -> Result<Response<v1::AddNodeResponse>, Status> {
+        cluster::add_node(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<v1::RemoveNodeRequest>,
+    ) -> Result<Response<v1::RemoveNodeResponse>, Status> {
+        cluster::remove_node(self, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn take_snapshot(

@@ -135,16 +135,20 @@ pub fn cluster_status(
         applied_index: raft.applied,
         last_log_index: raft.last_log_index,
         role: raft.role.name().to_string(),
-        members: members
-            .into_iter()
-            .map(|member| v1::Member {
-                node_id: member.id,
-                address: member.addr,
-                voter: member.voter,
-                matched_index: member.matched,
-            })
-            .collect(),
+        members: self::members(members),
         leaderless_ms: leaderless.as_millis() as u64,
         snapshot_index: raft.snapshot,
     }
+}
+
+pub fn members(members: Vec<Member>) -> Vec<v1::Member> {
+    members
+        .into_iter()
+        .map(|member| v1::Member {
+            node_id: member.id,
+            address: member.addr,
+            voter: member.voter,
+            matched_index: member.matched,
+        })
+        .collect()
 }

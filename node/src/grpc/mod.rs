@@ -3,6 +3,7 @@
 //! layer knows protobuf and `tonic::Status`.
 
 mod broker_service;
+mod cluster;
 mod convert;
 mod date;
 mod exchanges;

@@ -60,6 +60,7 @@ impl PeerLink for GrpcPeer {
             RpcKind::AppendEntries => client.append_entries(request).await,
             RpcKind::InstallSnapshot => client.install_snapshot(request).await,
             RpcKind::SnapshotBodies => client.snapshot_bodies(request).await,
+            RpcKind::TimeoutNow => client.timeout_now(request).await,
         };
         match reply {
             Ok(reply) => Ok(reply.into_inner().body.into()),

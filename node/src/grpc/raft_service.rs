@@ -59,4 +59,11 @@ impl RaftRpc for RaftService {
     ) -> Result<Response<RaftResponse>, Status> {
         self.serve(RpcKind::SnapshotBodies, request).await
     }
+
+    async fn timeout_now(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftResponse>, Status> {
+        self.serve(RpcKind::TimeoutNow, request).await
+    }
 }

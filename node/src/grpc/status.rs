@@ -5,7 +5,7 @@ use tonic::{Code, Status};
 
 use crate::broker::ProposeError;
 use crate::machine::Rejection;
-use crate::raft::{BodyError, SnapshotError, WireError};
+use crate::raft::{BodyError, HandOffError, MembershipError, SnapshotError, WireError};
 
 pub fn rejected(rejection: &Rejection) -> Status {
     let code = match rejection {
@@ -67,9 +67,40 @@ pub fn not_leader(leader: Option<String>) -> Status {
 }
 
 /// Ends every stream of a node that is stopping: the client carries on at
-/// another node.
-pub fn stopping() -> Status {
-    Status::unavailable("the node is stopping; carry on at another node")
+/// `leader` when one other than this node is known (the leader metadata, as
+/// in `not_leader`), else at another node.
+pub fn stopping(leader: Option<String>) -> Status {
+    let mut status = Status::unavailable("the node is stopping; carry on at another node");
+    if let Some(value) = leader.and_then(|addr| MetadataValue::try_from(addr).ok()) {
+        status
+            .metadata_mut()
+            .insert(raftmq_proto::LEADER_METADATA_KEY, value);
+    }
+    status
+}
+
+pub fn hand_off_failed(error: HandOffError) -> Status {
+    match error {
+        HandOffError::NotLeader { leader } => not_leader(leader),
+        HandOffError::NotVoter(_) => Status::invalid_argument(error.to_string()),
+        HandOffError::NoVoter => Status::failed_precondition(error.to_string()),
+        HandOffError::Behind { .. }
+        | HandOffError::Refused { .. }
+        | HandOffError::TimedOut(_)
+        | HandOffError::Stopped => Status::unavailable(error.to_string()),
+    }
+}
+
+pub fn membership_failed(error: MembershipError) -> Status {
+    match error {
+        MembershipError::NotLeader { leader } => not_leader(leader),
+        MembershipError::AddressConflict { .. } => Status::already_exists(error.to_string()),
+        MembershipError::NotMember(_) => Status::not_found(error.to_string()),
+        MembershipError::LastVoter(_) => Status::failed_precondition(error.to_string()),
+        MembershipError::Behind { .. } | MembershipError::Failed(_) => {
+            Status::unavailable(error.to_string())
+        }
+    }
 }
 
 pub fn invalid(message: impl Into<String>) -> Status {

@@ -12,6 +12,8 @@ use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError as Ope
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 
+use super::handoff::{Nudge, TIMEOUT_NOW_TTL};
+use super::network::PeerLink;
 use super::typ::{Raft, RaftMetrics};
 use super::wire::{self, RpcKind, WireError};
 use super::{
@@ -119,10 +121,14 @@ pub struct RaftStatus {
 /// The node's Raft; clones share it.
 #[derive(Clone)]
 pub struct RaftHandle {
-    raft: Raft,
-    id: NodeId,
+    pub(super) raft: Raft,
+    pub(super) id: NodeId,
     /// Where bodies sent ahead of a snapshot are stored.
-    disk: Arc<dyn Disk>,
+    pub(super) disk: Arc<dyn Disk>,
+    /// Asks a peer to stand for election (`handoff`).
+    pub(super) nudge: Nudge,
+    /// The longest election timeout: openraft's leader lease.
+    pub(super) election_max: Duration,
 }
 
 impl RaftHandle {
@@ -164,6 +170,15 @@ impl RaftHandle {
         }
         .validate()
         .map_err(|e| RaftError::Config(e.to_string()))?;
+        let nudge: Nudge = {
+            let peers = peers.clone();
+            Arc::new(move |addr: String, body: Vec<u8>| {
+                let link = peers.link(&addr);
+                Box::pin(
+                    async move { link?.call(RpcKind::TimeoutNow, body, TIMEOUT_NOW_TTL).await },
+                )
+            })
+        };
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
@@ -177,8 +192,12 @@ impl RaftHandle {
             raft: raft.clone(),
             id: config.id,
             disk: log.disk(),
+            nudge,
+            election_max: timings.election_max,
         };
-        handle.initialize(&config.peers).await?;
+        if !config.join {
+            handle.initialize(&config.peers).await?;
+        }
         tokio::spawn(snapshot_when_due(
             raft.clone(),
             log,
@@ -261,6 +280,13 @@ impl RaftHandle {
 
     pub fn status(&self) -> RaftStatus {
         status(&self.raft.metrics().borrow())
+    }
+
+    /// The voters of the cluster, as this node knows them.
+    pub fn voters(&self) -> Vec<NodeId> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().voter_ids().collect()
     }
 
     /// The members of the cluster, with their replication progress when

@@ -14,7 +14,9 @@ mod codec;
 mod elections;
 mod format;
 mod handle;
+mod handoff;
 mod log_store;
+mod membership;
 mod network;
 mod runtime;
 mod snapshots;
@@ -30,7 +32,9 @@ pub use format::{check_format, FormatError, STORAGE_FORMAT};
 pub use handle::{
     Member, RaftError, RaftHandle, RaftStatus, RaftWatch, Role, SnapshotError, WriteError,
 };
+pub use handoff::HandOffError;
 pub use log_store::{LogStats, LogStore};
+pub use membership::MembershipError;
 use network::Network;
 pub use network::{PeerError, PeerLink, Peers};
 pub use runtime::{seed_thread_rng, SeededRuntime};

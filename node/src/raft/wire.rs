@@ -6,6 +6,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::handoff::stand;
 use super::runtime::run_blocking;
 use super::state_machine::body_floor;
 use super::typ::{InstallSnapshotRequest, Raft, RaftError, SnapshotMeta};
@@ -19,13 +20,16 @@ pub const RAFT_MESSAGE_BYTES_MAX: usize = 128 * 1024 * 1024;
 /// The Raft group every RPC addresses; one group per cluster today.
 pub const RAFT_GROUP: u64 = 0;
 
-/// The three Raft RPCs, and the bodies sent ahead of a snapshot.
+/// The three Raft RPCs, the bodies sent ahead of a snapshot, and the
+/// hand-off's request to stand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RpcKind {
     Vote,
     AppendEntries,
     InstallSnapshot,
     SnapshotBodies,
+    /// A leadership hand-off: stand for election now (`handoff`).
+    TimeoutNow,
 }
 
 /// Log entries sent ahead of snapshot `snapshot_id`: the bodies its
@@ -84,6 +88,7 @@ pub(super) async fn serve(
             // "answered" what its disk did.
             reply(&Ok::<_, RaftError>(stored))
         }
+        RpcKind::TimeoutNow => reply(&stand(raft, &request(body)?).await),
     }
 }
 

@@ -5,6 +5,8 @@
 //! Each test binary uses only part of this module.
 #![allow(dead_code)]
 
+pub mod traffic;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::net::TcpListener;
@@ -23,6 +25,8 @@ pub struct Cluster {
     metrics: BTreeMap<u64, String>,
     running: BTreeMap<u64, Child>,
     extra_args: Vec<String>,
+    /// Nodes started with `--join`, and the node they join through.
+    joining: BTreeMap<u64, u64>,
 }
 
 impl Cluster {
@@ -41,6 +45,7 @@ impl Cluster {
             metrics,
             running: BTreeMap::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            joining: BTreeMap::new(),
         };
         for id in 1..=nodes {
             cluster.spawn(id);
@@ -85,13 +90,43 @@ impl Cluster {
         self.dir.path().join(format!("node{id}"))
     }
 
+    /// Starts a new node `id` on a fresh port that joins the cluster
+    /// through node `seed` (`raftmq-node run --join`).
+    pub fn spawn_joining(&mut self, id: u64, seed: u64) {
+        assert!(!self.peers.contains_key(&id), "node {id} exists");
+        self.peers.insert(id, format!("127.0.0.1:{}", free_port()));
+        self.metrics
+            .insert(id, format!("127.0.0.1:{}", free_port()));
+        self.joining.insert(id, seed);
+        self.spawn(id);
+    }
+
+    /// Stops node `id` (SIGKILL) and leaves it out of `servers` and of
+    /// every wait from now on: it was removed from the cluster.
+    pub fn forget(&mut self, id: u64) {
+        self.kill(id);
+        self.peers.remove(&id);
+    }
+
     /// Starts node `id` on its existing data, if any.
     pub fn spawn(&mut self, id: u64) {
-        let peers: Vec<String> = self
-            .peers
-            .iter()
-            .map(|(id, addr)| format!("{id}={addr}"))
-            .collect();
+        let membership: Vec<String> = match self.joining.get(&id) {
+            Some(seed) => vec![
+                "--join".into(),
+                self.peers[seed].clone(),
+                "--addr".into(),
+                self.peers[&id].clone(),
+            ],
+            None => {
+                let peers: Vec<String> = self
+                    .peers
+                    .iter()
+                    .filter(|(id, _)| !self.joining.contains_key(id))
+                    .map(|(id, addr)| format!("{id}={addr}"))
+                    .collect();
+                vec!["--peers".into(), peers.join(",")]
+            }
+        };
         let log = File::options()
             .create(true)
             .append(true)
@@ -101,8 +136,7 @@ impl Cluster {
             .arg("run")
             .arg("--id")
             .arg(id.to_string())
-            .arg("--peers")
-            .arg(peers.join(","))
+            .args(&membership)
             .arg("--data")
             .arg(self.data_dir(id))
             .arg("--metrics-listen")

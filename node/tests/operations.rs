@@ -1,0 +1,163 @@
+//! Operating a cluster under traffic, on real `raftmq-node` processes with
+//! the production defaults: growing it by a node that joins and shrinking it
+//! by removing the leader, a rolling restart by SIGTERM, and handing
+//! leadership over on request.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::traffic::Traffic;
+use common::Cluster;
+use raftmq_client::{Client, Code};
+
+/// A rolling restart must not show an election timeout (800 ms and more)
+/// to producers: the longest gap between two confirms stays below this.
+const HAND_OFF_GAP_MAX: Duration = Duration::from_millis(500);
+
+/// Three nodes with the production defaults, a client, and `topic`.
+async fn cluster_with_topic(topic: &str) -> (Cluster, Client) {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic(topic, 2).await.expect("create topic");
+    (cluster, client)
+}
+
+/// Waits (up to `within`) until node `id`'s view has `voters` voters.
+async fn wait_for_voters(cluster: &Cluster, id: u64, voters: &[u64], within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = cluster.status(id).await;
+        let seen: Vec<u64> = last
+            .iter()
+            .flat_map(|s| s.members.iter().filter(|m| m.voter).map(|m| m.node_id))
+            .collect();
+        if seen == voters {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "node {id} did not see voters {voters:?} within {within:?}: {last:#?}; logs in {}",
+        cluster.dir().display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_grows_to_four_nodes_and_shrinks_back_to_three_removing_the_leader_under_traffic()
+{
+    let (mut cluster, client) = cluster_with_topic("orders").await;
+    let traffic = Traffic::start(&client, "orders", 200).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Node 4 starts empty and joins through node 1: a learner, then a voter.
+    cluster.spawn_joining(4, 1);
+    let leader = cluster.wait_for_leader(None).await;
+    wait_for_voters(&cluster, leader, &[1, 2, 3, 4], Duration::from_secs(60)).await;
+    cluster.wait_all_serving(Duration::from_secs(60)).await;
+    eprintln!("node 4 joined; node {leader} leads");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Removing the leader hands leadership over first.
+    let leader = cluster.wait_for_leader(None).await;
+    let started = Instant::now();
+    let members = client.remove_node(leader).await.expect("remove the leader");
+    eprintln!("removed node {leader} in {:?}", started.elapsed());
+    let mut voters: Vec<u64> = (1..=4).filter(|id| *id != leader).collect();
+    voters.sort();
+    let answered: Vec<u64> = members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.node_id)
+        .collect();
+    assert_eq!(answered, voters, "members after removing node {leader}");
+    assert!(members.iter().all(|m| m.node_id != leader));
+    cluster.forget(leader);
+    let next = cluster.wait_for_leader(None).await;
+    assert_ne!(next, leader);
+    wait_for_voters(&cluster, next, &voters, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    cluster.wait_all_serving(Duration::from_secs(60)).await;
+    traffic
+        .finish(Duration::from_secs(60))
+        .await
+        .report("grown to 4 nodes, then the leader removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_by_sigterm_hands_leadership_over_without_an_election_timeout() {
+    let (mut cluster, client) = cluster_with_topic("orders").await;
+    let traffic = Traffic::start(&client, "orders", 200).await;
+    // Past the first leader's lease: a younger leader first waits it out
+    // (writes go on meanwhile; only the hand-off is later).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let mut leaders_stopped = 0;
+    for node in 1..=3 {
+        let was_leader = cluster.wait_for_leader(None).await == node;
+        let exit = cluster.terminate(node, Duration::from_secs(10));
+        assert!(
+            exit.is_some_and(|status| status.success()),
+            "node {node} after SIGTERM: {exit:?}; its log:\n{}",
+            cluster.log(node)
+        );
+        if was_leader {
+            leaders_stopped += 1;
+            assert!(
+                cluster
+                    .log(node)
+                    .contains("handed leadership over before stopping"),
+                "leader {node} stopped without a hand-off; its log:\n{}",
+                cluster.log(node)
+            );
+        }
+        cluster.spawn(node);
+        cluster.wait_all_serving(Duration::from_secs(30)).await;
+        // Let the new leader's lease run before the next stop.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert!(leaders_stopped >= 1, "no stop hit the leader");
+
+    let published = traffic.finish(Duration::from_secs(60)).await;
+    published.report("a rolling restart of three nodes");
+    assert_eq!(published.failed, 0, "outcomes unknown during the restart");
+    assert!(
+        published.longest_gap < HAND_OFF_GAP_MAX,
+        "longest confirm gap {:?}: an election timeout showed",
+        published.longest_gap
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_leader_moves_leadership_to_the_voter_named_and_refuses_a_stranger() {
+    let (cluster, client) = cluster_with_topic("orders").await;
+    let leader = cluster.wait_for_leader(None).await;
+    let target = (1..=3).find(|id| *id != leader).expect("a follower");
+    let moved = client
+        .transfer_leader(Some(target))
+        .await
+        .expect("transfer");
+    assert_eq!(moved.leader_id, target);
+    eprintln!(
+        "node {leader} handed leadership to {target} in {} ms",
+        moved.took_ms
+    );
+    assert_eq!(cluster.wait_for_leader(Some(leader)).await, target);
+
+    // No target named: the most caught-up other voter.
+    let moved = client.transfer_leader(None).await.expect("transfer");
+    assert_ne!(moved.leader_id, target);
+
+    let refused = client.transfer_leader(Some(9)).await.expect_err("node 9");
+    assert_eq!(refused.code(), Some(Code::InvalidArgument), "{refused}");
+    assert!(refused.to_string().contains("not a voter"), "{refused}");
+    let refused = client.remove_node(9).await.expect_err("node 9");
+    assert_eq!(refused.code(), Some(Code::NotFound), "{refused}");
+    let refused = client
+        .add_node(2, "127.0.0.1:1")
+        .await
+        .expect_err("node 2 elsewhere");
+    assert_eq!(refused.code(), Some(Code::AlreadyExists), "{refused}");
+}
