@@ -29,7 +29,9 @@ pub struct ClientOptions {
     pub retry_deadline: Duration,
     /// First retry delay; doubled on each further failure.
     pub backoff_initial: Duration,
-    /// Ceiling of the retry delay.
+    /// Ceiling of the retry delay: low, so that a client finds the next
+    /// leader soon after it is elected (failover is bounded by the election
+    /// plus this).
     pub backoff_max: Duration,
 }
 
@@ -42,7 +44,7 @@ impl Default for ClientOptions {
             keepalive_timeout: Duration::from_secs(5),
             retry_deadline: Duration::from_secs(30),
             backoff_initial: Duration::from_millis(50),
-            backoff_max: Duration::from_secs(1),
+            backoff_max: Duration::from_millis(200),
         }
     }
 }

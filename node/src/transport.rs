@@ -12,7 +12,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// HTTP/2 pings find a dead connection (a lost frame, a paused peer) so the
 /// next RPC reconnects. The timeout stays below the election timeout.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(1000);
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(500);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {

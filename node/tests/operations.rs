@@ -150,6 +150,14 @@ async fn transfer_leader_moves_leadership_to_the_voter_named_and_refuses_a_stran
     let moved = client.transfer_leader(None).await.expect("transfer");
     assert_ne!(moved.leader_id, target);
 
+    // Logs written to a file carry no colour codes.
+    for id in 1..=3 {
+        assert!(
+            !cluster.log(id).contains('\x1b'),
+            "ANSI codes in node {id}'s log"
+        );
+    }
+
     let refused = client.transfer_leader(Some(9)).await.expect_err("node 9");
     assert_eq!(refused.code(), Some(Code::InvalidArgument), "{refused}");
     assert!(refused.to_string().contains("not a voter"), "{refused}");

@@ -84,7 +84,8 @@ pub fn hand_off_failed(error: HandOffError) -> Status {
         HandOffError::NotLeader { leader } => not_leader(leader),
         HandOffError::NotVoter(_) => Status::invalid_argument(error.to_string()),
         HandOffError::NoVoter => Status::failed_precondition(error.to_string()),
-        HandOffError::Behind { .. }
+        HandOffError::NoQuorum
+        | HandOffError::Behind { .. }
         | HandOffError::Refused { .. }
         | HandOffError::TimedOut(_)
         | HandOffError::Stopped => Status::unavailable(error.to_string()),

@@ -58,6 +58,8 @@ pub enum HandOffError {
     NotVoter(NodeId),
     #[error("no other voter to hand leadership to")]
     NoVoter,
+    #[error("no quorum has answered this leader within an election timeout")]
+    NoQuorum,
     #[error("node {target} had not caught up within {within:?}")]
     Behind { target: NodeId, within: Duration },
     #[error("node {target} did not take the request to stand: {reason}")]
@@ -134,6 +136,12 @@ impl RaftHandle {
                     leader: self.leadership().err().flatten(),
                 });
             }
+            // A leader cut off from its quorum has nobody to hand over to
+            // (and a stop should not wait for one).
+            let quorum_ack = m.millis_since_quorum_ack;
+            if quorum_ack.is_none_or(|ms| ms > self.election_max.as_millis() as u64) {
+                return Err(HandOffError::NoQuorum);
+            }
             let membership = m.membership_config.membership();
             let voters: Vec<NodeId> = membership.voter_ids().collect();
             let progress = m.replication.clone().unwrap_or_default();
@@ -200,9 +208,15 @@ impl RaftHandle {
                 }
             }
         };
-        tokio::time::timeout_at(deadline, caught_up)
+        // With the log held, a reachable target catches up in a round trip
+        // or two; one that takes an election timeout is not there.
+        let catch_up = self.election_max;
+        tokio::time::timeout_at(deadline.min(Instant::now() + catch_up), caught_up)
             .await
-            .map_err(|_| HandOffError::Behind { target, within })??;
+            .map_err(|_| HandOffError::Behind {
+                target,
+                within: catch_up,
+            })??;
         let ask = TimeoutNow {
             term,
             leader: self.id,

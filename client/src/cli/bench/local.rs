@@ -137,6 +137,32 @@ impl LocalCluster {
         Ok(started.elapsed())
     }
 
+    /// The node every node names as leader.
+    pub(crate) async fn leader(&self) -> anyhow::Result<u16> {
+        self.wait_for_leader(STARTUP).await?;
+        let client = Client::connect(self.servers())?;
+        let statuses = client.cluster_status_all().await;
+        statuses
+            .iter()
+            .filter_map(|s| s.status.as_ref().ok())
+            .find(|s| s.role == "leader")
+            .map(|s| s.node_id as u16)
+            .context("no node says it leads")
+    }
+
+    /// SIGKILLs node `id`.
+    pub(crate) fn kill(&mut self, id: u16) {
+        let child = &mut self.children[usize::from(id - 1)];
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts node `id` again on its data.
+    pub(crate) fn restart(&mut self, id: u16) -> anyhow::Result<()> {
+        self.children[usize::from(id - 1)] = self.spawn_node(id)?;
+        Ok(())
+    }
+
     pub(crate) fn servers(&self) -> Vec<String> {
         (0..NODES)
             .map(|i| format!("127.0.0.1:{}", self.base_port + i))
@@ -188,7 +214,7 @@ impl LocalCluster {
         Ok(Value::Array(nodes))
     }
 
-    async fn wait_for_leader(&self, within: Duration) -> anyhow::Result<()> {
+    pub(crate) async fn wait_for_leader(&self, within: Duration) -> anyhow::Result<()> {
         let client = Client::connect(self.servers())?;
         let started = Instant::now();
         while started.elapsed() < within {

@@ -9,6 +9,7 @@ mod acker;
 mod backlog;
 mod disk;
 mod e2e;
+mod failover;
 mod fanin;
 mod local;
 mod publish;
@@ -42,6 +43,11 @@ pub(crate) enum Run {
     /// once all is acked. Not part of `all`: at its default it fills 1 GB
     /// per node.
     Backlog,
+    /// Client-seen unavailability over --kills leader crashes (SIGKILL,
+    /// then the node starts again): per kill, the time to the first confirm
+    /// and to the first delivery of a message sent after it (p50, p99,
+    /// max). Needs --local; not part of `all`.
+    Failover,
 }
 
 /// Confirms waiting to be counted or timed; `send` itself is bounded by
@@ -78,6 +84,9 @@ pub(crate) struct BenchArgs {
     /// Messages in the backlog run.
     #[arg(long, default_value_t = 1_000_000)]
     backlog: u64,
+    /// Leader kills in the failover run.
+    #[arg(long, default_value_t = 20)]
+    kills: u32,
     /// Messages per producer in the fan-in run.
     #[arg(long, default_value_t = 50_000)]
     fanin_messages: u64,
@@ -110,6 +119,7 @@ pub(crate) async fn run(
             Run::E2e => e2e::run(&client, &tag, &args).await?,
             Run::Fanin => fanin::run(&client, &tag, &args).await?,
             Run::Backlog => backlog::run(&client, &tag, &args, local.as_mut()).await?,
+            Run::Failover => failover::run(&client, &tag, &args, local.as_mut()).await?,
             Run::Disk => {
                 let dir = args
                     .disk_dir
