@@ -8,20 +8,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::traffic::Traffic;
-use common::Cluster;
-use raftmq_client::{Client, Code};
+use common::{cluster_with_topic, Cluster};
+use raftmq_client::Code;
 
 /// A rolling restart must not show an election timeout (800 ms and more)
 /// to producers: the longest gap between two confirms stays below this.
 const HAND_OFF_GAP_MAX: Duration = Duration::from_millis(500);
-
-/// Three nodes with the production defaults, a client, and `topic`.
-async fn cluster_with_topic(topic: &str) -> (Cluster, Client) {
-    let cluster = Cluster::start(3, &[]).await;
-    let client = cluster.client();
-    client.create_topic(topic, 2).await.expect("create topic");
-    (cluster, client)
-}
 
 /// Waits (up to `within`) until node `id`'s view has `voters` voters.
 async fn wait_for_voters(cluster: &Cluster, id: u64, voters: &[u64], within: Duration) {
@@ -47,7 +39,7 @@ async fn wait_for_voters(cluster: &Cluster, id: u64, voters: &[u64], within: Dur
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_grows_to_four_nodes_and_shrinks_back_to_three_removing_the_leader_under_traffic()
 {
-    let (mut cluster, client) = cluster_with_topic("orders").await;
+    let (mut cluster, client) = cluster_with_topic("orders", 2).await;
     let traffic = Traffic::start(&client, "orders", 200).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -88,7 +80,7 @@ async fn a_cluster_grows_to_four_nodes_and_shrinks_back_to_three_removing_the_le
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_by_sigterm_hands_leadership_over_without_an_election_timeout() {
-    let (mut cluster, client) = cluster_with_topic("orders").await;
+    let (mut cluster, client) = cluster_with_topic("orders", 2).await;
     let traffic = Traffic::start(&client, "orders", 200).await;
     // Past the first leader's lease: a younger leader first waits it out
     // (writes go on meanwhile; only the hand-off is later).
@@ -132,7 +124,7 @@ async fn a_rolling_restart_by_sigterm_hands_leadership_over_without_an_election_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_leader_moves_leadership_to_the_voter_named_and_refuses_a_stranger() {
-    let (cluster, client) = cluster_with_topic("orders").await;
+    let (cluster, client) = cluster_with_topic("orders", 2).await;
     let leader = cluster.wait_for_leader(None).await;
     let target = (1..=3).find(|id| *id != leader).expect("a follower");
     let moved = client

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::traffic::{consume, payload, Received, Traffic};
-use common::Cluster;
+use common::{cluster_with_topic, Cluster};
 use raftmq_client::{Client, Message};
 
 /// The production snapshot interval (`raftmq-node run --snapshot-every`).
@@ -74,17 +74,6 @@ async fn publish_until(
         confirmed.extend(task.await.expect("publisher"));
     }
     confirmed
-}
-
-/// Three nodes with the production defaults, a client, and `topic`.
-async fn cluster_with_topic(topic: &str, partitions: u32) -> (Cluster, Client) {
-    let cluster = Cluster::start(3, &[]).await;
-    let client = cluster.client();
-    client
-        .create_topic(topic, partitions)
-        .await
-        .expect("create topic");
-    (cluster, client)
 }
 
 /// Every node's (last log index - last snapshot index).

@@ -283,6 +283,17 @@ impl Cluster {
     }
 }
 
+/// Three nodes with the production defaults, a client, and `topic`.
+pub async fn cluster_with_topic(topic: &str, partitions: u32) -> (Cluster, Client) {
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client
+        .create_topic(topic, partitions)
+        .await
+        .expect("create topic");
+    (cluster, client)
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for child in self.running.values_mut() {
