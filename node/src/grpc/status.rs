@@ -84,11 +84,13 @@ pub fn hand_off_failed(error: HandOffError) -> Status {
         HandOffError::NotLeader { leader } => not_leader(leader),
         HandOffError::NotVoter(_) => Status::invalid_argument(error.to_string()),
         HandOffError::NoVoter => Status::failed_precondition(error.to_string()),
-        HandOffError::NoQuorum
-        | HandOffError::Behind { .. }
-        | HandOffError::Refused { .. }
-        | HandOffError::TimedOut(_)
-        | HandOffError::Stopped => Status::unavailable(error.to_string()),
+        HandOffError::NoQuorum | HandOffError::Stopped => Status::unavailable(error.to_string()),
+        // Tried and failed, writes held meanwhile: ABORTED is final to the
+        // client, so it does not hold them again and again (nor move
+        // leadership twice when it moved just after the deadline).
+        HandOffError::Behind { .. } | HandOffError::Refused { .. } | HandOffError::TimedOut(_) => {
+            Status::aborted(error.to_string())
+        }
     }
 }
 

@@ -63,7 +63,8 @@ pub(crate) async fn run(
     let timeline = Arc::new(Mutex::new(Timeline::default()));
 
     let producer = client.producer(&topic);
-    let (size, rate) = (args.size.max(16), args.rate.max(1));
+    // Paced by an interval: 1 to 1,000,000 messages per second.
+    let (size, rate) = (args.size.max(16), args.rate.clamp(1, 1_000_000));
     let sender = {
         let timeline = timeline.clone();
         tokio::spawn(async move {
