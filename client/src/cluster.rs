@@ -29,7 +29,10 @@ pub struct ClusterStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Member {
     pub node_id: u64,
+    /// Where clients reach it.
     pub address: String,
+    /// Where the other nodes reach it.
+    pub peer_address: String,
     pub voter: bool,
     /// Replication progress, known only when the answering node leads.
     pub matched_index: Option<u64>,
@@ -83,6 +86,7 @@ impl From<proto::Member> for Member {
         Member {
             node_id: member.node_id,
             address: member.address,
+            peer_address: member.peer_address,
             voter: member.voter,
             matched_index: member.matched_index,
         }
@@ -113,12 +117,19 @@ impl Client {
         })
     }
 
-    /// Adds node `id`, reachable at `address`, as a learner, and makes it a
+    /// Adds node `id`, reachable by its peers at `address` and by clients
+    /// at `client_address` (if that differs), as a learner, and makes it a
     /// voter once it has caught up: the members after.
-    pub async fn add_node(&self, id: u64, address: &str) -> Result<Vec<Member>, ClientError> {
+    pub async fn add_node(
+        &self,
+        id: u64,
+        address: &str,
+        client_address: Option<&str>,
+    ) -> Result<Vec<Member>, ClientError> {
         let request = proto::AddNodeRequest {
             node_id: id,
             address: address.to_string(),
+            client_address: client_address.unwrap_or_default().to_string(),
         };
         let added = self
             .call_unary(Route::Leader, request, |mut broker, request| async move {

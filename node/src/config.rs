@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::machine::NodeId;
+use crate::raft::Addresses;
 
 /// Limits the gRPC layer enforces before anything reaches the log.
 #[derive(Clone, Debug)]
@@ -60,8 +61,12 @@ impl Default for RaftTimings {
 pub struct NodeConfig {
     pub id: NodeId,
     /// Every voter of the initial cluster (this node included), by id: the
-    /// address peers and clients use to reach it.
+    /// address peers use to reach it.
     pub peers: BTreeMap<NodeId, String>,
+    /// Where clients reach a node, where that differs from its peer
+    /// address (`--advertise`). Recorded in the membership when the
+    /// cluster is created or the node added, so every node redirects to it.
+    pub advertise: BTreeMap<NodeId, String>,
     pub limits: EdgeLimits,
     pub raft: RaftTimings,
     /// Entries between snapshots at least (`raft::snapshot_when_due`); the
@@ -82,6 +87,7 @@ impl NodeConfig {
         NodeConfig {
             id,
             peers,
+            advertise: BTreeMap::new(),
             limits: EdgeLimits::default(),
             raft: RaftTimings::default(),
             snapshot_every: 20_000,
@@ -91,8 +97,20 @@ impl NodeConfig {
         }
     }
 
-    /// This node's own address, as the peer list gives it.
-    pub fn addr(&self) -> Option<&str> {
-        self.peers.get(&self.id).map(String::as_str)
+    /// Node `id`'s addresses, if it is in the peer list.
+    pub fn addresses(&self, id: NodeId) -> Option<Addresses> {
+        let peer = self.peers.get(&id)?;
+        Some(Addresses {
+            peer: peer.clone(),
+            client: self.advertise.get(&id).unwrap_or(peer).clone(),
+        })
+    }
+
+    /// The initial voters with their addresses.
+    pub fn members(&self) -> BTreeMap<NodeId, Addresses> {
+        self.peers
+            .keys()
+            .filter_map(|id| Some((*id, self.addresses(*id)?)))
+            .collect()
     }
 }

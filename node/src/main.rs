@@ -56,7 +56,8 @@ struct RunArgs {
     #[arg(long, env = "RAFTMQ_NODE_ID")]
     id: u64,
     /// Every initial voter as ID=HOST:PORT, comma separated, this node
-    /// included. The address is where peers and clients reach that node.
+    /// included. The address is where peers (and, without --advertise,
+    /// clients) reach that node.
     #[arg(long, env = "RAFTMQ_PEERS", value_delimiter = ',', value_parser = parse_peer, required_unless_present = "join")]
     peers: Vec<(u64, String)>,
     /// Join a running cluster instead: HOST:PORT of any of its nodes. The
@@ -65,10 +66,17 @@ struct RunArgs {
     /// does; needs --addr.
     #[arg(long, env = "RAFTMQ_JOIN", conflicts_with = "peers", requires = "addr")]
     join: Option<String>,
-    /// Where peers and clients reach this node (HOST:PORT) [default: its
-    /// entry in --peers].
+    /// Where peers reach this node (HOST:PORT) [default: its entry in
+    /// --peers].
     #[arg(long, env = "RAFTMQ_ADDR")]
     addr: Option<String>,
+    /// Where clients reach a node, as ID=HOST:PORT, comma separated, for
+    /// each node whose client address differs from its peer address (a
+    /// joining node gives its own). Recorded in the membership when the
+    /// cluster is created or the node added: redirects and `cluster
+    /// status` name these.
+    #[arg(long, env = "RAFTMQ_ADVERTISE", value_delimiter = ',', value_parser = parse_peer)]
+    advertise: Vec<(u64, String)>,
     /// Socket address to listen on [default: this node's peer address].
     #[arg(long, env = "RAFTMQ_LISTEN")]
     listen: Option<SocketAddr>,
@@ -186,12 +194,14 @@ async fn run(args: RunArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
             .with_context(|| format!("--listen is needed: {own:?} is not an IP:PORT"))?,
     };
     let mut config = NodeConfig::new(args.id, peers);
+    config.advertise = args.advertise.into_iter().collect();
     config.limits.message_bytes_max = args.message_bytes_max;
     config.snapshot_every = args.snapshot_every;
     config.join = args.join.is_some();
+    let advertised = config.advertise.get(&args.id).cloned();
     let joined = args.join.map(|seed| {
         let stop = stop.clone();
-        tokio::spawn(join(seed, args.id, own, stop))
+        tokio::spawn(join(seed, args.id, own, advertised, stop))
     });
     let served = serve(config, &args.data, listen, args.metrics_listen, stop).await;
     if let Some(joined) = joined {
@@ -203,7 +213,13 @@ async fn run(args: RunArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
 /// Asks the cluster at `seed` to add this node, as a client would (to the
 /// leader, following redirects), until it is a voter or `stop` turns true.
 /// Adding a member again changes nothing, so a restarted node asks again.
-async fn join(seed: String, id: u64, addr: String, mut stop: watch::Receiver<bool>) {
+async fn join(
+    seed: String,
+    id: u64,
+    addr: String,
+    client_addr: Option<String>,
+    mut stop: watch::Receiver<bool>,
+) {
     // Each call waits while the node catches up (the leader gives it 30 s
     // and then answers that it is still behind); the client retries.
     let options = raftmq_client::ClientOptions {
@@ -222,7 +238,7 @@ async fn join(seed: String, id: u64, addr: String, mut stop: watch::Receiver<boo
     for attempt in 1..=TRIES_MAX {
         tracing::info!(%seed, attempt, "asking the cluster to add this node");
         let added = tokio::select! {
-            added = client.add_node(id, &addr) => added,
+            added = client.add_node(id, &addr, client_addr.as_deref()) => added,
             _ = stop.wait_for(|stopped| *stopped) => return,
         };
         match added {

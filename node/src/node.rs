@@ -88,7 +88,7 @@ impl Node {
     /// initializes the cluster with every configured peer as a voter (every
     /// node may do so with the same membership).
     pub async fn start(config: NodeConfig, seams: Seams) -> Result<Node, NodeError> {
-        if config.addr().is_none() {
+        if config.addresses(config.id).is_none() {
             return Err(NodeError::Config(format!(
                 "node {} is not in its peer list",
                 config.id

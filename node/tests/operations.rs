@@ -156,8 +156,70 @@ async fn transfer_leader_moves_leadership_to_the_voter_named_and_refuses_a_stran
     let refused = client.remove_node(9).await.expect_err("node 9");
     assert_eq!(refused.code(), Some(Code::NotFound), "{refused}");
     let refused = client
-        .add_node(2, "127.0.0.1:1")
+        .add_node(2, "127.0.0.1:1", None)
         .await
         .expect_err("node 2 elsewhere");
     assert_eq!(refused.code(), Some(Code::AlreadyExists), "{refused}");
+}
+
+/// Peers reach each other at `127.0.0.1:PORT` while clients are told
+/// `localhost:PORT` (`--advertise`): a follower's status and its redirect
+/// name the advertised address, a client given one follower follows it,
+/// and a node that joins records the client address it advertises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_name_the_advertised_client_address_so_one_follower_seed_is_enough() {
+    use raftmq_proto::v1::{broker_client::BrokerClient, CreateTopicRequest};
+
+    let mut cluster = Cluster::start_advertising(3).await;
+    let leader = cluster.wait_for_leader(None).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let status = cluster.status(follower).await.expect("follower status");
+    assert_eq!(status.members.len(), 3);
+    for member in &status.members {
+        assert_eq!(member.address, cluster.client_addr(member.node_id));
+        assert_eq!(member.peer_address, cluster.addr(member.node_id));
+        assert_ne!(member.address, member.peer_address);
+    }
+
+    let mut raw = BrokerClient::connect(format!("http://{}", cluster.addr(follower)))
+        .await
+        .expect("connect to the follower");
+    let refused = raw
+        .create_topic(CreateTopicRequest {
+            name: "orders".into(),
+            partitions: 1,
+            ..Default::default()
+        })
+        .await
+        .expect_err("a follower does not write");
+    let named = refused
+        .metadata()
+        .get("x-raftmq-leader")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    assert_eq!(named, Some(cluster.client_addr(leader)), "{refused:?}");
+
+    let one_seed = raftmq_client::Client::connect(vec![cluster.addr(follower).to_string()])
+        .expect("client");
+    one_seed
+        .create_topic("orders", 1)
+        .await
+        .expect("create through a follower seed");
+    let confirmed = one_seed
+        .publish("orders", vec![raftmq_client::Message::new("one seed")])
+        .await
+        .expect("publish through a follower seed");
+    assert_eq!(confirmed.len(), 1);
+
+    cluster.spawn_joining(4, follower);
+    let leader = cluster.wait_for_leader(None).await;
+    wait_for_voters(&cluster, leader, &[1, 2, 3, 4], Duration::from_secs(60)).await;
+    let status = cluster.status(leader).await.expect("leader status");
+    let joined = status
+        .members
+        .iter()
+        .find(|m| m.node_id == 4)
+        .expect("node 4 is a member");
+    assert_eq!(joined.address, cluster.client_addr(4));
+    assert_eq!(joined.peer_address, cluster.addr(4));
 }

@@ -39,7 +39,11 @@ pub(crate) enum ClusterCommand {
     /// `raftmq-node run --join` first. Prints the members.
     AddNode {
         id: u64,
+        /// Where the other nodes reach it (HOST:PORT).
         addr: String,
+        /// Where clients reach it, if not at ADDR (HOST:PORT).
+        #[arg(long)]
+        client_addr: Option<String>,
         /// Print one JSON document instead of a table.
         #[arg(long)]
         json: bool,
@@ -70,9 +74,15 @@ pub(crate) async fn run(client: &Client, command: ClusterCommand) -> anyhow::Res
             }
             Ok(ExitCode::SUCCESS)
         }
-        ClusterCommand::AddNode { id, addr, json } => {
-            print_members(&client.add_node(id, &addr).await?, json)
-        }
+        ClusterCommand::AddNode {
+            id,
+            addr,
+            client_addr,
+            json,
+        } => print_members(
+            &client.add_node(id, &addr, client_addr.as_deref()).await?,
+            json,
+        ),
         ClusterCommand::RemoveNode { id, json } => {
             print_members(&client.remove_node(id).await?, json)
         }
@@ -92,12 +102,13 @@ fn print_members(members: &[Member], json: bool) -> anyhow::Result<ExitCode> {
                 vec![
                     m.node_id.to_string(),
                     m.address.clone(),
+                    m.peer_address.clone(),
                     if m.voter { "voter" } else { "learner" }.to_string(),
                     table::or_dash(m.matched_index),
                 ]
             })
             .collect();
-        table::print(&["NODE", "ADDRESS", "ROLE", "MATCHED"], &rows);
+        table::print(&["NODE", "ADDRESS", "PEER ADDRESS", "ROLE", "MATCHED"], &rows);
     }
     Ok(ExitCode::SUCCESS)
 }

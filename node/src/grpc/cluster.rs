@@ -8,6 +8,7 @@ use tonic::Status;
 
 use super::broker_service::BrokerService;
 use super::convert;
+use crate::raft::Addresses;
 use super::status::{hand_off_failed, invalid, membership_failed, not_leader};
 
 /// How long an added node may take to catch up before AddNode answers (it
@@ -36,14 +37,15 @@ pub async fn add_node(
     service: &BrokerService,
     request: v1::AddNodeRequest,
 ) -> Result<v1::AddNodeResponse, Status> {
-    let address = request.address.trim().to_string();
-    if !is_host_port(&address) {
-        return Err(invalid(format!("address {address:?} is not HOST:PORT")));
-    }
+    let peer = host_port("address", &request.address)?;
+    let client = match request.client_address.trim() {
+        "" => peer.clone(),
+        client => host_port("client_address", client)?,
+    };
     let members = service
         .broker
         .raft
-        .add_node(request.node_id, address, CATCH_UP_WITHIN)
+        .add_node(request.node_id, Addresses { peer, client }, CATCH_UP_WITHIN)
         .await
         .map_err(membership_failed)?;
     Ok(v1::AddNodeResponse {
@@ -72,11 +74,33 @@ pub async fn remove_node(
     })
 }
 
+/// `address`, trimmed, when it is `HOST:PORT` (a DNS name, an IPv4
+/// address or a bracketed IPv6 one); INVALID_ARGUMENT naming `field` if not.
+fn host_port(field: &str, address: &str) -> Result<String, Status> {
+    let address = address.trim();
+    if is_host_port(address) {
+        Ok(address.to_string())
+    } else {
+        Err(invalid(format!("{field} {address:?} is not HOST:PORT")))
+    }
+}
+
 fn is_host_port(address: &str) -> bool {
-    address.len() <= ADDRESS_BYTES_MAX
-        && address
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = match host.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+        }
+    };
+    address.len() <= ADDRESS_BYTES_MAX && host_ok && port.parse::<u16>().is_ok()
 }
 
 #[cfg(test)]
@@ -91,5 +115,9 @@ mod tests {
         assert!(!is_host_port(":7004"));
         assert!(!is_host_port("node4:70000"));
         assert!(!is_host_port(&format!("{}:1", "h".repeat(300))));
+        assert!(is_host_port("[::1]:7004"));
+        assert!(!is_host_port("::1:7004"));
+        assert!(!is_host_port("http://node4:7004"));
+        assert!(!is_host_port("node4/x:7004"));
     }
 }

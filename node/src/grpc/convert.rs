@@ -146,7 +146,8 @@ pub fn members(members: Vec<Member>) -> Vec<v1::Member> {
         .into_iter()
         .map(|member| v1::Member {
             node_id: member.id,
-            address: member.addr,
+            address: member.addresses.client,
+            peer_address: member.addresses.peer,
             voter: member.voter,
             matched_index: member.matched,
         })

@@ -14,8 +14,9 @@ use crate::storage::{Disk, StorageError};
 /// are declared and deleted (`Command::CreateTopic` gained a field), and
 /// messages carry properties (`NewMessage::properties`) and a record its
 /// TTL (`Stored::ttl_ms`), and the state holds exchanges
-/// (`State::exchanges`, `Command::PublishTo`).
-pub const STORAGE_FORMAT: u32 = 6;
+/// (`State::exchanges`, `Command::PublishTo`). 7: a member of the
+/// membership has a peer and a client address (`raft::Addresses`).
+pub const STORAGE_FORMAT: u32 = 7;
 
 const FORMAT_KEY: &[u8] = b"storage_format";
 

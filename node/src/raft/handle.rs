@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError as OpenRaftError};
-use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use openraft::{ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 
 use super::handoff::{Nudge, TIMEOUT_NOW_TTL};
@@ -17,6 +17,7 @@ use super::network::PeerLink;
 use super::typ::{Raft, RaftMetrics};
 use super::wire::{self, RpcKind, WireError};
 use super::{
+    Addresses,
     break_election_ties, snapshot_when_due, LogStore, Network, Peers, Response, StateMachineStore,
 };
 use crate::config::NodeConfig;
@@ -99,7 +100,7 @@ impl Role {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
     pub id: NodeId,
-    pub addr: String,
+    pub addresses: Addresses,
     pub voter: bool,
     /// The last entry known replicated to it: known only on the leader.
     pub matched: Option<u64>,
@@ -196,7 +197,7 @@ impl RaftHandle {
             election_max: timings.election_max,
         };
         if !config.join {
-            handle.initialize(&config.peers).await?;
+            handle.initialize(config.members()).await?;
         }
         tokio::spawn(snapshot_when_due(
             raft.clone(),
@@ -210,7 +211,7 @@ impl RaftHandle {
         Ok(handle)
     }
 
-    async fn initialize(&self, peers: &BTreeMap<NodeId, String>) -> Result<(), RaftError> {
+    async fn initialize(&self, members: BTreeMap<NodeId, Addresses>) -> Result<(), RaftError> {
         let initialized = self
             .raft
             .is_initialized()
@@ -219,10 +220,6 @@ impl RaftHandle {
         if initialized {
             return Ok(());
         }
-        let members: BTreeMap<NodeId, BasicNode> = peers
-            .iter()
-            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
-            .collect();
         match self.raft.initialize(members).await {
             Ok(()) => Ok(()),
             // Another node initialized first and its membership already
@@ -252,7 +249,7 @@ impl RaftHandle {
             match answer.await {
                 Ok(Ok(response)) => Ok((response.log_id.index, response.data)),
                 Ok(Err(ClientWriteError::ForwardToLeader(forward))) => Err(WriteError::NotLeader {
-                    leader: forward.leader_node.map(|node| node.addr),
+                    leader: forward.leader_node.map(|node| node.client),
                 }),
                 Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
                     Err(WriteError::Unknown(e.to_string()))
@@ -273,7 +270,7 @@ impl RaftHandle {
                 .membership_config
                 .membership()
                 .get_node(&leader)
-                .map(|node| node.addr.clone())),
+                .map(|node| node.client.clone())),
             None => Err(None),
         }
     }
@@ -300,7 +297,7 @@ impl RaftHandle {
             .nodes()
             .map(|(id, node)| Member {
                 id: *id,
-                addr: node.addr.clone(),
+                addresses: node.clone(),
                 voter: voters.contains(id),
                 matched: m
                     .replication

@@ -152,7 +152,7 @@ impl RaftHandle {
                     .flatten()
                     .map(|log_id| log_id.index)
             })?;
-            let addr = membership.get_node(&target).map(|node| node.addr.clone());
+            let addr = membership.get_node(&target).map(|node| node.peer.clone());
             (m.current_term, target, addr)
         };
         if target == self.id {

@@ -7,11 +7,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError as OpenRaftError};
-use openraft::{BasicNode, ChangeMembers};
+use openraft::ChangeMembers;
 use tokio::time::Instant;
 
-use super::Member;
-use super::RaftHandle;
+use super::{Addresses, Member, RaftHandle};
 use crate::machine::NodeId;
 
 /// Why a membership change was refused or did not finish.
@@ -19,8 +18,8 @@ use crate::machine::NodeId;
 pub enum MembershipError {
     #[error("this node is not the leader")]
     NotLeader { leader: Option<String> },
-    #[error("node {id} is already a member at {addr}")]
-    AddressConflict { id: NodeId, addr: String },
+    #[error("node {id} is already a member at {addresses}")]
+    AddressConflict { id: NodeId, addresses: Addresses },
     #[error("node {0} is not a member")]
     NotMember(NodeId),
     #[error("node {0} is the last voter; a cluster needs one")]
@@ -32,23 +31,24 @@ pub enum MembershipError {
 }
 
 impl RaftHandle {
-    /// Adds node `id` at `addr`: a learner first, a voter once it holds the
-    /// log up to the entry that added it, all within `within`. Adding a
-    /// member again at the same address only finishes what is missing.
+    /// Adds node `id` at `addresses`: a learner first, a voter once it
+    /// holds the log up to the entry that added it, all within `within`.
+    /// Adding a member again at the same addresses only finishes what is
+    /// missing.
     pub async fn add_node(
         &self,
         id: NodeId,
-        addr: String,
+        addresses: Addresses,
         within: Duration,
     ) -> Result<Vec<Member>, MembershipError> {
         let deadline = Instant::now() + within;
         self.require_leader()?;
         let known = self.members().into_iter().find(|m| m.id == id);
         match &known {
-            Some(member) if member.addr != addr => {
+            Some(member) if member.addresses != addresses => {
                 return Err(MembershipError::AddressConflict {
                     id,
-                    addr: member.addr.clone(),
+                    addresses: member.addresses.clone(),
                 })
             }
             Some(member) if member.voter => return Ok(self.members()),
@@ -56,7 +56,7 @@ impl RaftHandle {
         }
         let added = self
             .raft
-            .add_learner(id, BasicNode { addr }, false)
+            .add_learner(id, addresses, false)
             .await
             .map_err(|e| self.refused(e))?;
         let added_at = added.log_id.index;
@@ -112,7 +112,7 @@ impl RaftHandle {
 
     async fn change(
         &self,
-        change: ChangeMembers<NodeId, BasicNode>,
+        change: ChangeMembers<NodeId, Addresses>,
     ) -> Result<(), MembershipError> {
         // `retain: false`: a voter removed leaves the cluster, not a learner.
         self.raft
@@ -129,12 +129,12 @@ impl RaftHandle {
 
     fn refused(
         &self,
-        error: OpenRaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+        error: OpenRaftError<NodeId, ClientWriteError<NodeId, Addresses>>,
     ) -> MembershipError {
         match error {
             OpenRaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
                 MembershipError::NotLeader {
-                    leader: forward.leader_node.map(|node| node.addr),
+                    leader: forward.leader_node.map(|node| node.client),
                 }
             }
             other => MembershipError::Failed(other.to_string()),

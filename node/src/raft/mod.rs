@@ -9,6 +9,7 @@
 // it in our helpers would only add conversions at every trait boundary.
 #![allow(clippy::result_large_err)]
 
+mod address;
 mod bodies;
 mod codec;
 mod elections;
@@ -23,6 +24,7 @@ mod snapshots;
 mod state_machine;
 mod wire;
 
+pub use address::Addresses;
 pub use bodies::{Bodies, BodyError, BODY_CACHE_BYTES};
 pub use codec::{
     decode, decode_compressed_from, encode, encode_compressed_into, encoded_size, CodecError,
@@ -53,7 +55,7 @@ openraft::declare_raft_types!(
         D = Request,
         R = Response,
         NodeId = u64,
-        Node = openraft::BasicNode,
+        Node = Addresses,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = crate::storage::SnapshotData,
         AsyncRuntime = SeededRuntime,
@@ -65,7 +67,7 @@ pub mod typ {
     use super::TypeConfig;
 
     pub type NodeId = u64;
-    pub type Node = openraft::BasicNode;
+    pub type Node = super::Addresses;
     pub type Raft = openraft::Raft<TypeConfig>;
     pub type Entry = openraft::Entry<TypeConfig>;
     pub type LogId = openraft::LogId<NodeId>;

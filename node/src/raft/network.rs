@@ -112,7 +112,7 @@ impl<P: Peers> RaftNetworkFactory<TypeConfig> for Network<P> {
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
         PeerClient {
             target,
-            link: self.peers.link(&node.addr).map_err(|e| e.to_string()),
+            link: self.peers.link(&node.peer).map_err(|e| e.to_string()),
             faults: self.faults.clone(),
             disk: self.disk.clone(),
             heartbeat: self.heartbeat,

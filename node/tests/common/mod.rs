@@ -27,11 +27,24 @@ pub struct Cluster {
     extra_args: Vec<String>,
     /// Nodes started with `--join`, and the node they join through.
     joining: BTreeMap<u64, u64>,
+    /// Whether nodes advertise `localhost:PORT` to clients (`--advertise`)
+    /// while peers reach them at `127.0.0.1:PORT`.
+    advertise: bool,
 }
 
 impl Cluster {
     /// Starts `nodes` nodes and waits until they agree on a leader.
     pub async fn start(nodes: u64, extra_args: &[&str]) -> Cluster {
+        Cluster::start_with(nodes, extra_args, false).await
+    }
+
+    /// Like `start`, with each node advertising `localhost:PORT` to
+    /// clients and reached by its peers at `127.0.0.1:PORT`.
+    pub async fn start_advertising(nodes: u64) -> Cluster {
+        Cluster::start_with(nodes, &[], true).await
+    }
+
+    async fn start_with(nodes: u64, extra_args: &[&str], advertise: bool) -> Cluster {
         let dir = TempDir::new().expect("temp dir");
         let peers = (1..=nodes)
             .map(|id| (id, format!("127.0.0.1:{}", free_port())))
@@ -46,6 +59,7 @@ impl Cluster {
             running: BTreeMap::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             joining: BTreeMap::new(),
+            advertise,
         };
         for id in 1..=nodes {
             cluster.spawn(id);
@@ -75,6 +89,15 @@ impl Cluster {
 
     pub fn addr(&self, id: u64) -> &str {
         &self.peers[&id]
+    }
+
+    /// Where node `id` tells clients to reach it.
+    pub fn client_addr(&self, id: u64) -> String {
+        if self.advertise {
+            self.peers[&id].replace("127.0.0.1", "localhost")
+        } else {
+            self.peers[&id].clone()
+        }
     }
 
     pub fn client(&self) -> Client {
@@ -127,6 +150,23 @@ impl Cluster {
                 vec!["--peers".into(), peers.join(",")]
             }
         };
+        let advertised: Vec<String> = match self.joining.contains_key(&id) {
+            true => vec![id],
+            false => self
+                .peers
+                .keys()
+                .copied()
+                .filter(|id| !self.joining.contains_key(id))
+                .collect(),
+        }
+        .into_iter()
+        .filter(|_| self.advertise)
+        .map(|id| format!("{id}={}", self.client_addr(id)))
+        .collect();
+        let advertise = match advertised.is_empty() {
+            true => vec![],
+            false => vec!["--advertise".to_string(), advertised.join(",")],
+        };
         let log = File::options()
             .create(true)
             .append(true)
@@ -137,6 +177,7 @@ impl Cluster {
             .arg("--id")
             .arg(id.to_string())
             .args(&membership)
+            .args(&advertise)
             .arg("--data")
             .arg(self.data_dir(id))
             .arg("--metrics-listen")
