@@ -7,6 +7,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod grpc;
+pub mod histogram;
 pub mod machine;
 pub mod metrics;
 pub mod node;

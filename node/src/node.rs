@@ -14,11 +14,13 @@ use tonic::transport::Server;
 
 use crate::broker::{
     compact_when_due, reap_orphans, tick_when_due, watch_leadership, Broker, LeaderClock,
-    Leaderless, Proposer, Sessions,
+    LeaderHistory, Proposer, Sessions,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::NodeConfig;
-use crate::grpc::{date_header, BrokerService, GrpcPeers, RaftService};
+use crate::grpc::{
+    date_header, request_stats, BrokerService, GrpcPeers, ObserveLayer, RaftService, RequestStats,
+};
 use crate::raft::{LogStore, RaftHandle, StateMachineStore, RAFT_MESSAGE_BYTES_MAX};
 use crate::storage::{Disk, LocalDisk};
 use crate::transport::{Connector, RpcFaults, TcpConnector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
@@ -81,6 +83,8 @@ impl Seams {
 pub struct Node {
     broker: Arc<Broker>,
     clock: Arc<dyn Clock>,
+    /// Every gRPC request, timed (the metrics page).
+    requests: Arc<RequestStats>,
 }
 
 impl Node {
@@ -118,11 +122,11 @@ impl Node {
         let leader_clock: Arc<dyn Clock> =
             Arc::new(LeaderClock::new(seams.clock.clone(), machine.clone()));
         let proposer = Proposer::start(raft.clone(), leader_clock.clone());
-        let leaderless = Arc::new(Leaderless::new());
+        let leader_history = Arc::new(LeaderHistory::new());
         tokio::spawn(watch_leadership(
             raft.clone(),
             proposer.clone(),
-            leaderless.clone(),
+            leader_history.clone(),
         ));
         let broker = Broker {
             id: config.id,
@@ -133,7 +137,7 @@ impl Node {
             machine,
             log,
             limits: config.limits,
-            leaderless,
+            leader_history,
             stopping: tokio::sync::watch::Sender::new(false),
         };
         let broker = Arc::new(broker);
@@ -143,6 +147,7 @@ impl Node {
         Ok(Node {
             broker,
             clock: seams.clock,
+            requests: Arc::new(request_stats()),
         })
     }
 
@@ -170,7 +175,7 @@ impl Node {
 
     /// The node's metrics in Prometheus text format.
     pub fn metrics(&self) -> String {
-        crate::metrics::render(&self.broker)
+        crate::metrics::render(&self.broker, &self.requests)
     }
 
     /// Serves the broker and Raft services on the accepted connections until
@@ -206,6 +211,7 @@ impl Node {
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .layer(date_header(self.clock.clone()))
+            .layer(ObserveLayer(self.requests.clone()))
             .add_service(broker)
             .add_service(raft)
             .serve_with_incoming_shutdown(incoming, shutdown);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::machine::Command;
+use crate::machine::{Command, NodeId};
 use crate::raft::{RaftHandle, RaftWatch};
 
 use super::Proposer;
@@ -16,43 +16,84 @@ use super::Proposer;
 const ATTEMPTS_MAX: u32 = 10;
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
-/// Since when this node has known no leader (tokio time, so the
-/// simulation's clock drives it).
+/// What this node has seen of leadership: since when it has known no
+/// leader (tokio time, so the simulation's clock drives it), for the health
+/// check, and how often the term and the leader changed, for the metrics.
 #[derive(Debug)]
-pub struct Leaderless {
-    since: Mutex<Option<Instant>>,
+pub struct LeaderHistory {
+    seen: Mutex<Seen>,
 }
 
-impl Leaderless {
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    leaderless_since: Option<Instant>,
+    term: Option<u64>,
+    leader: Option<NodeId>,
+    /// Terms begun since this node started: each is an election, won or
+    /// not, anywhere in the cluster.
+    elections: u64,
+    /// Times a leader other than the last one known became known.
+    leader_changes: u64,
+}
+
+impl LeaderHistory {
     /// A node starts knowing no leader.
     pub fn new() -> Self {
-        Leaderless {
-            since: Mutex::new(Some(Instant::now())),
+        LeaderHistory {
+            seen: Mutex::new(Seen {
+                leaderless_since: Some(Instant::now()),
+                term: None,
+                leader: None,
+                elections: 0,
+                leader_changes: 0,
+            }),
         }
     }
 
     /// How long the node has known no leader; zero while it knows one.
-    pub fn duration(&self) -> Duration {
-        self.lock().map_or(Duration::ZERO, |since| since.elapsed())
+    pub fn leaderless(&self) -> Duration {
+        self.lock()
+            .leaderless_since
+            .map_or(Duration::ZERO, |since| since.elapsed())
     }
 
-    fn observe(&self, has_leader: bool) {
-        let mut since = self.lock();
-        match (has_leader, *since) {
-            (true, _) => *since = None,
-            (false, None) => *since = Some(Instant::now()),
+    /// Elections (terms begun) seen since the node started.
+    pub fn elections(&self) -> u64 {
+        self.lock().elections
+    }
+
+    /// Changes of the known leader since the node started.
+    pub fn leader_changes(&self) -> u64 {
+        self.lock().leader_changes
+    }
+
+    fn observe(&self, term: u64, leader: Option<NodeId>) {
+        let mut seen = self.lock();
+        // The first term read is where this node's log left off, not an
+        // election it saw.
+        if let Some(before) = seen.term.filter(|before| term > *before) {
+            seen.elections += term - before;
+        }
+        seen.term = seen.term.max(Some(term));
+        if leader.is_some() && leader != seen.leader {
+            seen.leader_changes += 1;
+            seen.leader = leader;
+        }
+        match (leader.is_some(), seen.leaderless_since) {
+            (true, _) => seen.leaderless_since = None,
+            (false, None) => seen.leaderless_since = Some(Instant::now()),
             (false, Some(_)) => {}
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.since.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-impl Default for Leaderless {
+impl Default for LeaderHistory {
     fn default() -> Self {
-        Leaderless::new()
+        LeaderHistory::new()
     }
 }
 
@@ -60,14 +101,14 @@ impl Default for Leaderless {
 pub async fn watch_leadership(
     raft: RaftHandle,
     proposer: Proposer,
-    leaderless: std::sync::Arc<Leaderless>,
+    history: std::sync::Arc<LeaderHistory>,
 ) {
     let node = raft.id();
     let mut watch = raft.watch();
     let mut announced_term = None;
     loop {
         let status = watch.status();
-        leaderless.observe(status.leader.is_some());
+        history.observe(status.term, status.leader);
         let term = (status.leader == Some(node)).then_some(status.term);
         if let Some(term) = term.filter(|t| announced_term != Some(*t)) {
             announced_term = Some(term);

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub use compactor::{compact_when_due, COMPACT_FREES_BYTES};
-pub use leader::{watch_leadership, Leaderless};
+pub use leader::{watch_leadership, LeaderHistory};
 pub use leader_clock::LeaderClock;
 pub use proposer::{Committed, ProposeError, Proposer};
 pub use reaper::reap_orphans;
@@ -40,7 +40,7 @@ pub struct Broker {
     pub bodies: Arc<Bodies>,
     pub log: LogStore,
     pub limits: EdgeLimits,
-    pub leaderless: Arc<Leaderless>,
+    pub leader_history: Arc<LeaderHistory>,
     /// Turns true when the node begins to stop: every open stream ends with
     /// UNAVAILABLE, so its client moves to another node.
     pub stopping: watch::Sender<bool>,

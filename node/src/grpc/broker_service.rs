@@ -454,7 +454,7 @@ impl BrokerRpc for BrokerService {
             self.broker.raft.status(),
             self.broker.raft.members(),
             commit_index,
-            self.broker.leaderless.duration(),
+            self.broker.leader_history.leaderless(),
         )))
     }
 

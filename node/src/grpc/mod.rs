@@ -7,11 +7,13 @@ mod cluster;
 mod convert;
 mod date;
 mod exchanges;
+mod observe;
 mod raft_client;
 mod raft_service;
 mod status;
 
 pub use broker_service::BrokerService;
 pub use date::date_header;
+pub use observe::{code_name, request_stats, ObserveLayer, RequestStats};
 pub use raft_client::GrpcPeers;
 pub use raft_service::RaftService;

@@ -371,6 +371,7 @@ fn hand_out(
     );
     consumer.in_flight += 1;
     consumer.sequence += 1;
+    subscription.tally.delivered += 1;
     effects.push(Effect::Deliver {
         to: consumer.session,
         delivery: Delivery {

@@ -285,6 +285,10 @@ impl Ledger<'_> {
         };
         let mut holder = None;
         if let Some(subscription) = topic.subscriptions.get_mut(&letter.subscription) {
+            match letter.reason {
+                REASON_EXPIRED => subscription.tally.expired += 1,
+                _ => subscription.tally.dead_lettered += 1,
+            }
             let mut deadlines = deadlines.of(&letter.topic, &letter.subscription, letter.partition);
             holder =
                 subscription.cursors[letter.partition as usize].ack(letter.offset, &mut deadlines);

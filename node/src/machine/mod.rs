@@ -13,7 +13,7 @@
 //   checks
 //   consumer, exchange, producers, subscription
 //   topic
-//   command, effect
+//   command, effect, stats
 //   dispatch
 //   ledger: the moves commands share (append, dispatch, dead letters, refill)
 //   settle
@@ -38,6 +38,7 @@ mod records;
 mod rejection;
 mod settle;
 mod state;
+mod stats;
 mod subscription;
 mod topic;
 
@@ -51,9 +52,10 @@ pub use limits::*;
 pub use live::Held;
 pub use producers::ProducerTag;
 pub use records::Records;
+pub use stats::{PartitionStats, SubscriptionStats, TopicStats};
 pub use rejection::Rejection;
 pub use state::{State, TopicSummary};
-pub use subscription::{Mode, Start, SubscriptionConfig};
+pub use subscription::{Mode, Start, SubscriptionConfig, Tally};
 pub use topic::{
     BodyRef, Message, NewMessage, Overflow, Partition, Properties, Retention, Stored, TopicLimits,
 };

@@ -10,7 +10,7 @@ use super::ledger::{DeadLetter, Ledger, REASON_MAX_DELIVERIES, REASON_REJECTED};
 use super::limits::POSITIONS_PER_COMMAND_MAX;
 use super::quirks::{self, Quirk};
 use super::rejection::Rejection;
-use super::subscription::Standing;
+use super::subscription::{Standing, Tally};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Settle {
@@ -78,12 +78,16 @@ pub(super) fn settle(
     let max_deliveries = subscription.config.max_deliveries;
     let mut freed: Vec<ConsumerId> = Vec::new();
     let mut dead = Vec::new();
+    let mut tally = Tally::default();
     let dropped = usize::from(settle == Settle::Ack && quirks::on(Quirk::AckDropsLast));
     for &(partition, offset) in &positions[..positions.len().saturating_sub(dropped)] {
         let cursor = &mut subscription.cursors[partition as usize];
         let mut deadlines = deadlines.of(topic_name, subscription_name, partition);
         match settle {
-            Settle::Ack => freed.extend(cursor.ack(offset, &mut deadlines)),
+            Settle::Ack => {
+                tally.acked += u64::from(cursor.standing(offset) != Standing::Acked);
+                freed.extend(cursor.ack(offset, &mut deadlines));
+            }
             Settle::Nack { requeue, delay_ms } => {
                 // 0: no delay, so no deadline (`Returned::not_before_ms`).
                 let not_before_ms = match delay_ms {
@@ -95,6 +99,7 @@ pub(super) fn settle(
                 else {
                     continue;
                 };
+                tally.nacked += 1;
                 freed.push(holder);
                 let reason = match () {
                     _ if !requeue => Some(REASON_REJECTED),
@@ -113,6 +118,8 @@ pub(super) fn settle(
             }
         }
     }
+    subscription.tally.acked += tally.acked;
+    subscription.tally.nacked += tally.nacked;
     topic.trim(live);
     ledger.refill(freed);
     ledger.dead_letters(dead, effects);

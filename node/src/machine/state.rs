@@ -18,6 +18,7 @@ use super::limits::*;
 use super::live::{Held, LiveBodies};
 use super::producers::{ProducerTag, Verdict};
 use super::rejection::Rejection;
+use super::stats::TopicStats;
 use super::settle::{self, Settle};
 use super::subscription::{Mode, Subscription, SubscriptionConfig};
 use super::topic::{self, BodyRef, NewMessage, Partition, Retention, Topic, TopicLimits};
@@ -895,6 +896,14 @@ impl State {
 
     pub fn exchanges(&self) -> Vec<ExchangeSummary> {
         self.exchanges.summaries()
+    }
+
+    /// Depths, in-flight counts and totals of every topic.
+    pub fn topic_stats(&self) -> Vec<TopicStats> {
+        self.topics
+            .iter()
+            .map(|(name, topic)| TopicStats::of(name, topic))
+            .collect()
     }
 
     pub fn topics(&self) -> Vec<TopicSummary> {

@@ -61,6 +61,22 @@ pub enum Start {
     Time(u64),
 }
 
+/// Messages a subscription handed out and settled since it was created.
+/// Counted in the state, so every replica reports the same totals and a
+/// restart does not reset them; rates are their differences over time.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Deliveries, redeliveries included.
+    pub delivered: u64,
+    pub acked: u64,
+    pub nacked: u64,
+    /// Messages that left for a dead-letter topic or were dropped as
+    /// rejected, delivered too often or pushed out by overflow.
+    pub dead_lettered: u64,
+    /// Messages whose time to live ran out before an ack.
+    pub expired: u64,
+}
+
 /// How often a message was handed out, and how often that went wrong.
 /// `attempts` drives the redelivered flag; `failures` counts only nacks and
 /// ack timeouts, so leader changes never poison a healthy message.
@@ -343,6 +359,8 @@ impl Cursor {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Subscription {
     pub config: SubscriptionConfig,
+    /// What it has done since it was created (metrics).
+    pub tally: Tally,
     /// One cursor per partition, by partition index.
     pub cursors: Vec<Cursor>,
     /// Attached consumers, oldest first.
@@ -358,6 +376,7 @@ impl Subscription {
     pub fn starting_at(config: SubscriptionConfig, offsets: impl Iterator<Item = u64>) -> Self {
         Subscription {
             config,
+            tally: Tally::default(),
             cursors: offsets.map(Cursor::starting_at).collect(),
             consumers: BTreeSet::new(),
             next_partition: 0,

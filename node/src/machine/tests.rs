@@ -2435,3 +2435,49 @@ fn priorities_and_their_lanes_are_capped() {
     let too_wide = create(&mut h, "wide", lanes + 1, PRIORITY_MAX);
     assert!(matches!(rejected(too_wide), Rejection::Invalid(_)));
 }
+
+fn tally(h: &Harness, topic: &str, subscription: &str) -> Tally {
+    h.state
+        .topic_stats()
+        .into_iter()
+        .find(|t| t.name == topic)
+        .and_then(|t| t.subscriptions.into_iter().find(|s| s.name == subscription))
+        .map(|s| s.tally)
+        .expect("the subscription")
+}
+
+/// The counts behind the metrics' rates: deliveries (redeliveries
+/// included), acks counted once however often repeated, nacks, dead
+/// letters and expiries, and the messages appended to each topic.
+#[test]
+fn a_subscription_tallies_deliveries_settlements_dead_letters_and_expiries() {
+    let mut h = Harness::new();
+    dead_letter_setup(&mut h, 0);
+    assert_eq!(nack(&mut h, true, 0), Outcome::Done);
+    assert_eq!(h.deliveries().len(), 1, "redelivered");
+    assert_eq!(nack(&mut h, false, 0), Outcome::Done);
+    let seen = tally(&h, "t", "s");
+    assert_eq!((seen.delivered, seen.nacked, seen.dead_lettered), (2, 2, 1));
+
+    let positions = h.publish("t", &[None, None]);
+    assert_eq!(h.deliveries().len(), 2);
+    assert_eq!(h.ack("t", "s", positions.clone()), Outcome::Done);
+    assert_eq!(h.ack("t", "s", positions), Outcome::Done, "idempotent");
+    assert_eq!(tally(&h, "t", "s").acked, 2, "an ack repeated counts once");
+
+    let seen = tally(&h, "t", "s");
+    assert_eq!((seen.delivered, seen.nacked, seen.dead_lettered), (4, 2, 1));
+
+    h.topic("e", 1);
+    publish_with_ttl(&mut h, "e", Some(100));
+    h.stamp_ms += 100;
+    h.attach("e", "late", 10, SESSION);
+    assert!(h.deliveries().is_empty(), "expired before anyone took it");
+    let seen = tally(&h, "e", "late");
+    assert_eq!((seen.expired, seen.dead_lettered, seen.delivered), (1, 0, 0));
+    let stats = h.state.topic_stats();
+    let published = |name: &str| stats.iter().find(|t| t.name == name).map(|t| t.published);
+    assert_eq!(published("t"), Some(3));
+    assert_eq!(published("dlq"), Some(1), "the dead letter");
+    assert_eq!(published("e"), Some(1));
+}

@@ -352,6 +352,8 @@ pub struct Topic {
     /// lowest first, so level `l` of key partition `p` is
     /// `l * key_partitions + p`.
     pub max_priority: u8,
+    /// Messages appended since it was created (metrics; see `Tally`).
+    pub published: u64,
 }
 
 impl Topic {
@@ -374,6 +376,7 @@ impl Topic {
             lifetime,
             max_priority,
             retention,
+            published: 0,
         }
     }
 
@@ -501,6 +504,7 @@ impl Topic {
         let index = self.route(message.key(), message.priority) as usize;
         let partition = &mut self.partitions[index];
         let offset = partition.append(message, live);
+        self.published += 1;
         if let Some(due) = due_ms {
             partition.delayed.insert(offset, due);
         }

@@ -28,6 +28,7 @@ use serde::Serialize;
 
 use super::typ::{Entry, LogId, StorageError, Vote};
 use super::{decode, encode, TypeConfig};
+use crate::histogram::Histogram;
 use crate::planted::{self, Bug};
 use crate::storage::Disk;
 
@@ -64,6 +65,8 @@ pub struct LogStats {
     pub entries: AtomicU64,
     pub entry_bytes: AtomicU64,
     pub flushes: AtomicU64,
+    /// How long each append (with its fsync) or flush took.
+    pub fsync: Histogram,
 }
 
 impl LogStore {
@@ -108,7 +111,9 @@ impl LogStore {
     pub fn flush(&self) -> Result<(), StorageError> {
         let appended = self.stats.entry_bytes.load(Ordering::Relaxed);
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         self.disk.flush().map_err(|e| StorageIOError::write(&e))?;
+        self.stats.fsync.observe(started.elapsed());
         self.bytes_at_flush.store(appended, Ordering::Relaxed);
         Ok(())
     }
@@ -279,10 +284,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let bytes: usize = entries.iter().map(|(_, bytes)| bytes.len()).sum();
         stats.entry_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         stats.flushes.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let appended = self
             .disk
             .append(entries)
             .map_err(|e| std::io::Error::other(e.to_string()));
+        stats.fsync.observe(started.elapsed());
         callback.log_io_completed(appended);
         Ok(())
     }

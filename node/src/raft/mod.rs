@@ -41,7 +41,7 @@ use network::Network;
 pub use network::{PeerError, PeerLink, Peers};
 pub use runtime::{seed_thread_rng, SeededRuntime};
 use snapshots::snapshot_when_due;
-pub use state_machine::{EffectSink, StateMachineStore};
+pub use state_machine::{EffectSink, SnapshotStats, StateMachineStore};
 pub use wire::{RpcKind, WireError, RAFT_GROUP, RAFT_MESSAGE_BYTES_MAX};
 
 use crate::machine::{Outcome, Request};

@@ -30,6 +30,7 @@ use super::{
     TypeConfig,
 };
 use crate::clock::Clock;
+use crate::histogram::Histogram;
 use crate::machine::{Effect, EntryId, State};
 use crate::planted::{self, Bug};
 use crate::storage::{Disk, SnapshotData};
@@ -65,6 +66,16 @@ pub struct StateMachineStore {
     /// snapshot can be sent with its bodies.
     snapshot_floor: Arc<AtomicU64>,
     bodies: Arc<Bodies>,
+    snapshots: Arc<SnapshotStats>,
+}
+
+/// Snapshots this node built, for the metrics.
+#[derive(Debug, Default)]
+pub struct SnapshotStats {
+    /// The latest snapshot's encoded size (before compression).
+    pub last_bytes: AtomicU64,
+    /// How long each build took, encoding and syncing included.
+    pub built: Histogram,
 }
 
 impl StateMachineStore {
@@ -97,6 +108,7 @@ impl StateMachineStore {
         Ok(StateMachineStore {
             applied: Arc::new(Mutex::new(applied)),
             bodies: Arc::new(Bodies::new(disk.clone(), body_cache_bytes)),
+            snapshots: Arc::default(),
             disk,
             sink,
             clock,
@@ -107,6 +119,10 @@ impl StateMachineStore {
     /// Where delivering nodes read bodies from.
     pub fn bodies(&self) -> Arc<Bodies> {
         self.bodies.clone()
+    }
+
+    pub fn snapshot_stats(&self) -> &SnapshotStats {
+        &self.snapshots
     }
 
     /// The log may drop entries below this once they are purged: no
@@ -206,6 +222,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             };
             self.save_snapshot(&meta, |out| encode_compressed_into(&applied, out))?;
             tracing::info!(bytes, ?copied, ?sized, written = ?started.elapsed(), "snapshot built");
+            self.snapshots.last_bytes.store(bytes as u64, Ordering::Relaxed);
+            self.snapshots.built.observe(started.elapsed());
             // openraft 0.9 keeps only the meta of a snapshot it had built
             // (`core::sm::worker`), and reads one it sends through
             // `get_current_snapshot`: the data stays on disk.
