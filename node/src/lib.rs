@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod node;
 pub mod planted;
 pub mod raft;
+pub mod status_page;
 pub mod storage;
 pub mod transport;
 

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use raftmq_node::status_page::{self, History};
 use raftmq_node::{Node, NodeConfig, Seams};
+use std::sync::Arc;
+use axum::http::header::CONTENT_TYPE;
 use std::time::Duration;
 
 use raftmq_proto::v1::broker_client::BrokerClient;
@@ -346,13 +349,46 @@ async fn serve_metrics(
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding metrics address {addr}"))?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let node = node.clone();
-            async move { node.metrics() }
-        }),
-    );
+    let history = Arc::new(History::default());
+    let app = {
+        let (node, history) = (node.clone(), history.clone());
+        let metrics = node.clone();
+        axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let node = metrics.clone();
+                    async move { node.metrics() }
+                }),
+            )
+            .route(
+                "/status.json",
+                axum::routing::get(move || {
+                    let (node, history) = (node.clone(), history.clone());
+                    async move {
+                        let view = node.status_view(&history);
+                        let json = serde_json::to_string(&view).unwrap_or_default();
+                        ([(CONTENT_TYPE, "application/json")], json)
+                    }
+                }),
+            )
+            .route(
+                "/",
+                axum::routing::get(|| async {
+                    ([(CONTENT_TYPE, "text/html; charset=utf-8")], status_page::PAGE)
+                }),
+            )
+    };
+    let mut sampling = stop.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(status_page::SAMPLE_EVERY);
+        loop {
+            tokio::select! {
+                _ = every.tick() => node.sample_into(&history),
+                _ = sampling.wait_for(|stopped| *stopped) => return,
+            }
+        }
+    });
     tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
@@ -364,7 +400,7 @@ async fn serve_metrics(
             tracing::warn!(error = %e, "metrics server stopped");
         }
     });
-    tracing::info!(%addr, "metrics at /metrics");
+    tracing::info!(%addr, "metrics at /metrics, status page at /");
     Ok(())
 }
 

@@ -21,6 +21,7 @@ use crate::config::NodeConfig;
 use crate::grpc::{
     date_header, request_stats, BrokerService, GrpcPeers, ObserveLayer, RaftService, RequestStats,
 };
+use crate::status_page::{History, StatusView};
 use crate::raft::{LogStore, RaftHandle, StateMachineStore, RAFT_MESSAGE_BYTES_MAX};
 use crate::storage::{Disk, LocalDisk};
 use crate::transport::{Connector, RpcFaults, TcpConnector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
@@ -176,6 +177,16 @@ impl Node {
     /// The node's metrics in Prometheus text format.
     pub fn metrics(&self) -> String {
         crate::metrics::render(&self.broker, &self.requests)
+    }
+
+    /// What the status page shows now, with `history`'s samples.
+    pub fn status_view(&self, history: &History) -> StatusView {
+        crate::status_page::view(&self.broker, history)
+    }
+
+    /// Adds a sample of the cluster-wide totals to `history`.
+    pub fn sample_into(&self, history: &History) {
+        history.record(&self.broker, self.clock.now_ms());
     }
 
     /// Serves the broker and Raft services on the accepted connections until

@@ -189,3 +189,111 @@ async fn metrics_name_every_listed_series_and_move_with_publish_ack_and_an_elect
 async fn page_of(cluster: &Cluster, id: u64) -> BTreeMap<String, f64> {
     samples(&cluster.metrics(id).await)
 }
+
+/// Debian's chromium, if installed. CI installs it (`.ci/run`), so there a
+/// missing browser fails the test; elsewhere the test says it is skipped.
+fn chromium() -> Option<std::path::PathBuf> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .map(|name| std::path::Path::new("/usr/bin").join(name))
+        .find(|path| path.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no chromium in /usr/bin: apt-get install chromium"
+        );
+        eprintln!("skipped: no chromium in /usr/bin (apt-get install chromium)");
+    }
+    found
+}
+
+/// Runs headless chromium on `url` with `args`, bounded in time: its
+/// standard output.
+fn browse(browser: &std::path::Path, profile: &std::path::Path, url: &str, args: &[&str]) -> String {
+    let mut child = std::process::Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--virtual-time-budget=6000")
+        .args(args)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().expect("chromium").is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chromium did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
+        .expect("chromium output");
+    out
+}
+
+/// The row of the table with `id` whose `data-` attributes say `marks`.
+fn row_of<'a>(dom: &'a str, table: &str, marks: &str) -> &'a str {
+    let table_at = dom
+        .find(&format!("id=\"{table}\""))
+        .unwrap_or_else(|| panic!("no table {table} in the page: {dom}"));
+    let rest = &dom[table_at..];
+    let at = rest
+        .find(marks)
+        .unwrap_or_else(|| panic!("no row {marks} in table {table}: {rest}"));
+    let row = &rest[at..];
+    &row[..row.find("</tr>").unwrap_or(row.len())]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_the_topic_created_with_its_depth_in_a_real_browser() {
+    let Some(browser) = chromium() else {
+        return;
+    };
+    let cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic("browsed", 2).await.expect("topic");
+    let consumer = client
+        .subscribe("browsed", "viewers", 10)
+        .await
+        .expect("subscribe");
+    drop(consumer);
+    let messages = (0..7).map(|n| Message::new(format!("m{n}"))).collect();
+    client.publish("browsed", messages).await.expect("publish");
+    let follower = {
+        let leader = cluster.wait_for_leader(None).await;
+        (1..=3).find(|id| *id != leader).expect("a follower")
+    };
+    // A follower's page: the replicated state shows there too.
+    let url = format!("http://{}/", cluster.metrics_addr(follower));
+    let profile = tempfile::TempDir::new().expect("browser profile");
+
+    let dom = browse(&browser, profile.path(), &url, &["--dump-dom"]);
+    let topic = row_of(&dom, "topics", "data-topic=\"browsed\"");
+    assert!(topic.contains("<td class=\"depth\">7</td>"), "topic row: {topic}");
+    let subscription = row_of(&dom, "subscriptions", "data-subscription=\"viewers\"");
+    assert!(
+        subscription.contains("<td class=\"depth\">7</td>"),
+        "subscription row: {subscription}"
+    );
+    assert!(dom.contains(&format!("node {follower} (follower)")), "summary: {dom}");
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    browse(
+        &browser,
+        profile.path(),
+        &url,
+        &["--window-size=1100,1000", &format!("--screenshot={}", shot.display())],
+    );
+    let png = std::fs::read(&shot).expect("the screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG: {}", shot.display());
+    println!("status page screenshot: {}", shot.display());
+    eprintln!("status page screenshot: {}", shot.display());
+}

@@ -83,6 +83,11 @@ impl Cluster {
         page
     }
 
+    /// Where node `id` serves its metrics and status page.
+    pub fn metrics_addr(&self, id: u64) -> &str {
+        &self.metrics[&id]
+    }
+
     pub fn servers(&self) -> Vec<String> {
         self.peers.values().cloned().collect()
     }
