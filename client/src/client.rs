@@ -20,7 +20,7 @@ use crate::routing::{Decision, Failure, Router};
 use crate::{
     ClientError, ClientOptions, ClusterStatus, Consumer, Declared, DeleteOptions, Message,
     NackOptions, NodeStatus, Position, Producer, ProducerOptions, SnapshotTaken, SubscribeOptions,
-    TopicInfo, TopicOptions,
+    TopicInfo, TopicOptions, TopicStats,
 };
 
 /// Attempts one operation may make, on top of its deadline: with the
@@ -285,6 +285,20 @@ impl Client {
             )
             .await?;
         Ok(response.topics.into_iter().map(TopicInfo::from).collect())
+    }
+
+    /// Depths and counts of every topic, or of `topic` only, as one node
+    /// has applied them.
+    pub async fn topic_stats(&self, topic: Option<&str>) -> Result<Vec<TopicStats>, ClientError> {
+        let request = proto::TopicStatsRequest {
+            topic: topic.unwrap_or_default().to_string(),
+        };
+        let response = self
+            .call_unary(Route::AnyNode, request, |mut broker, request| async move {
+                broker.topic_stats(request).await
+            })
+            .await?;
+        Ok(response.topics.into_iter().map(TopicStats::from).collect())
     }
 
     /// Asks one node for its view of the cluster, once, without retrying

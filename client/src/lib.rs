@@ -68,4 +68,4 @@ pub use position::Position;
 pub use producer::{Confirm, Producer};
 pub use request::{Requester, PENDING_MAX, REPLY_LEASE};
 pub use tonic::Code;
-pub use topic::{Declared, TopicInfo};
+pub use topic::{Declared, SubscriptionStats, TopicInfo, TopicStats};

@@ -17,6 +17,7 @@ mod cli {
     pub(crate) mod exchange;
     pub(crate) mod publish;
     pub(crate) mod request;
+    pub(crate) mod stats;
     pub(crate) mod table;
     pub(crate) mod topic;
 }
@@ -77,6 +78,8 @@ enum Command {
     Request(cli::request::RequestArgs),
     /// Print and acknowledge messages from a subscription.
     Consume(cli::consume::ConsumeArgs),
+    /// Depths, counts and rates of topics and subscriptions.
+    Stats(cli::stats::StatsArgs),
     /// Measure throughput and latency; one JSON line per run.
     Bench(cli::bench::BenchArgs),
 }
@@ -112,6 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Publish(args) => cli::publish::run(&client, *args).await,
         Command::Request(args) => cli::request::run(&client, args).await,
         Command::Consume(args) => cli::consume::run(&client, args).await,
+        Command::Stats(args) => cli::stats::run(&client, args).await,
         Command::Bench(_) => unreachable!("handled above"),
     }
 }

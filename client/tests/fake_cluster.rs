@@ -285,6 +285,13 @@ impl Broker for Fake {
         Err(Status::unimplemented("the fake has no membership"))
     }
 
+    async fn topic_stats(
+        &self,
+        _: Request<proto::TopicStatsRequest>,
+    ) -> Result<Response<proto::TopicStatsResponse>, Status> {
+        Err(Status::unimplemented("the fake keeps no stats"))
+    }
+
     async fn remove_node(
         &self,
         _: Request<proto::RemoveNodeRequest>,

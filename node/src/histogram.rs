@@ -109,7 +109,12 @@ mod tests {
         let seen = histogram.snapshot();
         assert_eq!(seen.count, 3);
         assert_eq!(seen.buckets[0], (0.0001, 1));
-        let at = |bound: f64| seen.buckets.iter().find(|(b, _)| *b == bound).map(|(_, n)| *n);
+        let at = |bound: f64| {
+            seen.buckets
+                .iter()
+                .find(|(b, _)| *b == bound)
+                .map(|(_, n)| *n)
+        };
         assert_eq!(at(0.0025), Some(1));
         assert_eq!(at(0.005), Some(2));
         assert_eq!(at(10.0), Some(2), "30 s is past every bound");

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+use axum::http::header::CONTENT_TYPE;
 use clap::{Parser, Subcommand};
 use raftmq_node::status_page::{self, History};
 use raftmq_node::{Node, NodeConfig, Seams};
 use std::sync::Arc;
-use axum::http::header::CONTENT_TYPE;
 use std::time::Duration;
 
 use raftmq_proto::v1::broker_client::BrokerClient;
@@ -23,8 +23,19 @@ use tonic::transport::Endpoint;
 #[derive(Parser)]
 #[command(name = "raftmq-node", version, about = "raftmq broker node")]
 struct Cli {
+    /// How log lines are written: `text` for people, `json` (one object
+    /// per line, with the request's span fields) for log collectors.
+    /// `RUST_LOG` chooses what is logged.
+    #[arg(long, global = true, env = "RAFTMQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -131,21 +142,15 @@ fn parse_peer(text: &str) -> Result<(u64, String), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        // Colour codes only for a person at a terminal, not in log files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=error,sled=warn".into()),
-        )
-        .init();
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
         stop_signal().await;
         tracing::info!("stopping");
         let _ = stop_tx.send(true);
     });
-    let result = match Cli::parse().command {
+    let result = match cli.command {
         Command::Run(args) => run(args, stop).await,
         Command::Dev(args) => dev(args, stop).await,
         Command::Health(args) => health(args).await,
@@ -156,6 +161,19 @@ async fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,openraft=error,sled=warn".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        // Colour codes only for a person at a terminal, not in log files.
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
     }
 }
 
@@ -375,7 +393,10 @@ async fn serve_metrics(
             .route(
                 "/",
                 axum::routing::get(|| async {
-                    ([(CONTENT_TYPE, "text/html; charset=utf-8")], status_page::PAGE)
+                    (
+                        [(CONTENT_TYPE, "text/html; charset=utf-8")],
+                        status_page::PAGE,
+                    )
                 }),
             )
     };

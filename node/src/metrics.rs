@@ -310,7 +310,13 @@ fn process(out: &mut Exposition) {
     let rss_kib = status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        });
     if let Some(kib) = rss_kib {
         out.gauge(
             "process_resident_memory_bytes",
@@ -374,7 +380,11 @@ impl Exposition {
             (false, false) => format!("{{{labels},{extra}}}"),
         };
         for (bound, count) in &histogram.buckets {
-            let _ = writeln!(self.0, "{name}_bucket{} {count}", with(&format!("le=\"{bound}\"")));
+            let _ = writeln!(
+                self.0,
+                "{name}_bucket{} {count}",
+                with(&format!("le=\"{bound}\""))
+            );
         }
         let _ = writeln!(
             self.0,

@@ -21,8 +21,8 @@ use crate::config::NodeConfig;
 use crate::grpc::{
     date_header, request_stats, BrokerService, GrpcPeers, ObserveLayer, RaftService, RequestStats,
 };
-use crate::status_page::{History, StatusView};
 use crate::raft::{LogStore, RaftHandle, StateMachineStore, RAFT_MESSAGE_BYTES_MAX};
+use crate::status_page::{History, StatusView};
 use crate::storage::{Disk, LocalDisk};
 use crate::transport::{Connector, RpcFaults, TcpConnector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 

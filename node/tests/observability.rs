@@ -105,6 +105,14 @@ async fn metrics_name_every_listed_series_and_move_with_publish_ack_and_an_elect
         .expect("subscribe");
     let leader = cluster.wait_for_leader(None).await;
 
+    for id in 1..=3 {
+        let log = cluster.log(id);
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+        assert!(
+            errors.is_empty(),
+            "node {id} logged errors at start: {errors:#?}"
+        );
+    }
     let before = samples(&cluster.metrics(leader).await);
     let workers = ["topic=\"metered\"", "subscription=\"workers\""];
     assert_eq!(sum(&before, "raftmq_subscription_depth", &workers), 0.0);
@@ -129,17 +137,28 @@ async fn metrics_name_every_listed_series_and_move_with_publish_ack_and_an_elect
             );
         }
         let page = samples(&text);
-        assert_eq!(sum(&page, "raftmq_subscription_depth", &workers), 10.0, "node {id}");
+        assert_eq!(
+            sum(&page, "raftmq_subscription_depth", &workers),
+            10.0,
+            "node {id}"
+        );
         assert_eq!(sum(&page, "raftmq_subscription_in_flight", &workers), 10.0);
         assert_eq!(
             value(&page, "raftmq_topic_published_total{topic=\"metered\"}"),
             10.0
         );
         assert_eq!(
-            sum(&page, "raftmq_partition_retained_messages", &["topic=\"metered\""]),
+            sum(
+                &page,
+                "raftmq_partition_retained_messages",
+                &["topic=\"metered\""]
+            ),
             10.0
         );
-        assert_eq!(sum(&page, "raftmq_subscription_delivered_total", &workers), 10.0);
+        assert_eq!(
+            sum(&page, "raftmq_subscription_delivered_total", &workers),
+            10.0
+        );
         assert_eq!(sum(&page, "raftmq_subscription_consumers", &workers), 1.0);
         assert!(value(&page, "process_resident_memory_bytes") > 0.0);
         assert!(value(&page, "raftmq_log_fsync_seconds_count") > 0.0);
@@ -156,7 +175,10 @@ async fn metrics_name_every_listed_series_and_move_with_publish_ack_and_an_elect
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(sum(&page, "raftmq_subscription_depth", &workers), 0.0);
-    assert_eq!(sum(&page, "raftmq_subscription_acked_total", &workers), 10.0);
+    assert_eq!(
+        sum(&page, "raftmq_subscription_acked_total", &workers),
+        10.0
+    );
     // The leader sees both followers and timed the requests, refusals by
     // their code.
     let lags = page
@@ -165,17 +187,32 @@ async fn metrics_name_every_listed_series_and_move_with_publish_ack_and_an_elect
         .count();
     assert_eq!(lags, 2, "one replication lag per follower");
     let publish = "method=\"/raftmq.v1.Broker/Publish\"";
-    assert!(sum(&page, "raftmq_grpc_request_seconds_count", &[publish, "code=\"Ok\""]) >= 1.0);
     assert!(
-        sum(&page, "raftmq_grpc_request_seconds_count", &[publish, "code=\"NotFound\""]) >= 1.0,
+        sum(
+            &page,
+            "raftmq_grpc_request_seconds_count",
+            &[publish, "code=\"Ok\""]
+        ) >= 1.0
+    );
+    assert!(
+        sum(
+            &page,
+            "raftmq_grpc_request_seconds_count",
+            &[publish, "code=\"NotFound\""]
+        ) >= 1.0,
         "no NotFound publish counted: {:?}",
-        page.keys().filter(|s| s.contains("grpc_request_seconds_count")).collect::<Vec<_>>()
+        page.keys()
+            .filter(|s| s.contains("grpc_request_seconds_count"))
+            .collect::<Vec<_>>()
     );
 
     // An election raises the elections counter on the nodes that stay.
     drop(consumer);
     let survivor = (1..=3).find(|id| *id != leader).expect("a follower");
-    let elections = value(&page_of(&cluster, survivor).await, "raftmq_raft_elections_total");
+    let elections = value(
+        &page_of(&cluster, survivor).await,
+        "raftmq_raft_elections_total",
+    );
     cluster.kill(leader);
     let next = cluster.wait_for_leader(Some(leader)).await;
     let after = page_of(&cluster, survivor).await;
@@ -209,9 +246,19 @@ fn chromium() -> Option<std::path::PathBuf> {
 
 /// Runs headless chromium on `url` with `args`, bounded in time: its
 /// standard output.
-fn browse(browser: &std::path::Path, profile: &std::path::Path, url: &str, args: &[&str]) -> String {
+fn browse(
+    browser: &std::path::Path,
+    profile: &std::path::Path,
+    url: &str,
+    args: &[&str],
+) -> String {
     let mut child = std::process::Command::new(browser)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("--virtual-time-budget=6000")
         .args(args)
@@ -276,13 +323,19 @@ async fn the_status_page_shows_the_topic_created_with_its_depth_in_a_real_browse
 
     let dom = browse(&browser, profile.path(), &url, &["--dump-dom"]);
     let topic = row_of(&dom, "topics", "data-topic=\"browsed\"");
-    assert!(topic.contains("<td class=\"depth\">7</td>"), "topic row: {topic}");
+    assert!(
+        topic.contains("<td class=\"depth\">7</td>"),
+        "topic row: {topic}"
+    );
     let subscription = row_of(&dom, "subscriptions", "data-subscription=\"viewers\"");
     assert!(
         subscription.contains("<td class=\"depth\">7</td>"),
         "subscription row: {subscription}"
     );
-    assert!(dom.contains(&format!("node {follower} (follower)")), "summary: {dom}");
+    assert!(
+        dom.contains(&format!("node {follower} (follower)")),
+        "summary: {dom}"
+    );
 
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     let _ = std::fs::remove_file(&shot);
@@ -290,10 +343,39 @@ async fn the_status_page_shows_the_topic_created_with_its_depth_in_a_real_browse
         &browser,
         profile.path(),
         &url,
-        &["--window-size=1100,1000", &format!("--screenshot={}", shot.display())],
+        &[
+            "--window-size=1100,1000",
+            &format!("--screenshot={}", shot.display()),
+        ],
     );
     let png = std::fs::read(&shot).expect("the screenshot");
     assert!(png.starts_with(b"\x89PNG"), "not a PNG: {}", shot.display());
     println!("status page screenshot: {}", shot.display());
     eprintln!("status page screenshot: {}", shot.display());
+}
+
+/// `--log-format json` writes one JSON object per line, and a normal start
+/// logs no ERROR (in either format: the metrics test reads text logs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_and_a_normal_start_logs_no_error() {
+    let cluster = Cluster::start(3, &["--log-format", "json"]).await;
+    let client = cluster.client();
+    client.create_topic("logged", 1).await.expect("topic");
+    client
+        .publish("logged", vec![Message::new("x")])
+        .await
+        .expect("publish");
+    for id in 1..=3 {
+        let log = cluster.log(id);
+        let mut lines = 0;
+        for line in log.lines().filter(|line| !line.trim().is_empty()) {
+            let object: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("node {id}: not JSON ({e}): {line}"));
+            let level = object["level"].as_str().unwrap_or_default();
+            assert!(object["timestamp"].is_string(), "node {id}: {line}");
+            assert_ne!(level, "ERROR", "node {id}: {line}");
+            lines += 1;
+        }
+        assert!(lines > 0, "node {id} logged nothing");
+    }
 }

@@ -199,8 +199,8 @@ async fn redirects_name_the_advertised_client_address_so_one_follower_seed_is_en
         .map(str::to_string);
     assert_eq!(named, Some(cluster.client_addr(leader)), "{refused:?}");
 
-    let one_seed = raftmq_client::Client::connect(vec![cluster.addr(follower).to_string()])
-        .expect("client");
+    let one_seed =
+        raftmq_client::Client::connect(vec![cluster.addr(follower).to_string()]).expect("client");
     one_seed
         .create_topic("orders", 1)
         .await

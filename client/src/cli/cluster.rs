@@ -108,7 +108,10 @@ fn print_members(members: &[Member], json: bool) -> anyhow::Result<ExitCode> {
                 ]
             })
             .collect();
-        table::print(&["NODE", "ADDRESS", "PEER ADDRESS", "ROLE", "MATCHED"], &rows);
+        table::print(
+            &["NODE", "ADDRESS", "PEER ADDRESS", "ROLE", "MATCHED"],
+            &rows,
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -138,6 +138,7 @@ impl BrokerRpc for BrokerService {
     type PublishStreamStream = BoxStream<v1::PublishResponse>;
     type SubscribeStream = BoxStream<v1::Delivery>;
 
+    #[tracing::instrument(name = "create_topic", skip_all, fields(topic = %request.get_ref().name))]
     async fn create_topic(
         &self,
         request: Request<v1::CreateTopicRequest>,
@@ -182,6 +183,7 @@ impl BrokerRpc for BrokerService {
         }
     }
 
+    #[tracing::instrument(name = "delete_topic", skip_all, fields(topic = %request.get_ref().name))]
     async fn delete_topic(
         &self,
         request: Request<v1::DeleteTopicRequest>,
@@ -222,6 +224,23 @@ impl BrokerRpc for BrokerService {
         let topics = self.broker.machine.read(|state| state.topics());
         Ok(Response::new(v1::ListTopicsResponse {
             topics: topics.into_iter().map(convert::topic_info).collect(),
+        }))
+    }
+
+    async fn topic_stats(
+        &self,
+        request: Request<v1::TopicStatsRequest>,
+    ) -> Result<Response<v1::TopicStatsResponse>, Status> {
+        let wanted = request.into_inner().topic;
+        let mut topics = self.broker.machine.read(|state| state.topic_stats());
+        if !wanted.is_empty() {
+            topics.retain(|topic| topic.name == wanted);
+            if topics.is_empty() {
+                return Err(rejected(&Rejection::UnknownTopic(wanted)));
+            }
+        }
+        Ok(Response::new(v1::TopicStatsResponse {
+            topics: topics.into_iter().map(convert::topic_stats).collect(),
         }))
     }
 
@@ -278,6 +297,7 @@ impl BrokerRpc for BrokerService {
             .map(Response::new)
     }
 
+    #[tracing::instrument(name = "publish", skip_all, fields(topic = %request.get_ref().topic, producer = request.get_ref().producer_id))]
     async fn publish(
         &self,
         request: Request<v1::PublishRequest>,
@@ -366,6 +386,7 @@ impl BrokerRpc for BrokerService {
         )))
     }
 
+    #[tracing::instrument(name = "subscribe", skip_all, fields(topic = %request.get_ref().topic, subscription = %request.get_ref().subscription))]
     async fn subscribe(
         &self,
         request: Request<v1::SubscribeRequest>,
@@ -408,6 +429,7 @@ impl BrokerRpc for BrokerService {
         Ok(Response::new(until_stopping(stream, self.broker.clone())))
     }
 
+    #[tracing::instrument(name = "ack", skip_all, fields(topic = %request.get_ref().topic, subscription = %request.get_ref().subscription))]
     async fn ack(
         &self,
         request: Request<v1::AckRequest>,
@@ -425,6 +447,7 @@ impl BrokerRpc for BrokerService {
         }))
     }
 
+    #[tracing::instrument(name = "nack", skip_all, fields(topic = %request.get_ref().topic, subscription = %request.get_ref().subscription))]
     async fn nack(
         &self,
         request: Request<v1::NackRequest>,

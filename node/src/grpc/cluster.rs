@@ -8,8 +8,8 @@ use tonic::Status;
 
 use super::broker_service::BrokerService;
 use super::convert;
-use crate::raft::Addresses;
 use super::status::{hand_off_failed, invalid, membership_failed, not_leader};
+use crate::raft::Addresses;
 
 /// How long an added node may take to catch up before AddNode answers (it
 /// stays a learner, and asking again finishes the change).

@@ -5,7 +5,8 @@ use std::time::Duration;
 use raftmq_proto::v1;
 
 use crate::machine::{
-    Delivery, Message, Mode, NewMessage, Properties, Start, SubscriptionConfig, TopicSummary,
+    Delivery, Message, Mode, NewMessage, Properties, Start, SubscriptionConfig, TopicStats,
+    TopicSummary,
 };
 use crate::raft::{Member, RaftStatus};
 
@@ -78,6 +79,31 @@ pub fn topic_info(topic: TopicSummary) -> v1::TopicInfo {
         partitions: topic.partitions,
         retained: topic.retained,
         subscriptions: topic.subscriptions,
+    }
+}
+
+pub fn topic_stats(topic: TopicStats) -> v1::TopicStats {
+    v1::TopicStats {
+        retained: topic.retained(),
+        retained_bytes: topic.partitions.iter().map(|p| p.retained_bytes).sum(),
+        partitions: topic.partitions.len() as u32,
+        published: topic.published,
+        subscriptions: topic
+            .subscriptions
+            .iter()
+            .map(|s| v1::SubscriptionStats {
+                name: s.name.clone(),
+                depth: s.total_depth(),
+                in_flight: s.total_in_flight(),
+                consumers: s.consumers,
+                delivered: s.tally.delivered,
+                acked: s.tally.acked,
+                nacked: s.tally.nacked,
+                dead_lettered: s.tally.dead_lettered,
+                expired: s.tally.expired,
+            })
+            .collect(),
+        name: topic.name,
     }
 }
 

@@ -52,9 +52,9 @@ pub use limits::*;
 pub use live::Held;
 pub use producers::ProducerTag;
 pub use records::Records;
-pub use stats::{PartitionStats, SubscriptionStats, TopicStats};
 pub use rejection::Rejection;
 pub use state::{State, TopicSummary};
+pub use stats::{PartitionStats, SubscriptionStats, TopicStats};
 pub use subscription::{Mode, Start, SubscriptionConfig, Tally};
 pub use topic::{
     BodyRef, Message, NewMessage, Overflow, Partition, Properties, Retention, Stored, TopicLimits,

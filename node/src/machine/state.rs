@@ -18,8 +18,8 @@ use super::limits::*;
 use super::live::{Held, LiveBodies};
 use super::producers::{ProducerTag, Verdict};
 use super::rejection::Rejection;
-use super::stats::TopicStats;
 use super::settle::{self, Settle};
+use super::stats::TopicStats;
 use super::subscription::{Mode, Subscription, SubscriptionConfig};
 use super::topic::{self, BodyRef, NewMessage, Partition, Retention, Topic, TopicLimits};
 

@@ -2474,7 +2474,10 @@ fn a_subscription_tallies_deliveries_settlements_dead_letters_and_expiries() {
     h.attach("e", "late", 10, SESSION);
     assert!(h.deliveries().is_empty(), "expired before anyone took it");
     let seen = tally(&h, "e", "late");
-    assert_eq!((seen.expired, seen.dead_lettered, seen.delivered), (1, 0, 0));
+    assert_eq!(
+        (seen.expired, seen.dead_lettered, seen.delivered),
+        (1, 0, 0)
+    );
     let stats = h.state.topic_stats();
     let published = |name: &str| stats.iter().find(|t| t.name == name).map(|t| t.published);
     assert_eq!(published("t"), Some(3));

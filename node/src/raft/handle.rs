@@ -17,8 +17,8 @@ use super::network::PeerLink;
 use super::typ::{Raft, RaftMetrics};
 use super::wire::{self, RpcKind, WireError};
 use super::{
-    Addresses,
-    break_election_ties, snapshot_when_due, LogStore, Network, Peers, Response, StateMachineStore,
+    break_election_ties, snapshot_when_due, Addresses, LogStore, Network, Peers, Response,
+    StateMachineStore,
 };
 use crate::config::NodeConfig;
 use crate::machine::{NodeId, Request};

@@ -222,7 +222,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             };
             self.save_snapshot(&meta, |out| encode_compressed_into(&applied, out))?;
             tracing::info!(bytes, ?copied, ?sized, written = ?started.elapsed(), "snapshot built");
-            self.snapshots.last_bytes.store(bytes as u64, Ordering::Relaxed);
+            self.snapshots
+                .last_bytes
+                .store(bytes as u64, Ordering::Relaxed);
             self.snapshots.built.observe(started.elapsed());
             // openraft 0.9 keeps only the meta of a snapshot it had built
             // (`core::sm::worker`), and reads one it sends through
