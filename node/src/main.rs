@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raftmq_proto::v1::broker_client::BrokerClient;
-use raftmq_proto::v1::ClusterStatusRequest;
+use raftmq_proto::v1::{ClusterStatusRequest, TransferLeaderRequest};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
@@ -48,6 +48,20 @@ enum Command {
     /// has known a leader within --leaderless-max-secs; 1 otherwise (for
     /// container health checks).
     Health(HealthArgs),
+    /// Asks the node at --addr, if it leads, to hand leadership to an
+    /// up-to-date follower; exits 0 when it does not lead (a Kubernetes
+    /// preStop hook: the pod's SIGTERM then finds nothing to hand over).
+    HandOff(HandOffArgs),
+}
+
+#[derive(Parser)]
+struct HandOffArgs {
+    /// The node's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    addr: String,
+    /// How long to wait for the hand-off.
+    #[arg(long, default_value_t = 10)]
+    timeout_secs: u64,
 }
 
 #[derive(Parser)]
@@ -62,13 +76,29 @@ struct HealthArgs {
     /// longer than an election, shorter than a person would wait.
     #[arg(long, default_value_t = 30)]
     leaderless_max_secs: u64,
+    /// Also require that the node is a voter and has applied all but
+    /// `READY_APPLY_LAG_MAX` of the entries it knows committed: joined and
+    /// caught up (a readiness probe).
+    #[arg(long)]
+    ready: bool,
 }
+
+/// Committed entries a node may still have to apply and count as ready.
+const READY_APPLY_LAG_MAX: u64 = 1_000;
 
 #[derive(Parser)]
 struct RunArgs {
     /// This node's id; it must appear in --peers.
-    #[arg(long, env = "RAFTMQ_NODE_ID")]
-    id: u64,
+    #[arg(
+        long,
+        env = "RAFTMQ_NODE_ID",
+        required_unless_present = "id_from_hostname"
+    )]
+    id: Option<u64>,
+    /// Take the id from the host name's ordinal instead: `raftmq-0` is
+    /// node 1, `raftmq-2` node 3 (a Kubernetes StatefulSet's pods).
+    #[arg(long, env = "RAFTMQ_ID_FROM_HOSTNAME", conflicts_with = "id")]
+    id_from_hostname: bool,
     /// Every initial voter as ID=HOST:PORT, comma separated, this node
     /// included. The address is where peers (and, without --advertise,
     /// clients) reach that node.
@@ -154,6 +184,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => run(args, stop).await,
         Command::Dev(args) => dev(args, stop).await,
         Command::Health(args) => health(args).await,
+        Command::HandOff(args) => hand_off(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -194,18 +225,19 @@ async fn stop_signal() {
 }
 
 async fn run(args: RunArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let id = match args.id {
+        Some(id) => id,
+        None => id_from_hostname()?,
+    };
     let mut peers: BTreeMap<u64, String> = args.peers.into_iter().collect();
     if let Some(addr) = &args.addr {
-        if peers.get(&args.id).is_some_and(|own| own != addr) {
-            bail!(
-                "--addr {addr} differs from node {}'s entry in --peers",
-                args.id
-            );
+        if peers.get(&id).is_some_and(|own| own != addr) {
+            bail!("--addr {addr} differs from node {}'s entry in --peers", id);
         }
-        peers.insert(args.id, addr.clone());
+        peers.insert(id, addr.clone());
     }
-    let Some(own) = peers.get(&args.id).cloned() else {
-        bail!("node {} is not in --peers", args.id);
+    let Some(own) = peers.get(&id).cloned() else {
+        bail!("node {} is not in --peers", id);
     };
     let listen = match args.listen {
         Some(listen) => listen,
@@ -214,15 +246,15 @@ async fn run(args: RunArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
             .parse()
             .with_context(|| format!("--listen is needed: {own:?} is not an IP:PORT"))?,
     };
-    let mut config = NodeConfig::new(args.id, peers);
+    let mut config = NodeConfig::new(id, peers);
     config.advertise = args.advertise.into_iter().collect();
     config.limits.message_bytes_max = args.message_bytes_max;
     config.snapshot_every = args.snapshot_every;
     config.join = args.join.is_some();
-    let advertised = config.advertise.get(&args.id).cloned();
+    let advertised = config.advertise.get(&id).cloned();
     let joined = args.join.map(|seed| {
         let stop = stop.clone();
-        tokio::spawn(join(seed, args.id, own, advertised, stop))
+        tokio::spawn(join(seed, id, own, advertised, stop))
     });
     let served = serve(config, &args.data, listen, args.metrics_listen, stop).await;
     if let Some(joined) = joined {
@@ -425,16 +457,68 @@ async fn serve_metrics(
     Ok(())
 }
 
-async fn health(args: HealthArgs) -> anyhow::Result<()> {
-    let timeout = Duration::from_secs(args.timeout_secs);
-    let channel = Endpoint::from_shared(format!("http://{}", args.addr))
-        .with_context(|| format!("bad address {:?}", args.addr))?
+/// Node N+1 for a host name ending in `-N` (`$HOSTNAME`, else the kernel's).
+fn id_from_hostname() -> anyhow::Result<u64> {
+    let name = match std::env::var("HOSTNAME") {
+        Ok(name) if !name.is_empty() => name,
+        _ => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("reading the host name")?
+            .trim()
+            .to_string(),
+    };
+    ordinal_id(&name).with_context(|| format!("host name {name:?} does not end in -ORDINAL"))
+}
+
+fn ordinal_id(name: &str) -> Option<u64> {
+    let (_, ordinal) = name.rsplit_once('-')?;
+    ordinal.parse::<u64>().ok()?.checked_add(1)
+}
+
+/// A client of the one node at `addr`, answering within `timeout`.
+async fn local_node(
+    addr: &str,
+    timeout: Duration,
+) -> anyhow::Result<BrokerClient<tonic::transport::Channel>> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("bad address {addr:?}"))?
         .connect_timeout(timeout)
         .timeout(timeout)
         .connect()
         .await
-        .with_context(|| format!("connecting to {}", args.addr))?;
-    let status = BrokerClient::new(channel)
+        .with_context(|| format!("connecting to {addr}"))?;
+    Ok(BrokerClient::new(channel))
+}
+
+async fn hand_off(args: HandOffArgs) -> anyhow::Result<()> {
+    let mut node = local_node(&args.addr, Duration::from_secs(args.timeout_secs)).await?;
+    let status = node
+        .cluster_status(ClusterStatusRequest {})
+        .await
+        .with_context(|| format!("asking {} for its status", args.addr))?
+        .into_inner();
+    if status.role != "leader" {
+        println!(
+            "node {} is a {}: nothing to hand off",
+            status.node_id, status.role
+        );
+        return Ok(());
+    }
+    let moved = node
+        .transfer_leader(TransferLeaderRequest { node_id: None })
+        .await
+        .with_context(|| format!("node {} did not hand leadership off", status.node_id))?
+        .into_inner();
+    println!(
+        "node {} handed leadership to node {} in {} ms",
+        status.node_id, moved.leader_id, moved.took_ms
+    );
+    Ok(())
+}
+
+async fn health(args: HealthArgs) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let status = local_node(&args.addr, timeout)
+        .await?
         .cluster_status(ClusterStatusRequest {})
         .await
         .with_context(|| format!("asking {} for its status", args.addr))?
@@ -458,5 +542,38 @@ async fn health(args: HealthArgs) -> anyhow::Result<()> {
             leaderless.as_secs_f64()
         );
     }
+    if args.ready {
+        let voter = status
+            .members
+            .iter()
+            .any(|m| m.node_id == status.node_id && m.voter);
+        if !voter {
+            bail!("node {}: not a voter yet", status.node_id);
+        }
+        let lag = status
+            .commit_index
+            .unwrap_or(0)
+            .saturating_sub(status.applied_index.unwrap_or(0));
+        if lag > READY_APPLY_LAG_MAX {
+            bail!(
+                "node {}: {lag} committed entries not applied yet",
+                status.node_id
+            );
+        }
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ordinal_id;
+
+    #[test]
+    fn a_pods_ordinal_is_its_node_id_less_one() {
+        assert_eq!(ordinal_id("raftmq-0"), Some(1));
+        assert_eq!(ordinal_id("my-broker-12"), Some(13));
+        assert_eq!(ordinal_id("raftmq"), None);
+        assert_eq!(ordinal_id("raftmq-x"), None);
+        assert_eq!(ordinal_id(&format!("raftmq-{}", u64::MAX)), None);
+    }
 }

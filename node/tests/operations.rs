@@ -223,3 +223,24 @@ async fn redirects_name_the_advertised_client_address_so_one_follower_seed_is_en
     assert_eq!(joined.address, cluster.client_addr(4));
     assert_eq!(joined.peer_address, cluster.addr(4));
 }
+
+/// What the Kubernetes manifest runs (deploy/k8s): `health --ready` passes
+/// on caught-up voters, and the preStop hook `hand-off` moves leadership
+/// off the leader and leaves a follower alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_probes_report_ready_voters_and_the_pre_stop_hook_hands_off() {
+    let cluster = Cluster::start(3, &[]).await;
+    for id in 1..=3 {
+        let (ready, said) = cluster.health(id, &["--ready"]);
+        assert!(ready, "node {id} not ready: {said}");
+    }
+    let leader = cluster.wait_for_leader(None).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let (ok, said) = cluster.hand_off(follower);
+    assert!(ok && said.contains("nothing to hand off"), "{said}");
+    assert_eq!(cluster.wait_for_leader(None).await, leader);
+
+    let (ok, said) = cluster.hand_off(leader);
+    assert!(ok && said.contains("handed leadership to node"), "{said}");
+    assert_ne!(cluster.wait_for_leader(Some(leader)).await, leader);
+}

@@ -280,14 +280,25 @@ impl Cluster {
     /// Runs `raftmq-node health` against node `id`: whether it passed, and
     /// what it printed.
     pub fn health(&self, id: u64, extra_args: &[&str]) -> (bool, String) {
+        self.node_command("health", id, extra_args)
+    }
+
+    /// `raftmq-node hand-off` against node `id` (the preStop hook).
+    pub fn hand_off(&self, id: u64) -> (bool, String) {
+        self.node_command("hand-off", id, &[])
+    }
+
+    /// Runs `raftmq-node COMMAND --addr NODE ARGS`: whether it exited 0,
+    /// and what it printed.
+    fn node_command(&self, command: &str, id: u64, extra_args: &[&str]) -> (bool, String) {
         let output = Command::new(env!("CARGO_BIN_EXE_raftmq-node"))
-            .arg("health")
+            .arg(command)
             .arg("--addr")
             .arg(self.addr(id))
             .args(extra_args)
             .stdin(Stdio::null())
             .output()
-            .expect("run raftmq-node health");
+            .expect("run raftmq-node");
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
