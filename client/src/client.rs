@@ -564,6 +564,23 @@ impl Client {
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let timeout = self.inner.options.rpc_timeout;
+        self.call_unary_within(route, request, timeout, rpc).await
+    }
+
+    /// `call_unary` with each attempt given `timeout` rather than the
+    /// options' `rpc_timeout`: for calls the server itself lets run longer.
+    pub(crate) async fn call_unary_within<Req, Resp, F, Fut>(
+        &self,
+        route: Route,
+        request: Req,
+        timeout: Duration,
+        rpc: F,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: Clone,
+        F: Fn(BrokerClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
         let attached = self
             .call(route, self.deadline(), |broker| {
                 rpc(broker, unary(request.clone(), timeout))

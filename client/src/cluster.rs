@@ -101,6 +101,10 @@ pub struct LeaderMoved {
     pub took_ms: u64,
 }
 
+/// Longest wait for an `AddNode` answer: the leader gives the new node 30 s
+/// to catch up before it answers that it is still behind.
+const ADD_NODE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(35);
+
 impl Client {
     /// Hands leadership to node `to` (or the most caught-up voter) without
     /// an election timeout: the new leader.
@@ -131,10 +135,15 @@ impl Client {
             address: address.to_string(),
             client_address: client_address.unwrap_or_default().to_string(),
         };
+        // The leader waits up to 30 s for the new node to catch up.
+        let timeout = self.options().rpc_timeout.max(ADD_NODE_TIMEOUT);
         let added = self
-            .call_unary(Route::Leader, request, |mut broker, request| async move {
-                broker.add_node(request).await
-            })
+            .call_unary_within(
+                Route::Leader,
+                request,
+                timeout,
+                |mut broker, request| async move { broker.add_node(request).await },
+            )
             .await?;
         Ok(added.members.into_iter().map(Member::from).collect())
     }

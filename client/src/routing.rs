@@ -143,10 +143,18 @@ fn classify(failure: &Failure) -> Class<'_> {
         (Code::FailedPrecondition, None) => Class::Rotate,
         (Code::Unavailable | Code::DeadlineExceeded, _) => Class::Rotate,
         // Reset streams and expired local deadlines surface as these codes,
-        // with the transport error as their source.
-        (Code::Cancelled | Code::Unknown | Code::Internal | Code::Aborted, _) if failure.local => {
-            Class::Rotate
-        }
+        // with the transport error as their source; so does a connection a
+        // server closed with ENHANCE_YOUR_CALM (h2's guard against streams
+        // reset in bulk, as a failover resets a whole window), as
+        // RESOURCE_EXHAUSTED: unlike a full topic's, that one is retried.
+        (
+            Code::Cancelled
+            | Code::Unknown
+            | Code::Internal
+            | Code::Aborted
+            | Code::ResourceExhausted,
+            _,
+        ) if failure.local => Class::Rotate,
         _ => Class::Final,
     }
 }
@@ -215,8 +223,11 @@ mod tests {
                 ("c:3", failure(Code::DeadlineExceeded, None, false)),
                 ("a:1", failure(Code::Cancelled, None, true)),
                 ("b:2", failure(Code::Unknown, None, true)),
+                ("c:3", failure(Code::ResourceExhausted, None, true)),
             ],
-            &["b:2@50", "c:3@100", "a:1@200", "b:2@400", "c:3@800"],
+            &[
+                "b:2@50", "c:3@100", "a:1@200", "b:2@400", "c:3@800", "a:1@1000",
+            ],
         );
     }
 
@@ -242,8 +253,10 @@ mod tests {
                 ("a:1", failure(Code::FailedPrecondition, None, false)),
                 ("a:1", failure(Code::Unknown, None, false)),
                 ("a:1", failure(Code::Internal, None, false)),
+                // A full topic (back-pressure): the caller decides.
+                ("a:1", failure(Code::ResourceExhausted, None, false)),
             ],
-            &["fail", "fail", "fail", "fail", "fail", "fail"],
+            &["fail", "fail", "fail", "fail", "fail", "fail", "fail"],
         );
     }
 

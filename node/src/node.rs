@@ -32,6 +32,13 @@ const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// has ended every stream; unary calls still waiting for a commit are cut
 /// off then (their outcome is unknown to the client, which retries).
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Streams a client may reset before the server has taken them up, per
+/// connection, before h2 closes it (ENHANCE_YOUR_CALM, its guard against
+/// rapid-reset floods; 20 by default). A client whose leader just failed
+/// drops its whole publish window at once (256 requests by default, more
+/// with several producers on one connection), so the default cut off
+/// clients during every failover on the compose cluster.
+const PENDING_RESETS_MAX: usize = 4_096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -219,6 +226,7 @@ impl Node {
             broker_of_stop.stopping.send_replace(true);
         };
         let served = Server::builder()
+            .http2_max_pending_accept_reset_streams(Some(PENDING_RESETS_MAX))
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .layer(date_header(self.clock.clone()))

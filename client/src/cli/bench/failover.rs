@@ -1,7 +1,7 @@
 //! Client-seen unavailability across leader crashes: a producer paced to
-//! --rate and a consumer acking run on the local cluster while its leader is
-//! SIGKILLed --kills times (and started again after each, so every kill
-//! finds three nodes). Per kill: the time from the kill to the first
+//! --rate and a consumer acking run on the local cluster (--local) or the
+//! compose cluster (--compose) while its leader is SIGKILLed --kills times
+//! (and started again after each, so every kill finds three nodes). Per kill: the time from the kill to the first
 //! confirm, and to the first delivery, of a message sent after it.
 
 use std::sync::{Arc, Mutex};
@@ -13,6 +13,7 @@ use raftmq_client::{Client, Message};
 use serde_json::{json, Value};
 
 use super::acker::Acker;
+use super::compose::ComposeCluster;
 use super::local::LocalCluster;
 use super::stats::Latencies;
 use super::BenchArgs;
@@ -49,13 +50,51 @@ impl Timeline {
     }
 }
 
+/// What the bench crashes.
+pub(crate) enum Target<'a> {
+    Local(&'a mut LocalCluster),
+    Compose(ComposeCluster),
+}
+
+impl Target<'_> {
+    async fn leader(&self) -> anyhow::Result<u16> {
+        match self {
+            Target::Local(local) => local.leader().await,
+            Target::Compose(compose) => compose.leader().await,
+        }
+    }
+
+    fn kill(&mut self, id: u16) -> anyhow::Result<()> {
+        match self {
+            Target::Local(local) => {
+                local.kill(id);
+                Ok(())
+            }
+            Target::Compose(compose) => compose.kill(id),
+        }
+    }
+
+    fn restart(&mut self, id: u16) -> anyhow::Result<()> {
+        match self {
+            Target::Local(local) => local.restart(id),
+            Target::Compose(compose) => compose.restart(id),
+        }
+    }
+
+    async fn wait_for_leader(&self, within: Duration) -> anyhow::Result<()> {
+        match self {
+            Target::Local(local) => local.wait_for_leader(within).await,
+            Target::Compose(compose) => compose.wait_for_leader(within).await,
+        }
+    }
+}
+
 pub(crate) async fn run(
     client: &Client,
     tag: &str,
     args: &BenchArgs,
-    local: Option<&mut LocalCluster>,
+    mut local: Target<'_>,
 ) -> anyhow::Result<Value> {
-    let local = local.context("the failover bench kills nodes: run it with --local")?;
     let topic = format!("{tag}-failover");
     client.create_topic(&topic, 4).await?;
     let origin = Instant::now();
@@ -125,8 +164,11 @@ pub(crate) async fn run(
     for kill in 1..=args.kills {
         tokio::time::sleep(SETTLE).await;
         let leader = local.leader().await?;
+        // Timed from when the kill returns: the node is dead by then. Timed
+        // from before, the messages confirmed while `docker kill` runs
+        // would count as recovered.
+        local.kill(leader)?;
         let killed_us = since();
-        local.kill(leader);
         let recovered = async {
             loop {
                 let seen = timeline.lock().expect("timeline").first_after(killed_us);

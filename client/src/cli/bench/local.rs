@@ -140,14 +140,7 @@ impl LocalCluster {
     /// The node every node names as leader.
     pub(crate) async fn leader(&self) -> anyhow::Result<u16> {
         self.wait_for_leader(STARTUP).await?;
-        let client = Client::connect(self.servers())?;
-        let statuses = client.cluster_status_all().await;
-        statuses
-            .iter()
-            .filter_map(|s| s.status.as_ref().ok())
-            .find(|s| s.role == "leader")
-            .map(|s| s.node_id as u16)
-            .context("no node says it leads")
+        leader_of(self.servers()).await
     }
 
     /// SIGKILLs node `id`.
@@ -215,17 +208,8 @@ impl LocalCluster {
     }
 
     pub(crate) async fn wait_for_leader(&self, within: Duration) -> anyhow::Result<()> {
-        let client = Client::connect(self.servers())?;
-        let started = Instant::now();
-        while started.elapsed() < within {
-            let statuses = client.cluster_status_all().await;
-            if statuses
-                .iter()
-                .all(|s| s.status.as_ref().is_ok_and(|s| s.leader_id.is_some()))
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        if every_node_knows_a_leader(self.servers(), within).await? {
+            return Ok(());
         }
         bail!(
             "local cluster had no leader after {within:?}; see the node logs in {}",
@@ -269,6 +253,38 @@ impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.kill_all();
     }
+}
+
+/// The node that says it leads, asking each of `servers`.
+pub(crate) async fn leader_of(servers: Vec<String>) -> anyhow::Result<u16> {
+    let client = Client::connect(servers)?;
+    let statuses = client.cluster_status_all().await;
+    statuses
+        .iter()
+        .filter_map(|s| s.status.as_ref().ok())
+        .find(|s| s.role == "leader")
+        .map(|s| s.node_id as u16)
+        .context("no node says it leads")
+}
+
+/// Whether, within `within`, every one of `servers` answers naming a leader.
+pub(crate) async fn every_node_knows_a_leader(
+    servers: Vec<String>,
+    within: Duration,
+) -> anyhow::Result<bool> {
+    let client = Client::connect(servers)?;
+    let started = Instant::now();
+    while started.elapsed() < within {
+        let statuses = client.cluster_status_all().await;
+        if statuses
+            .iter()
+            .all(|s| s.status.as_ref().is_ok_and(|s| s.leader_id.is_some()))
+        {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(false)
 }
 
 fn read_proc(child: &Child, file: &str) -> anyhow::Result<String> {

@@ -7,6 +7,7 @@
 
 mod acker;
 mod backlog;
+mod compose;
 mod disk;
 mod e2e;
 mod failover;
@@ -46,7 +47,7 @@ pub(crate) enum Run {
     /// Client-seen unavailability over --kills leader crashes (SIGKILL,
     /// then the node starts again): per kill, the time to the first confirm
     /// and to the first delivery of a message sent after it (p50, p99,
-    /// max). Needs --local; not part of `all`.
+    /// max). Needs --local or --compose; not part of `all`.
     Failover,
 }
 
@@ -63,6 +64,10 @@ pub(crate) struct BenchArgs {
     /// next to this binary) instead of using --servers.
     #[arg(long)]
     local: bool,
+    /// The failover run crashes the compose cluster of this file (services
+    /// node1..node3, up, reached at --servers) with `docker kill`.
+    #[arg(long, conflicts_with = "local")]
+    compose: Option<std::path::PathBuf>,
     /// Port of the local cluster's node 1 (nodes use three ports from it).
     #[arg(long, default_value_t = 7301)]
     local_base_port: u16,
@@ -119,7 +124,21 @@ pub(crate) async fn run(
             Run::E2e => e2e::run(&client, &tag, &args).await?,
             Run::Fanin => fanin::run(&client, &tag, &args).await?,
             Run::Backlog => backlog::run(&client, &tag, &args, local.as_mut()).await?,
-            Run::Failover => failover::run(&client, &tag, &args, local.as_mut()).await?,
+            Run::Failover => {
+                let target = match (local.as_mut(), &args.compose) {
+                    (Some(local), _) => failover::Target::Local(local),
+                    (None, Some(file)) => failover::Target::Compose(compose::ComposeCluster::new(
+                        file.clone(),
+                        client.seeds().to_vec(),
+                    )?),
+                    (None, None) => {
+                        anyhow::bail!(
+                            "the failover bench kills nodes: run it with --local or --compose FILE"
+                        )
+                    }
+                };
+                failover::run(&client, &tag, &args, target).await?
+            }
             Run::Disk => {
                 let dir = args
                     .disk_dir
