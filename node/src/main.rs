@@ -256,7 +256,8 @@ async fn run(args: RunArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
         let stop = stop.clone();
         tokio::spawn(join(seed, id, own, advertised, stop))
     });
-    let served = serve(config, &args.data, listen, args.metrics_listen, stop).await;
+    let listener = bind(id, listen).await?;
+    let served = serve(config, &args.data, listener, args.metrics_listen, stop).await;
     if let Some(joined) = joined {
         joined.abort();
     }
@@ -330,13 +331,19 @@ async fn dev(args: DevArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     }
     println!("try: raftmq --servers {} cluster status", servers.join(","));
     println!("Ctrl-C stops every node.");
-    let mut nodes = tokio::task::JoinSet::new();
+    // Every node listens before any starts: a node that asked for votes
+    // from a peer not yet bound would log each refused connection.
+    let mut listeners = Vec::with_capacity(peers.len());
     for (id, addr) in &peers {
-        let config = NodeConfig::new(*id, peers.clone());
-        let data = args.data.join(format!("node{id}"));
         let listen: SocketAddr = addr
             .parse()
             .with_context(|| format!("bad address {addr:?}"))?;
+        listeners.push(bind(*id, listen).await?);
+    }
+    let mut nodes = tokio::task::JoinSet::new();
+    for ((id, _), listener) in peers.iter().zip(listeners) {
+        let config = NodeConfig::new(*id, peers.clone());
+        let data = args.data.join(format!("node{id}"));
         let metrics = match args.metrics_base_port {
             Some(base) => {
                 let port = u64::from(base) + id - 1;
@@ -349,7 +356,7 @@ async fn dev(args: DevArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
             None => None,
         };
         let stop = stop.clone();
-        nodes.spawn(async move { serve(config, &data, listen, metrics, stop).await });
+        nodes.spawn(async move { serve(config, &data, listener, metrics, stop).await });
     }
     while let Some(result) = nodes.join_next().await {
         result??;
@@ -357,19 +364,23 @@ async fn dev(args: DevArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Binds `listen`, starts the node on sled in `data`, and serves it (and its
+async fn bind(id: u64, listen: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("node {id}: binding {listen}"))
+}
+
+/// Starts the node on sled in `data` and serves it on `listener` (and its
 /// metrics, if asked) until `stop` turns true.
 async fn serve(
     config: NodeConfig,
     data: &Path,
-    listen: SocketAddr,
+    listener: TcpListener,
     metrics: Option<SocketAddr>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let id = config.id;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("node {id}: binding {listen}"))?;
+    let listen = listener.local_addr().context("listener address")?;
     let seams = Seams::production(data)
         .with_context(|| format!("node {id}: opening {}", data.display()))?;
     let node = Node::start(config, seams)

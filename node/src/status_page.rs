@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::broker::Broker;
-use crate::machine::TopicStats;
+use crate::machine::{SubscriptionTotals, TopicStats};
 
 /// The page itself: HTML, CSS and the script that polls `/status.json`.
 pub const PAGE: &str = include_str!("status_page.html");
@@ -50,20 +50,7 @@ pub struct TopicView {
     pub retained: u64,
     pub retained_bytes: u64,
     pub published: u64,
-    pub subscriptions: Vec<SubscriptionView>,
-}
-
-#[derive(Serialize)]
-pub struct SubscriptionView {
-    pub name: String,
-    pub depth: u64,
-    pub in_flight: u64,
-    pub consumers: u64,
-    pub delivered: u64,
-    pub acked: u64,
-    pub nacked: u64,
-    pub dead_lettered: u64,
-    pub expired: u64,
+    pub subscriptions: Vec<SubscriptionTotals>,
 }
 
 /// Cluster-wide totals at one moment.
@@ -142,21 +129,7 @@ fn topic_view(topic: &TopicStats) -> TopicView {
         retained: topic.retained(),
         retained_bytes: topic.partitions.iter().map(|p| p.retained_bytes).sum(),
         published: topic.published,
-        subscriptions: topic
-            .subscriptions
-            .iter()
-            .map(|s| SubscriptionView {
-                name: s.name.clone(),
-                depth: s.total_depth(),
-                in_flight: s.total_in_flight(),
-                consumers: s.consumers,
-                delivered: s.tally.delivered,
-                acked: s.tally.acked,
-                nacked: s.tally.nacked,
-                dead_lettered: s.tally.dead_lettered,
-                expired: s.tally.expired,
-            })
-            .collect(),
+        subscriptions: topic.subscriptions.iter().map(|s| s.totals()).collect(),
     }
 }
 

@@ -91,10 +91,11 @@ pub fn topic_stats(topic: TopicStats) -> v1::TopicStats {
         subscriptions: topic
             .subscriptions
             .iter()
+            .map(|s| s.totals())
             .map(|s| v1::SubscriptionStats {
-                name: s.name.clone(),
-                depth: s.total_depth(),
-                in_flight: s.total_in_flight(),
+                name: s.name,
+                depth: s.depth,
+                in_flight: s.in_flight,
                 consumers: s.consumers,
                 delivered: s.tally.delivered,
                 acked: s.tally.acked,

@@ -54,7 +54,7 @@ pub use producers::ProducerTag;
 pub use records::Records;
 pub use rejection::Rejection;
 pub use state::{State, TopicSummary};
-pub use stats::{PartitionStats, SubscriptionStats, TopicStats};
+pub use stats::{PartitionStats, SubscriptionStats, SubscriptionTotals, TopicStats};
 pub use subscription::{Mode, Start, SubscriptionConfig, Tally};
 pub use topic::{
     BodyRef, Message, NewMessage, Overflow, Partition, Properties, Retention, Stored, TopicLimits,

@@ -2,6 +2,8 @@
 //! and in-flight counts read off the state, and the counts it keeps
 //! (`Topic::published`, `Subscription::tally`).
 
+use serde::Serialize;
+
 use super::subscription::{Subscription, Tally};
 use super::topic::Topic;
 
@@ -86,12 +88,26 @@ impl SubscriptionStats {
         }
     }
 
-    /// Messages not yet acknowledged, over every partition.
-    pub fn total_depth(&self) -> u64 {
-        self.depth.iter().sum()
+    /// Its counts summed over the partitions.
+    pub fn totals(&self) -> SubscriptionTotals {
+        SubscriptionTotals {
+            name: self.name.clone(),
+            depth: self.depth.iter().sum(),
+            in_flight: self.in_flight.iter().sum(),
+            consumers: self.consumers,
+            tally: self.tally,
+        }
     }
+}
 
-    pub fn total_in_flight(&self) -> u64 {
-        self.in_flight.iter().sum()
-    }
+/// A subscription over all its partitions, as `TopicStats` answers and
+/// the status page shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SubscriptionTotals {
+    pub name: String,
+    pub depth: u64,
+    pub in_flight: u64,
+    pub consumers: u64,
+    #[serde(flatten)]
+    pub tally: Tally,
 }
