@@ -10,7 +10,9 @@ use std::time::Duration;
 use raftmq_proto::v1 as proto;
 use raftmq_proto::v1::broker_client::BrokerClient;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Response, Status};
 
 use crate::backoff::Backoff;
@@ -20,7 +22,7 @@ use crate::routing::{Decision, Failure, Router};
 use crate::{
     ClientError, ClientOptions, ClusterStatus, Consumer, Declared, DeleteOptions, Message,
     NackOptions, NodeStatus, Position, Producer, ProducerOptions, SnapshotTaken, SubscribeOptions,
-    TopicInfo, TopicOptions, TopicStats,
+    TlsOptions, Token, TopicInfo, TopicOptions, TopicStats,
 };
 
 /// Attempts one operation may make, on top of its deadline: with the
@@ -500,7 +502,7 @@ impl Client {
         mut attempt: F,
     ) -> Result<Attached<T>, ClientError>
     where
-        F: FnMut(BrokerClient<Channel>) -> Fut,
+        F: FnMut(Stub) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let started = Instant::now();
@@ -560,7 +562,7 @@ impl Client {
     ) -> Result<Resp, ClientError>
     where
         Req: Clone,
-        F: Fn(BrokerClient<Channel>, Request<Req>) -> Fut,
+        F: Fn(Stub, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let timeout = self.inner.options.rpc_timeout;
@@ -578,7 +580,7 @@ impl Client {
     ) -> Result<Resp, ClientError>
     where
         Req: Clone,
-        F: Fn(BrokerClient<Channel>, Request<Req>) -> Fut,
+        F: Fn(Stub, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let attached = self
@@ -621,7 +623,7 @@ impl Client {
         attempt: &mut F,
     ) -> Result<T, Status>
     where
-        F: FnMut(BrokerClient<Channel>) -> Fut,
+        F: FnMut(Stub) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let broker = self
@@ -636,7 +638,7 @@ impl Client {
     }
 
     /// A stub on the cached (lazily connecting) channel to `address`.
-    fn broker(&self, address: &str) -> Result<BrokerClient<Channel>, ClientError> {
+    fn broker(&self, address: &str) -> Result<Stub, ClientError> {
         let mut channels = lock(&self.inner.channels);
         let channel = match channels.get(address) {
             Some(channel) => channel.clone(),
@@ -650,7 +652,9 @@ impl Client {
                 channel
             }
         };
-        Ok(BrokerClient::new(channel).max_decoding_message_size(RESPONSE_BYTES_MAX))
+        let credentials = Credentials(self.inner.options.token.as_ref().map(Token::header));
+        Ok(BrokerClient::with_interceptor(channel, credentials)
+            .max_decoding_message_size(RESPONSE_BYTES_MAX))
     }
 
     fn set_leader(&self, address: &str) {
@@ -665,20 +669,59 @@ impl Client {
     }
 }
 
-/// The endpoint for a "host:port" address, with the client's timeouts.
-fn endpoint(address: &str, options: &ClientOptions) -> Result<Endpoint, ClientError> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}")).map_err(|error| {
-        ClientError::InvalidAddress {
-            address: address.to_string(),
-            reason: error.to_string(),
+/// The generated client on one node's channel, every request carrying
+/// the client's token.
+pub(crate) type Stub = BrokerClient<InterceptedService<Channel, Credentials>>;
+
+/// Adds `authorization` to every request, when the client has a token.
+#[derive(Clone)]
+pub(crate) struct Credentials(Option<String>);
+
+impl Interceptor for Credentials {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(header) = &self.0 {
+            let value = header
+                .parse()
+                .map_err(|_| Status::invalid_argument("the token is not a valid header value"))?;
+            request.metadata_mut().insert("authorization", value);
         }
-    })?;
+        Ok(request)
+    }
+}
+
+/// The endpoint for a "host:port" address, with the client's timeouts
+/// (and TLS, if the options have it).
+fn endpoint(address: &str, options: &ClientOptions) -> Result<Endpoint, ClientError> {
+    let invalid = |error: tonic::transport::Error| ClientError::InvalidAddress {
+        address: address.to_string(),
+        reason: error.to_string(),
+    };
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}")).map_err(invalid)?;
+    if let Some(tls) = &options.tls {
+        endpoint = endpoint.tls_config(tls_config(tls)).map_err(invalid)?;
+    }
     Ok(endpoint
         .connect_timeout(options.connect_timeout)
         .http2_keep_alive_interval(options.keepalive_interval)
         .keep_alive_timeout(options.keepalive_timeout)
         .keep_alive_while_idle(true)
         .tcp_nodelay(true))
+}
+
+fn tls_config(tls: &TlsOptions) -> ClientTlsConfig {
+    let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+    if let Some((cert, key)) = &tls.identity {
+        config = config.identity(Identity::from_pem(cert, key));
+    }
+    if let Some(domain) = &tls.domain {
+        config = config.domain_name(domain.clone());
+    }
+    config
 }
 
 /// Addresses are compared as strings; accept an `http://` prefix from users

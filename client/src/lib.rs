@@ -62,7 +62,7 @@ pub use exchange::{Binding, ExchangeInfo, ExchangeKind, ExchangeOptions, Routed}
 pub use message::{Message, Properties};
 pub use options::{
     ClientOptions, DeleteOptions, NackOptions, Overflow, ProducerOptions, StartAt,
-    SubscribeOptions, SubscriptionMode, TopicOptions,
+    SubscribeOptions, SubscriptionMode, TlsOptions, Token, TopicOptions,
 };
 pub use position::Position;
 pub use producer::{Confirm, Producer};

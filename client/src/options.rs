@@ -33,6 +33,62 @@ pub struct ClientOptions {
     /// leader soon after it is elected (failover is bounded by the election
     /// plus this).
     pub backoff_max: Duration,
+    /// TLS to the nodes; `None` is plaintext.
+    pub tls: Option<TlsOptions>,
+    /// Sent with every request (`authorization: Bearer NAME:SECRET`) to a
+    /// cluster with client authentication on.
+    pub token: Option<Token>,
+}
+
+/// TLS settings: whom to trust, and optionally a client certificate (which
+/// authenticates the client as the user it names, instead of a token).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// PEM of the CA that signed the nodes' certificates.
+    pub ca_pem: Vec<u8>,
+    /// PEM certificate and key of this client.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name to check the node's certificate for, instead of the host of
+    /// the address dialled.
+    pub domain: Option<String>,
+}
+
+impl std::fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("identity", &self.identity.is_some())
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A user's token, `NAME:SECRET`; its `Debug` hides the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Checks the shape (the server checks the rest).
+    pub fn new(token: impl Into<String>) -> Result<Token, ClientError> {
+        let token = token.into();
+        let token = token.trim().to_string();
+        match token.split_once(':') {
+            Some((name, secret)) if !name.is_empty() && !secret.is_empty() => Ok(Token(token)),
+            _ => Err(ClientError::InvalidOptions {
+                reason: "a token is NAME:SECRET".to_string(),
+            }),
+        }
+    }
+
+    pub(crate) fn header(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self.0.split_once(':').map_or("", |(name, _)| name);
+        write!(f, "Token({name}:***)")
+    }
 }
 
 impl Default for ClientOptions {
@@ -45,6 +101,8 @@ impl Default for ClientOptions {
             retry_deadline: Duration::from_secs(30),
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_millis(200),
+            tls: None,
+            token: None,
         }
     }
 }

@@ -1,10 +1,15 @@
 //! Node configuration: identity, peers and the limits checked at the edge.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::machine::NodeId;
 use crate::raft::Addresses;
+use crate::tls::Tls;
+
+/// The cluster id of a node not given one (`--cluster-id`).
+pub const CLUSTER_ID_DEFAULT: &str = "raftmq";
 
 /// Limits the gRPC layer enforces before anything reaches the log.
 #[derive(Clone, Debug)]
@@ -80,6 +85,12 @@ pub struct NodeConfig {
     /// Started to join a running cluster (`--join`): it never initializes
     /// a cluster of its own, and waits for a leader to add it.
     pub join: bool,
+    /// Sent with every Raft RPC; RPCs naming another cluster are refused.
+    pub cluster_id: String,
+    /// TLS for the listener and for peer connections; `None` is plaintext.
+    pub tls: Option<Tls>,
+    /// The users file (`access`); `None` turns client authentication off.
+    pub users: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -94,6 +105,9 @@ impl NodeConfig {
             body_cache_bytes: crate::raft::BODY_CACHE_BYTES,
             compact_frees_bytes: crate::broker::COMPACT_FREES_BYTES,
             join: false,
+            cluster_id: CLUSTER_ID_DEFAULT.to_string(),
+            tls: None,
+            users: None,
         }
     }
 

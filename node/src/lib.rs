@@ -3,7 +3,9 @@
 //! (openraft adapters), `broker` (proposer, sessions), `grpc` (services),
 //! and `node` which assembles them behind the seams (`transport`, `clock`).
 
+pub mod access;
 pub mod broker;
+pub mod certs;
 pub mod clock;
 pub mod config;
 pub mod grpc;
@@ -15,6 +17,7 @@ pub mod planted;
 pub mod raft;
 pub mod status_page;
 pub mod storage;
+pub mod tls;
 pub mod transport;
 
 pub use config::NodeConfig;

@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use axum::http::header::CONTENT_TYPE;
 use clap::{Parser, Subcommand};
+use raftmq_node::access::hash_secret;
+use raftmq_node::certs::{Authority, Subject};
+use raftmq_node::config::CLUSTER_ID_DEFAULT;
 use raftmq_node::status_page::{self, History};
+use raftmq_node::tls::{Tls, TlsFiles};
 use raftmq_node::{Node, NodeConfig, Seams};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +45,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Runs one node of a cluster.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Runs a local cluster of several nodes in this process, on loopback.
     Dev(DevArgs),
     /// Exits 0 when the node at --addr answers, its Raft core runs and it
@@ -52,6 +56,71 @@ enum Command {
     /// up-to-date follower; exits 0 when it does not lead (a Kubernetes
     /// preStop hook: the pod's SIGTERM then finds nothing to hand over).
     HandOff(HandOffArgs),
+    /// Makes a development CA and certificates it signs for nodes and
+    /// users (PEM files in --out), for TLS with `run --tls-*`.
+    Certs(CertsArgs),
+    /// Makes a new token for a user: prints the token for the client, and
+    /// the hashed secret for the users file.
+    Token(TokenArgs),
+}
+
+/// TLS from PEM files: this node's certificate and key, and the CA that
+/// signed every node's (and client certificates). All three or none.
+#[derive(clap::Args)]
+struct TlsArgs {
+    /// This node's certificate (PEM), with the SPIFFE id
+    /// spiffe://CLUSTER/node/ID: TLS for clients and peers.
+    #[arg(long, env = "RAFTMQ_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "RAFTMQ_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signed every node's certificate and the clients'.
+    #[arg(long, env = "RAFTMQ_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn load(&self) -> anyhow::Result<Option<Tls>> {
+        let (Some(cert), Some(key), Some(ca)) = (&self.tls_cert, &self.tls_key, &self.tls_ca)
+        else {
+            return Ok(None);
+        };
+        let files = TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        };
+        Ok(Some(Tls::load(&files)?))
+    }
+}
+
+#[derive(Parser)]
+struct CertsArgs {
+    /// Directory the files go to (created): ca.pem, node-ID.pem and
+    /// node-ID.key for each node, user-NAME.pem and user-NAME.key for each
+    /// user.
+    #[arg(long)]
+    out: PathBuf,
+    /// The cluster the certificates are for (`run --cluster-id`).
+    #[arg(long, default_value = CLUSTER_ID_DEFAULT)]
+    cluster_id: String,
+    /// A node as ID=HOST[+HOST...]: the names and IP addresses peers and
+    /// clients reach it by.
+    #[arg(long = "node", value_parser = parse_node_hosts, required = true)]
+    nodes: Vec<(u64, Vec<String>)>,
+    /// A user whose client certificate to make.
+    #[arg(long = "user")]
+    users: Vec<String>,
+}
+
+#[derive(Parser)]
+struct TokenArgs {
+    /// The user's name, as in the users file.
+    name: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Parser)]
@@ -59,6 +128,8 @@ struct HandOffArgs {
     /// The node's gRPC address.
     #[arg(long, default_value = "127.0.0.1:7001")]
     addr: String,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// How long to wait for the hand-off.
     #[arg(long, default_value_t = 10)]
     timeout_secs: u64,
@@ -69,6 +140,8 @@ struct HealthArgs {
     /// The node's gRPC address.
     #[arg(long, default_value = "127.0.0.1:7001")]
     addr: String,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// How long to wait for the answer.
     #[arg(long, default_value_t = 2)]
     timeout_secs: u64,
@@ -138,6 +211,18 @@ struct RunArgs {
     /// snapshot is purged.
     #[arg(long, env = "RAFTMQ_SNAPSHOT_EVERY", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     snapshot_every: u64,
+    /// This cluster's id, sent with every Raft RPC: a node refuses RPCs of
+    /// another cluster (and, with TLS, any without a node certificate
+    /// naming this cluster).
+    #[arg(long, env = "RAFTMQ_CLUSTER_ID", default_value = CLUSTER_ID_DEFAULT)]
+    cluster_id: String,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// The users file (TOML; README, "Security"): clients must then show a
+    /// token or a client certificate, and may do what their permissions
+    /// say. Read again on SIGHUP. Without it anyone may do anything.
+    #[arg(long, env = "RAFTMQ_USERS")]
+    users: Option<PathBuf>,
 }
 
 #[derive(Parser)]
@@ -181,10 +266,12 @@ async fn main() -> ExitCode {
         let _ = stop_tx.send(true);
     });
     let result = match cli.command {
-        Command::Run(args) => run(args, stop).await,
+        Command::Run(args) => run(*args, stop).await,
         Command::Dev(args) => dev(args, stop).await,
         Command::Health(args) => health(args).await,
         Command::HandOff(args) => hand_off(args).await,
+        Command::Certs(args) => certs(&args),
+        Command::Token(args) => token(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -251,10 +338,14 @@ async fn run(args: RunArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     config.limits.message_bytes_max = args.message_bytes_max;
     config.snapshot_every = args.snapshot_every;
     config.join = args.join.is_some();
+    config.cluster_id = args.cluster_id;
+    config.tls = args.tls.load()?;
+    config.users = args.users;
     let advertised = config.advertise.get(&id).cloned();
     let joined = args.join.map(|seed| {
         let stop = stop.clone();
-        tokio::spawn(join(seed, id, own, advertised, stop))
+        let tls = config.tls.clone();
+        tokio::spawn(join(seed, id, own, advertised, tls, stop))
     });
     let listener = bind(id, listen).await?;
     let served = serve(config, &args.data, listener, args.metrics_listen, stop).await;
@@ -272,6 +363,7 @@ async fn join(
     id: u64,
     addr: String,
     client_addr: Option<String>,
+    tls: Option<Tls>,
     mut stop: watch::Receiver<bool>,
 ) {
     // Each call waits while the node catches up (the leader gives it 30 s
@@ -279,6 +371,7 @@ async fn join(
     let options = raftmq_client::ClientOptions {
         rpc_timeout: Duration::from_secs(35),
         retry_deadline: Duration::from_secs(120),
+        tls: tls.as_ref().map(node_client_tls),
         ..Default::default()
     };
     const TRIES_MAX: u32 = 10;
@@ -381,7 +474,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let id = config.id;
     let listen = listener.local_addr().context("listener address")?;
-    let seams = Seams::production(data)
+    let seams = Seams::production(data, config.tls.as_ref())
         .with_context(|| format!("node {id}: opening {}", data.display()))?;
     let node = Node::start(config, seams)
         .await
@@ -389,6 +482,7 @@ async fn serve(
     if let Some(addr) = metrics {
         serve_metrics(node.clone(), addr, stop.clone()).await?;
     }
+    tokio::spawn(reload_users_on_hangup(node.clone()));
     tracing::info!(node = id, %listen, data = %data.display(), "serving");
     let shutdown = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
@@ -485,14 +579,33 @@ fn ordinal_id(name: &str) -> Option<u64> {
     ordinal.parse::<u64>().ok()?.checked_add(1)
 }
 
+/// The node's own calls as a client (join, health, hand-off) show the
+/// node's certificate: a node may do anything.
+fn node_client_tls(tls: &Tls) -> raftmq_client::TlsOptions {
+    let (cert, key, ca) = tls.pem();
+    raftmq_client::TlsOptions {
+        ca_pem: ca.to_vec(),
+        identity: Some((cert.to_vec(), key.to_vec())),
+        domain: None,
+    }
+}
+
 /// A client of the one node at `addr`, answering within `timeout`.
 async fn local_node(
     addr: &str,
+    tls: &TlsArgs,
     timeout: Duration,
 ) -> anyhow::Result<BrokerClient<tonic::transport::Channel>> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .with_context(|| format!("bad address {addr:?}"))?
-        .connect_timeout(timeout)
+    let mut endpoint = match tls.load()? {
+        Some(tls) => Endpoint::from_shared(format!("https://{addr}"))
+            .with_context(|| format!("bad address {addr:?}"))?
+            .tls_config(tls.client())
+            .context("TLS settings")?,
+        None => Endpoint::from_shared(format!("http://{addr}"))
+            .with_context(|| format!("bad address {addr:?}"))?,
+    };
+    endpoint = endpoint.connect_timeout(timeout);
+    let channel = endpoint
         .timeout(timeout)
         .connect()
         .await
@@ -501,7 +614,12 @@ async fn local_node(
 }
 
 async fn hand_off(args: HandOffArgs) -> anyhow::Result<()> {
-    let mut node = local_node(&args.addr, Duration::from_secs(args.timeout_secs)).await?;
+    let mut node = local_node(
+        &args.addr,
+        &args.tls,
+        Duration::from_secs(args.timeout_secs),
+    )
+    .await?;
     let status = node
         .cluster_status(ClusterStatusRequest {})
         .await
@@ -528,7 +646,7 @@ async fn hand_off(args: HandOffArgs) -> anyhow::Result<()> {
 
 async fn health(args: HealthArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(args.timeout_secs);
-    let status = local_node(&args.addr, timeout)
+    let status = local_node(&args.addr, &args.tls, timeout)
         .await?
         .cluster_status(ClusterStatusRequest {})
         .await
@@ -571,6 +689,95 @@ async fn health(args: HealthArgs) -> anyhow::Result<()> {
                 status.node_id
             );
         }
+    }
+    Ok(())
+}
+
+/// Reads the users file again on each SIGHUP.
+async fn reload_users_on_hangup(node: Node) {
+    let kind = tokio::signal::unix::SignalKind::hangup();
+    let Ok(mut hangups) = tokio::signal::unix::signal(kind) else {
+        tracing::warn!("SIGHUP handler not installed; the users file is read only at start");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match node.reload_users() {
+            Ok(Some(users)) => tracing::info!(users, "users file read again"),
+            Ok(None) => {
+                tracing::info!("SIGHUP: no users file to read (client authentication is off)")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "users file not read again; the users in force stay")
+            }
+        }
+    }
+}
+
+fn parse_node_hosts(text: &str) -> Result<(u64, Vec<String>), String> {
+    let (id, hosts) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected ID=HOST[+HOST...], got {text:?}"))?;
+    let id = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad node id in {text:?}"))?;
+    let hosts: Vec<String> = hosts.split('+').map(|h| h.trim().to_string()).collect();
+    if hosts.iter().any(String::is_empty) {
+        return Err(format!("an empty host in {text:?}"));
+    }
+    Ok((id, hosts))
+}
+
+fn certs(args: &CertsArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let ca = Authority::new(&args.cluster_id)?;
+    let write = |name: String, text: &str| -> anyhow::Result<()> {
+        let path = args.out.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!("{}", path.display());
+        Ok(())
+    };
+    write("ca.pem".to_string(), ca.cert_pem())?;
+    for (id, hosts) in &args.nodes {
+        let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        let issued = ca.issue(&Subject::node(*id, &hosts))?;
+        write(format!("node-{id}.pem"), &issued.cert)?;
+        write(format!("node-{id}.key"), &issued.key)?;
+    }
+    for name in &args.users {
+        let issued = ca.issue(&Subject::user(name))?;
+        write(format!("user-{name}.pem"), &issued.cert)?;
+        write(format!("user-{name}.key"), &issued.key)?;
+    }
+    Ok(())
+}
+
+fn token(args: &TokenArgs) -> anyhow::Result<()> {
+    if args.name.is_empty() || args.name.contains([':', '/']) {
+        bail!("a user name is not empty and has no ':' or '/'");
+    }
+    let secret: String = {
+        use rand::Rng;
+        rand::thread_rng()
+            .sample_iter(rand::distributions::Alphanumeric)
+            .take(32)
+            .map(char::from)
+            .collect()
+    };
+    let token = format!("{}:{secret}", args.name);
+    let hash = hash_secret(&secret);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"user": args.name, "token": token, "secret": hash})
+        );
+    } else {
+        println!("token (give it to the client; it is shown only now):\n  {token}");
+        println!(
+            "users file entry:\n  [[user]]\n  name = \"{}\"\n  secret = \"{hash}\"",
+            args.name
+        );
     }
     Ok(())
 }

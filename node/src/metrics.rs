@@ -10,17 +10,18 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use crate::broker::Broker;
-use crate::grpc::{code_name, RequestStats};
+use crate::grpc::{code_name, Refusals, RequestStats};
 use crate::histogram::HistogramSnapshot;
 
 /// Renders every metric of `broker`'s node.
-pub fn render(broker: &Broker, requests: &RequestStats) -> String {
+pub fn render(broker: &Broker, requests: &RequestStats, refusals: &Refusals) -> String {
     let mut out = Exposition::default();
     raft(&mut out, broker);
     disk(&mut out, broker);
     topics(&mut out, broker);
     consumers(&mut out, broker);
     grpc(&mut out, requests);
+    security(&mut out, refusals);
     process(&mut out);
     out.0
 }
@@ -302,6 +303,32 @@ fn grpc(out: &mut Exposition, requests: &RequestStats) {
         let at = format!("method=\"{method}\",code=\"{}\"", code_name(code));
         out.histogram_samples(name, &at, &histogram);
     }
+}
+
+fn security(out: &mut Exposition, refusals: &Refusals) {
+    let name = "raftmq_peer_refusals_total";
+    out.header(
+        name,
+        "Raft RPCs refused before Raft saw them: another cluster's id, or no node certificate of this cluster.",
+        "counter",
+    );
+    for (reason, count) in refusals.peers() {
+        out.sample(name, &labels(&[("reason", reason)]), count);
+    }
+    let name = "raftmq_unauthenticated_total";
+    out.header(
+        name,
+        "Client requests refused with UNAUTHENTICATED, by reason.",
+        "counter",
+    );
+    for (reason, count) in refusals.unauthenticated() {
+        out.sample(name, &labels(&[("reason", reason)]), count);
+    }
+    out.counter(
+        "raftmq_permission_denied_total",
+        "Client requests refused with PERMISSION_DENIED.",
+        refusals.denied(),
+    );
 }
 
 /// Resident memory and open files, from Linux's /proc (absent elsewhere).

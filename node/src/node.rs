@@ -12,6 +12,7 @@ use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 use tonic::transport::Server;
 
+use crate::access::Access;
 use crate::broker::{
     compact_when_due, reap_orphans, tick_when_due, watch_leadership, Broker, LeaderClock,
     LeaderHistory, Proposer, Sessions,
@@ -19,11 +20,13 @@ use crate::broker::{
 use crate::clock::{Clock, SystemClock};
 use crate::config::NodeConfig;
 use crate::grpc::{
-    date_header, request_stats, BrokerService, GrpcPeers, ObserveLayer, RaftService, RequestStats,
+    date_header, request_stats, BrokerService, Gate, GrpcPeers, ObserveLayer, RaftService,
+    RequestStats,
 };
 use crate::raft::{LogStore, RaftHandle, StateMachineStore, RAFT_MESSAGE_BYTES_MAX};
 use crate::status_page::{History, StatusView};
 use crate::storage::{Disk, LocalDisk};
+use crate::tls::Tls;
 use crate::transport::{Connector, RpcFaults, TcpConnector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 
 /// sled's page cache per node; sled holds only small records.
@@ -58,6 +61,8 @@ pub enum NodeError {
     Serve(#[from] tonic::transport::Error),
     #[error("i/o")]
     Io(#[from] std::io::Error),
+    #[error("users file: {0}")]
+    Access(#[from] crate::access::AccessError),
 }
 
 /// What the node takes from outside: disk, network, wall clock, and the id
@@ -74,11 +79,14 @@ pub struct Seams {
 }
 
 impl Seams {
-    /// Real storage in `data_dir`, TCP, the system clock.
-    pub fn production(data_dir: &Path) -> Result<Self, NodeError> {
+    /// Real storage in `data_dir`, TCP (with `tls`, if given), the system
+    /// clock.
+    pub fn production(data_dir: &Path, tls: Option<&Tls>) -> Result<Self, NodeError> {
         Ok(Seams {
             disk: Arc::new(LocalDisk::open(data_dir, CACHE_BYTES)?),
-            connector: Arc::new(TcpConnector),
+            connector: Arc::new(TcpConnector {
+                tls: tls.map(Tls::client),
+            }),
             clock: Arc::new(SystemClock),
             boot_id: rand::random(),
             rpc_faults: None,
@@ -93,6 +101,10 @@ pub struct Node {
     clock: Arc<dyn Clock>,
     /// Every gRPC request, timed (the metrics page).
     requests: Arc<RequestStats>,
+    /// Who gets in (both services).
+    gate: Arc<Gate>,
+    /// The listener's TLS; `None` is plaintext.
+    tls: Option<Tls>,
 }
 
 impl Node {
@@ -107,6 +119,15 @@ impl Node {
             )));
         }
         crate::raft::check_format(seams.disk.as_ref())?;
+        let access = match &config.users {
+            Some(path) => Some(Arc::new(Access::open(path)?)),
+            None => None,
+        };
+        let gate = Arc::new(Gate::new(
+            config.cluster_id.clone(),
+            config.tls.is_some(),
+            access,
+        ));
         let sessions = Arc::new(Sessions::new(config.id, seams.boot_id));
         let log = LogStore::new(seams.disk.clone());
         let machine = StateMachineStore::open(
@@ -120,7 +141,7 @@ impl Node {
             &config,
             log.clone(),
             machine.clone(),
-            Arc::new(GrpcPeers::new(seams.connector.clone())),
+            Arc::new(GrpcPeers::new(seams.connector.clone(), &config.cluster_id)),
             seams.rpc_faults.clone(),
         )
         .await?;
@@ -156,6 +177,8 @@ impl Node {
             broker,
             clock: seams.clock,
             requests: Arc::new(request_stats()),
+            gate,
+            tls: config.tls.clone(),
         })
     }
 
@@ -183,7 +206,16 @@ impl Node {
 
     /// The node's metrics in Prometheus text format.
     pub fn metrics(&self) -> String {
-        crate::metrics::render(&self.broker, &self.requests)
+        crate::metrics::render(&self.broker, &self.requests, self.gate.refusals())
+    }
+
+    /// Reads the users file again (SIGHUP): how many users it has now. On
+    /// an error the users in force stay.
+    pub fn reload_users(&self) -> Result<Option<usize>, NodeError> {
+        match self.gate.access() {
+            Some(access) => Ok(Some(access.reload()?)),
+            None => Ok(None),
+        }
     }
 
     /// What the status page shows now, with `history`'s samples.
@@ -213,19 +245,26 @@ impl Node {
         IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let request_bytes_max = self.broker.limits.request_bytes_max;
-        let broker = BrokerServer::new(BrokerService::new(self.broker.clone()))
+        let broker = BrokerServer::new(BrokerService::new(self.broker.clone(), self.gate.clone()))
             .max_decoding_message_size(request_bytes_max)
             .max_encoding_message_size(request_bytes_max);
-        let raft = RaftServer::new(RaftService::new(self.broker.raft.clone()))
-            .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
+        let raft = RaftServer::new(RaftService::new(
+            self.broker.raft.clone(),
+            self.gate.clone(),
+        ))
+        .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
         let broker_of_stop = self.broker.clone();
         let shutdown = async move {
             shutdown.await;
             broker_of_stop.hand_off_before_stop().await;
             broker_of_stop.stopping.send_replace(true);
         };
-        let served = Server::builder()
+        let mut server = Server::builder();
+        if let Some(tls) = &self.tls {
+            server = server.tls_config(tls.server())?;
+        }
+        let served = server
             .http2_max_pending_accept_reset_streams(Some(PENDING_RESETS_MAX))
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Dial timeout: a peer that does not accept within it counts as down.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -30,14 +30,18 @@ pub trait Connector: Send + Sync + 'static {
     fn channel(&self, addr: &str) -> Result<Channel, TransportError>;
 }
 
-/// The endpoint settings every peer channel uses, real or simulated.
-pub fn endpoint(addr: &str) -> Result<Endpoint, TransportError> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|source| {
-        TransportError::InvalidAddress {
-            addr: addr.to_string(),
-            source,
-        }
-    })?;
+/// The endpoint settings every peer channel uses, real or simulated; with
+/// `tls`, the channel speaks TLS.
+pub fn endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, TransportError> {
+    let invalid = |source| TransportError::InvalidAddress {
+        addr: addr.to_string(),
+        source,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(invalid)?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.clone()).map_err(invalid)?;
+    }
     Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -46,12 +50,14 @@ pub fn endpoint(addr: &str) -> Result<Endpoint, TransportError> {
         .tcp_nodelay(true))
 }
 
-/// Real TCP.
-pub struct TcpConnector;
+/// Real TCP, with TLS when the node has it.
+pub struct TcpConnector {
+    pub tls: Option<ClientTlsConfig>,
+}
 
 impl Connector for TcpConnector {
     fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
-        Ok(endpoint(addr)?.connect_lazy())
+        Ok(endpoint(addr, self.tls.as_ref())?.connect_lazy())
     }
 }
 

@@ -7,26 +7,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use common::{samples, value, Cluster};
 use raftmq_client::{Delivery, Message};
-
-/// A scraped page: each sample line's `name{labels}` and its value.
-fn samples(page: &str) -> BTreeMap<String, f64> {
-    page.lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-/// The value of `series` (name with labels, exactly as the page writes it).
-fn value(page: &BTreeMap<String, f64>, series: &str) -> f64 {
-    *page
-        .get(series)
-        .unwrap_or_else(|| panic!("{series} not on the page"))
-}
 
 /// Every series name README lists, with or without labels.
 const NAMED: &[&str] = &[
@@ -210,21 +192,17 @@ async fn metrics_name_every_listed_series_and_move_with_publish_ack_and_an_elect
     drop(consumer);
     let survivor = (1..=3).find(|id| *id != leader).expect("a follower");
     let elections = value(
-        &page_of(&cluster, survivor).await,
+        &cluster.scrape(survivor).await,
         "raftmq_raft_elections_total",
     );
     cluster.kill(leader);
     let next = cluster.wait_for_leader(Some(leader)).await;
-    let after = page_of(&cluster, survivor).await;
+    let after = cluster.scrape(survivor).await;
     assert!(
         value(&after, "raftmq_raft_elections_total") > elections,
         "node {survivor} counted no election after node {leader} died ({next} leads now)"
     );
     assert_eq!(value(&after, "raftmq_raft_leader_id"), next as f64);
-}
-
-async fn page_of(cluster: &Cluster, id: u64) -> BTreeMap<String, f64> {
-    samples(&cluster.metrics(id).await)
 }
 
 /// Debian's chromium, if installed. CI installs it (`.ci/run`), so there a

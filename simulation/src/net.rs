@@ -26,7 +26,7 @@ pub struct SimConnector;
 
 impl Connector for SimConnector {
     fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
-        Ok(endpoint(addr)?.connect_with_connector_lazy(tower::service_fn(dial)))
+        Ok(endpoint(addr, None)?.connect_with_connector_lazy(tower::service_fn(dial)))
     }
 }
 

@@ -16,7 +16,8 @@ use super::status::{
     self, commit_timed_out, consumer_detached, internal, invalid, not_leader, propose_failed,
     rejected, stopping,
 };
-use super::{cluster, convert, exchanges};
+use super::{cluster, convert, exchanges, Gate};
+use crate::access::{Action, Principal};
 use crate::broker::{Broker, Committed, Proposer, SessionEvent, Sessions};
 use crate::machine::{
     Command, ConsumerId, Outcome, Overflow, ProducerTag, Rejection, Retention, SessionAddr,
@@ -27,13 +28,16 @@ use crate::raft::Bodies;
 /// Publish requests of one stream that may await their commit at once.
 const STREAM_REQUESTS_IN_FLIGHT_MAX: usize = 1024;
 
+#[derive(Clone)]
 pub struct BrokerService {
     pub(super) broker: Arc<Broker>,
+    /// Every request passes it first (authentication, then permission).
+    pub(super) gate: Arc<Gate>,
 }
 
 impl BrokerService {
-    pub fn new(broker: Arc<Broker>) -> Self {
-        BrokerService { broker }
+    pub fn new(broker: Arc<Broker>, gate: Arc<Gate>) -> Self {
+        BrokerService { broker, gate }
     }
 
     fn require_leader(&self) -> Result<(), Status> {
@@ -58,7 +62,16 @@ impl BrokerService {
     }
 
     /// Checks a publish request at the edge and turns it into a command.
-    fn publish_command(&self, request: v1::PublishRequest) -> Result<Command, Status> {
+    fn publish_command(
+        &self,
+        request: v1::PublishRequest,
+        principal: &Principal,
+    ) -> Result<Command, Status> {
+        if !principal.may(Action::Publish, &request.topic) {
+            return Err(self
+                .gate
+                .deny(principal, &format!("publish {:?}", request.topic)));
+        }
         self.check_messages(&request.messages)?;
         let producer = (request.producer_id != 0).then_some(ProducerTag {
             id: request.producer_id,
@@ -99,6 +112,48 @@ impl BrokerService {
         }
         Ok(())
     }
+}
+
+impl BrokerService {
+    /// A binding joins an exchange and a topic: managing both is needed.
+    async fn allow_binding(&self, request: &Request<v1::BindRequest>) -> Result<(), Status> {
+        let principal = self
+            .gate
+            .allow(request, Action::Manage, &request.get_ref().exchange)
+            .await?;
+        let topic = request
+            .get_ref()
+            .binding
+            .as_ref()
+            .map(|binding| binding.topic.as_str())
+            .unwrap_or_default();
+        if principal.may(Action::Manage, topic) {
+            Ok(())
+        } else {
+            Err(self.gate.deny(&principal, &format!("manage {topic:?}")))
+        }
+    }
+}
+
+/// Where a subscription's dead letters go: its topic, or its exchange
+/// (the default exchange's target being the topic its key names, or else
+/// the topic the letter leaves).
+fn dead_letter_targets(request: &v1::SubscribeRequest) -> impl Iterator<Item = &str> {
+    let exchange = request
+        .dead_letter_exchange
+        .as_deref()
+        .map(|exchange| match exchange {
+            "" => request
+                .dead_letter_routing_key
+                .as_deref()
+                .unwrap_or(&request.topic),
+            exchange => exchange,
+        });
+    request
+        .dead_letter_topic
+        .as_deref()
+        .into_iter()
+        .chain(exchange)
 }
 
 fn published(outcome: Outcome) -> Result<Vec<v1::Position>, Status> {
@@ -143,6 +198,16 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<v1::CreateTopicRequest>,
     ) -> Result<Response<v1::CreateTopicResponse>, Status> {
+        // A server-named topic (an empty name) is anyone's to make: its
+        // name is new, and using it needs the permissions on it.
+        match request.get_ref().name.as_str() {
+            "" => self.gate.principal(&request).await.map(drop)?,
+            name => self
+                .gate
+                .allow(&request, Action::Manage, name)
+                .await
+                .map(drop)?,
+        }
         let request = request.into_inner();
         if request.exclusive && (request.client_id == 0 || request.expires_ms == 0) {
             return Err(invalid(
@@ -188,6 +253,8 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<v1::DeleteTopicRequest>,
     ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
+        let name = &request.get_ref().name;
+        self.gate.allow(&request, Action::Manage, name).await?;
         let request = request.into_inner();
         let committed = self
             .write(Command::DeleteTopic {
@@ -208,6 +275,8 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<v1::DeleteSubscriptionRequest>,
     ) -> Result<Response<v1::DeleteSubscriptionResponse>, Status> {
+        let topic = &request.get_ref().topic;
+        self.gate.allow(&request, Action::Manage, topic).await?;
         let request = request.into_inner();
         self.write(Command::DeleteSubscription {
             topic: request.topic,
@@ -219,9 +288,11 @@ impl BrokerRpc for BrokerService {
 
     async fn list_topics(
         &self,
-        _request: Request<v1::ListTopicsRequest>,
+        request: Request<v1::ListTopicsRequest>,
     ) -> Result<Response<v1::ListTopicsResponse>, Status> {
-        let topics = self.broker.machine.read(|state| state.topics());
+        let principal = self.gate.principal(&request).await?;
+        let mut topics = self.broker.machine.read(|state| state.topics());
+        topics.retain(|topic| principal.sees(&topic.name));
         Ok(Response::new(v1::ListTopicsResponse {
             topics: topics.into_iter().map(convert::topic_info).collect(),
         }))
@@ -231,8 +302,10 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<v1::TopicStatsRequest>,
     ) -> Result<Response<v1::TopicStatsResponse>, Status> {
+        let principal = self.gate.principal(&request).await?;
         let wanted = request.into_inner().topic;
         let mut topics = self.broker.machine.read(|state| state.topic_stats());
+        topics.retain(|topic| principal.sees(&topic.name));
         if !wanted.is_empty() {
             topics.retain(|topic| topic.name == wanted);
             if topics.is_empty() {
@@ -248,6 +321,8 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<v1::DeclareExchangeRequest>,
     ) -> Result<Response<v1::DeclareExchangeResponse>, Status> {
+        let name = &request.get_ref().name;
+        self.gate.allow(&request, Action::Manage, name).await?;
         exchanges::declare(self, request.into_inner())
             .await
             .map(Response::new)
@@ -257,6 +332,8 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<v1::DeleteExchangeRequest>,
     ) -> Result<Response<v1::DeleteExchangeResponse>, Status> {
+        let name = &request.get_ref().name;
+        self.gate.allow(&request, Action::Manage, name).await?;
         exchanges::delete(self, request.into_inner())
             .await
             .map(Response::new)
@@ -264,9 +341,11 @@ impl BrokerRpc for BrokerService {
 
     async fn list_exchanges(
         &self,
-        _request: Request<v1::ListExchangesRequest>,
+        request: Request<v1::ListExchangesRequest>,
     ) -> Result<Response<v1::ListExchangesResponse>, Status> {
-        let exchanges = self.broker.machine.read(|state| state.exchanges());
+        let principal = self.gate.principal(&request).await?;
+        let mut exchanges = self.broker.machine.read(|state| state.exchanges());
+        exchanges.retain(|exchange| principal.sees(&exchange.name));
         Ok(Response::new(exchanges::list(exchanges)))
     }
 
@@ -274,6 +353,7 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<v1::BindRequest>,
     ) -> Result<Response<v1::BindResponse>, Status> {
+        self.allow_binding(&request).await?;
         exchanges::bind(self, request.into_inner(), true)
             .await
             .map(Response::new)
@@ -283,6 +363,7 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<v1::BindRequest>,
     ) -> Result<Response<v1::BindResponse>, Status> {
+        self.allow_binding(&request).await?;
         exchanges::bind(self, request.into_inner(), false)
             .await
             .map(Response::new)
@@ -292,6 +373,12 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<v1::PublishToExchangeRequest>,
     ) -> Result<Response<v1::PublishToExchangeResponse>, Status> {
+        // The default exchange reaches the topic the routing key names.
+        let target = match request.get_ref().exchange.as_str() {
+            "" => &request.get_ref().routing_key,
+            exchange => exchange,
+        };
+        self.gate.allow(&request, Action::Publish, target).await?;
         exchanges::publish(self, request.into_inner())
             .await
             .map(Response::new)
@@ -302,9 +389,14 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<v1::PublishRequest>,
     ) -> Result<Response<v1::PublishResponse>, Status> {
+        let topic = &request.get_ref().topic;
+        let principal = self.gate.allow(&request, Action::Publish, topic).await?;
         let request = request.into_inner();
         let request_id = request.request_id;
-        let outcome = self.write(self.publish_command(request)?).await?.outcome;
+        let outcome = self
+            .write(self.publish_command(request, &principal)?)
+            .await?
+            .outcome;
         Ok(Response::new(v1::PublishResponse {
             request_id,
             positions: published(outcome)?,
@@ -316,17 +408,19 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<Streaming<v1::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        // Authenticated once; each request's topic is checked as it comes.
+        let principal = self.gate.principal(&request).await?;
         self.require_leader()?;
         let mut incoming = request.into_inner();
         let (submitted_tx, mut submitted) = mpsc::channel(STREAM_REQUESTS_IN_FLIGHT_MAX);
         let (responses_tx, responses) = mpsc::channel(STREAM_REQUESTS_IN_FLIGHT_MAX);
-        let service = BrokerService::new(self.broker.clone());
+        let service = self.clone();
         // Reader: submits requests in arrival order, so the log keeps the
         // stream's order, without waiting for earlier commits.
         tokio::spawn(async move {
             while let Ok(Some(request)) = incoming.message().await {
                 let request_id = request.request_id;
-                let answer = match service.publish_command(request) {
+                let answer = match service.publish_command(request, &principal) {
                     Ok(command) => service
                         .broker
                         .proposer
@@ -369,7 +463,13 @@ impl BrokerRpc for BrokerService {
                         positions,
                         error: None,
                     }),
-                    Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                    // Refused for this request only: the stream goes on.
+                    Err(status)
+                        if matches!(
+                            status.code(),
+                            tonic::Code::InvalidArgument | tonic::Code::PermissionDenied
+                        ) =>
+                    {
                         Ok(rejected_response(request_id, status))
                     }
                     Err(status) => Err(status),
@@ -391,6 +491,14 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let topic = &request.get_ref().topic;
+        let principal = self.gate.allow(&request, Action::Consume, topic).await?;
+        // Dead letters are publishes to their target.
+        for target in dead_letter_targets(request.get_ref()) {
+            if !principal.may(Action::Publish, target) {
+                return Err(self.gate.deny(&principal, &format!("publish {target:?}")));
+            }
+        }
         self.require_leader()?;
         let request = request.into_inner();
         let (session, events) = self.broker.sessions.open(request.prefetch);
@@ -434,6 +542,8 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<v1::AckRequest>,
     ) -> Result<Response<v1::AckResponse>, Status> {
+        let topic = &request.get_ref().topic;
+        self.gate.allow(&request, Action::Consume, topic).await?;
         let request = request.into_inner();
         let committed = self
             .write(Command::Ack {
@@ -452,6 +562,8 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<v1::NackRequest>,
     ) -> Result<Response<v1::NackResponse>, Status> {
+        let topic = &request.get_ref().topic;
+        self.gate.allow(&request, Action::Consume, topic).await?;
         let request = request.into_inner();
         self.write(Command::Nack {
             topic: request.topic,
@@ -466,8 +578,9 @@ impl BrokerRpc for BrokerService {
 
     async fn cluster_status(
         &self,
-        _request: Request<v1::ClusterStatusRequest>,
+        request: Request<v1::ClusterStatusRequest>,
     ) -> Result<Response<v1::ClusterStatusResponse>, Status> {
+        self.gate.principal(&request).await?;
         let commit_index = self
             .broker
             .log
@@ -485,6 +598,7 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<v1::TransferLeaderRequest>,
     ) -> Result<Response<v1::TransferLeaderResponse>, Status> {
+        self.gate.admin(&request).await?;
         cluster::transfer_leader(self, request.into_inner())
             .await
             .map(Response::new)
@@ -494,6 +608,7 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<v1::AddNodeRequest>,
     ) -> Result<Response<v1::AddNodeResponse>, Status> {
+        self.gate.admin(&request).await?;
         cluster::add_node(self, request.into_inner())
             .await
             .map(Response::new)
@@ -503,6 +618,7 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<v1::RemoveNodeRequest>,
     ) -> Result<Response<v1::RemoveNodeResponse>, Status> {
+        self.gate.admin(&request).await?;
         cluster::remove_node(self, request.into_inner())
             .await
             .map(Response::new)
@@ -510,8 +626,9 @@ impl BrokerRpc for BrokerService {
 
     async fn take_snapshot(
         &self,
-        _request: Request<v1::TakeSnapshotRequest>,
+        request: Request<v1::TakeSnapshotRequest>,
     ) -> Result<Response<v1::TakeSnapshotResponse>, Status> {
+        self.gate.admin(&request).await?;
         let started = std::time::Instant::now();
         let index = self
             .broker

@@ -7,6 +7,7 @@ mod cluster;
 mod convert;
 mod date;
 mod exchanges;
+mod gate;
 mod observe;
 mod raft_client;
 mod raft_service;
@@ -14,6 +15,7 @@ mod status;
 
 pub use broker_service::BrokerService;
 pub use date::date_header;
+pub use gate::{Gate, PeerRefusal, Refusals};
 pub use observe::{code_name, request_stats, ObserveLayer, RequestStats};
 pub use raft_client::GrpcPeers;
 pub use raft_service::RaftService;

@@ -15,11 +15,16 @@ use crate::transport::Connector;
 /// Peers reached through the node's connector.
 pub struct GrpcPeers {
     connector: Arc<dyn Connector>,
+    /// Sent with every RPC; peers of another cluster refuse it.
+    cluster: Arc<str>,
 }
 
 impl GrpcPeers {
-    pub fn new(connector: Arc<dyn Connector>) -> Self {
-        GrpcPeers { connector }
+    pub fn new(connector: Arc<dyn Connector>, cluster: &str) -> Self {
+        GrpcPeers {
+            connector,
+            cluster: cluster.into(),
+        }
     }
 }
 
@@ -31,16 +36,20 @@ impl Peers for GrpcPeers {
             .connector
             .channel(addr)
             .map_err(|e| PeerError::Unreachable(e.to_string()))?;
-        Ok(GrpcPeer(
-            RaftClient::new(channel)
+        Ok(GrpcPeer {
+            client: RaftClient::new(channel)
                 .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX),
-        ))
+            cluster: self.cluster.clone(),
+        })
     }
 }
 
 #[derive(Clone)]
-pub struct GrpcPeer(RaftClient<Channel>);
+pub struct GrpcPeer {
+    client: RaftClient<Channel>,
+    cluster: Arc<str>,
+}
 
 impl PeerLink for GrpcPeer {
     async fn call(
@@ -49,10 +58,11 @@ impl PeerLink for GrpcPeer {
         body: Vec<u8>,
         ttl: Duration,
     ) -> Result<Vec<u8>, PeerError> {
-        let mut client = self.0.clone();
+        let mut client = self.client.clone();
         let mut request = tonic::Request::new(RaftRequest {
             group: RAFT_GROUP,
             body: body.into(),
+            cluster_id: self.cluster.to_string(),
         });
         request.set_timeout(ttl);
         let reply = match kind {

@@ -1,4 +1,4 @@
-//! Serves the internal Raft RPCs: carries the request body to the local
+//! Serves the internal Raft RPCs of this cluster's nodes (`Gate::peer`): carries the request body to the local
 //! Raft (`raft::RaftHandle::serve_rpc`, which owns the wire format) and its
 //! reply back.
 
@@ -6,16 +6,21 @@ use raftmq_proto::raft::raft_server::Raft as RaftRpc;
 use raftmq_proto::raft::{RaftRequest, RaftResponse};
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
 use super::status::raft_wire;
+use super::Gate;
 use crate::raft::{RaftHandle, RpcKind};
 
 pub struct RaftService {
     raft: RaftHandle,
+    /// Only nodes of this cluster get through.
+    gate: Arc<Gate>,
 }
 
 impl RaftService {
-    pub fn new(raft: RaftHandle) -> Self {
-        RaftService { raft }
+    pub fn new(raft: RaftHandle, gate: Arc<Gate>) -> Self {
+        RaftService { raft, gate }
     }
 
     async fn serve(
@@ -23,6 +28,7 @@ impl RaftService {
         kind: RpcKind,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftResponse>, Status> {
+        self.gate.peer(&request, &request.get_ref().cluster_id)?;
         let request = request.into_inner();
         let body = self
             .raft

@@ -3,6 +3,7 @@
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
+use crate::access::AuthError;
 use crate::broker::ProposeError;
 use crate::machine::Rejection;
 use crate::raft::{BodyError, HandOffError, MembershipError, SnapshotError, WireError};
@@ -37,6 +38,20 @@ pub fn rejected(rejection: &Rejection) -> Status {
         Rejection::RepeatForgotten { .. } => Code::AlreadyExists,
     };
     Status::new(code, rejection.to_string())
+}
+
+pub fn unauthenticated(error: &AuthError) -> Status {
+    Status::unauthenticated(error.to_string())
+}
+
+pub fn permission_denied(user: &str, what: &str) -> Status {
+    Status::permission_denied(format!("user {user:?} may not {what}"))
+}
+
+/// A Raft RPC from outside the cluster. The sending node backs off, as
+/// from a peer it cannot reach.
+pub fn peer_refused(reason: String) -> Status {
+    Status::permission_denied(reason)
 }
 
 pub fn propose_failed(error: ProposeError) -> Status {

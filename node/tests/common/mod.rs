@@ -15,8 +15,99 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use raftmq_client::{Client, ClusterStatus};
+use raftmq_client::{Client, ClientOptions, ClusterStatus, TlsOptions, Token};
+use raftmq_node::certs::{Authority, Subject};
 use tempfile::TempDir;
+
+/// The cluster id secure test clusters run with.
+pub const CLUSTER_ID: &str = "main";
+
+/// TLS and client authentication of a cluster (`Cluster::start_secure`):
+/// a CA, each node's certificate, and a users file whose user NAME has the
+/// token `NAME:NAME-secret`.
+pub struct Security {
+    pub dir: PathBuf,
+    pub ca: Authority,
+}
+
+impl Security {
+    pub fn token(name: &str) -> String {
+        format!("{name}:{name}-secret")
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    pub fn users_path(&self) -> PathBuf {
+        self.dir.join("users.toml")
+    }
+
+    /// Writes the users file: `admin` (who may do anything) and `users`,
+    /// each a name and its permission lines (TOML).
+    pub fn write_users(&self, users: &[(&str, &str)]) {
+        let mut text = String::new();
+        let all = [(
+            "admin",
+            "publish = [\"*\"]\nconsume = [\"*\"]\nmanage = [\"*\"]\nadmin = true",
+        )];
+        for (name, permissions) in all.iter().chain(users) {
+            let secret = raftmq_node::access::hash_secret(&format!("{name}-secret"));
+            text.push_str(&format!(
+                "[[user]]\nname = \"{name}\"\nsecret = \"{secret}\"\n{permissions}\n\n"
+            ));
+        }
+        std::fs::write(self.users_path(), text).expect("users file");
+    }
+
+    /// Writes the PEM files of a certificate for `subject` as NAME.pem and
+    /// NAME.key, issued in `cluster`: their paths.
+    pub fn issue(&self, cluster: &str, subject: &Subject, name: &str) -> (PathBuf, PathBuf) {
+        let issued = self.ca.issue_in(cluster, subject).expect("issue");
+        let (cert, key) = (
+            self.dir.join(format!("{name}.pem")),
+            self.dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert, issued.cert).expect("cert");
+        std::fs::write(&key, issued.key).expect("key");
+        (cert, key)
+    }
+
+    /// `run`'s arguments for a node showing `cert` and `key`.
+    pub fn node_args(
+        &self,
+        cluster: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Vec<String> {
+        let path = |p: &std::path::Path| p.display().to_string();
+        vec![
+            "--cluster-id".into(),
+            cluster.into(),
+            "--tls-cert".into(),
+            path(cert),
+            "--tls-key".into(),
+            path(key),
+            "--tls-ca".into(),
+            path(&self.ca_path()),
+            "--users".into(),
+            path(&self.users_path()),
+        ]
+    }
+
+    /// Client options trusting the CA, with `token` if given.
+    pub fn client_options(&self, token: Option<&str>) -> ClientOptions {
+        ClientOptions {
+            tls: Some(TlsOptions {
+                ca_pem: std::fs::read(self.ca_path()).expect("ca"),
+                identity: None,
+                domain: None,
+            }),
+            token: token.map(|t| Token::new(t).expect("token")),
+            ..Default::default()
+        }
+    }
+}
 
 pub struct Cluster {
     dir: TempDir,
@@ -30,22 +121,72 @@ pub struct Cluster {
     /// Whether nodes advertise `localhost:PORT` to clients (`--advertise`)
     /// while peers reach them at `127.0.0.1:PORT`.
     advertise: bool,
+    /// TLS and client authentication, if on.
+    security: Option<Security>,
+    /// `run` arguments for a node that replace its TLS and users ones (an
+    /// impostor's, say).
+    node_args: BTreeMap<u64, Vec<String>>,
 }
 
 impl Cluster {
     /// Starts `nodes` nodes and waits until they agree on a leader.
     pub async fn start(nodes: u64, extra_args: &[&str]) -> Cluster {
-        Cluster::start_with(nodes, extra_args, false).await
+        Cluster::launch(
+            TempDir::new().expect("temp dir"),
+            nodes,
+            extra_args,
+            false,
+            None,
+        )
+        .await
+    }
+
+    /// Like `start`, with TLS between everyone (each node with its own
+    /// certificate of cluster `CLUSTER_ID`) and client authentication:
+    /// `users` as in `Security::write_users`.
+    pub async fn start_secure(nodes: u64, users: &[(&str, &str)]) -> Cluster {
+        let dir = TempDir::new().expect("temp dir");
+        let security = Security {
+            dir: dir.path().join("security"),
+            ca: Authority::new(CLUSTER_ID).expect("ca"),
+        };
+        std::fs::create_dir_all(&security.dir).expect("security dir");
+        std::fs::write(security.ca_path(), security.ca.cert_pem()).expect("ca");
+        security.write_users(users);
+        for id in 1..=nodes {
+            let subject = Subject::node(id, &["127.0.0.1", "localhost"]);
+            security.issue(CLUSTER_ID, &subject, &format!("node-{id}"));
+        }
+        Cluster::launch(dir, nodes, &[], false, Some(security)).await
+    }
+
+    pub fn security(&self) -> &Security {
+        self.security.as_ref().expect("a secure cluster")
+    }
+
+    /// Node `id` starts from now on with `args` instead of its own TLS and
+    /// users arguments.
+    pub fn set_node_args(&mut self, id: u64, args: Vec<String>) {
+        self.node_args.insert(id, args);
+    }
+
+    pub fn clear_node_args(&mut self, id: u64) {
+        self.node_args.remove(&id);
     }
 
     /// Like `start`, with each node advertising `localhost:PORT` to
     /// clients and reached by its peers at `127.0.0.1:PORT`.
     pub async fn start_advertising(nodes: u64) -> Cluster {
-        Cluster::start_with(nodes, &[], true).await
+        Cluster::launch(TempDir::new().expect("temp dir"), nodes, &[], true, None).await
     }
 
-    async fn start_with(nodes: u64, extra_args: &[&str], advertise: bool) -> Cluster {
-        let dir = TempDir::new().expect("temp dir");
+    async fn launch(
+        dir: TempDir,
+        nodes: u64,
+        extra_args: &[&str],
+        advertise: bool,
+        security: Option<Security>,
+    ) -> Cluster {
         let peers = (1..=nodes)
             .map(|id| (id, format!("127.0.0.1:{}", free_port())))
             .collect();
@@ -60,6 +201,8 @@ impl Cluster {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             joining: BTreeMap::new(),
             advertise,
+            security,
+            node_args: BTreeMap::new(),
         };
         for id in 1..=nodes {
             cluster.spawn(id);
@@ -81,6 +224,22 @@ impl Cluster {
         let mut page = String::new();
         stream.read_to_string(&mut page).await.expect("response");
         page
+    }
+
+    /// Node `id`'s metrics page, sample by sample.
+    pub async fn scrape(&self, id: u64) -> BTreeMap<String, f64> {
+        samples(&self.metrics(id).await)
+    }
+
+    /// Sends `signal` (`HUP`, say) to node `id`.
+    pub fn signal(&self, id: u64, signal: &str) {
+        let child = self.running.get(&id).expect("node running");
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} failed");
     }
 
     /// Where node `id` serves its metrics and status page.
@@ -105,8 +264,21 @@ impl Cluster {
         }
     }
 
+    /// A client of the cluster; on a secure one, `admin`'s.
     pub fn client(&self) -> Client {
-        Client::connect(self.servers()).expect("client")
+        Client::connect_with(
+            self.servers(),
+            self.client_options(Some(&Security::token("admin"))),
+        )
+        .expect("client")
+    }
+
+    /// Options reaching the cluster, with `token` on a secure one.
+    pub fn client_options(&self, token: Option<&str>) -> ClientOptions {
+        match &self.security {
+            Some(security) => security.client_options(token),
+            None => ClientOptions::default(),
+        }
     }
 
     /// Where the nodes' logs and data live.
@@ -172,6 +344,15 @@ impl Cluster {
             true => vec![],
             false => vec!["--advertise".to_string(), advertised.join(",")],
         };
+        let security = match (&self.security, self.node_args.get(&id)) {
+            (_, Some(args)) => args.clone(),
+            (Some(security), None) => {
+                let cert = security.dir.join(format!("node-{id}.pem"));
+                let key = security.dir.join(format!("node-{id}.key"));
+                security.node_args(CLUSTER_ID, &cert, &key)
+            }
+            (None, None) => Vec::new(),
+        };
         let log = File::options()
             .create(true)
             .append(true)
@@ -188,6 +369,7 @@ impl Cluster {
             .arg("--metrics-listen")
             .arg(&self.metrics[&id])
             .args(&self.extra_args)
+            .args(&security)
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
@@ -291,10 +473,25 @@ impl Cluster {
     /// Runs `raftmq-node COMMAND --addr NODE ARGS`: whether it exited 0,
     /// and what it printed.
     fn node_command(&self, command: &str, id: u64, extra_args: &[&str]) -> (bool, String) {
+        let tls: Vec<String> = match &self.security {
+            Some(security) => {
+                let path = |name: String| security.dir.join(name).display().to_string();
+                vec![
+                    "--tls-cert".into(),
+                    path(format!("node-{id}.pem")),
+                    "--tls-key".into(),
+                    path(format!("node-{id}.key")),
+                    "--tls-ca".into(),
+                    path("ca.pem".into()),
+                ]
+            }
+            None => Vec::new(),
+        };
         let output = Command::new(env!("CARGO_BIN_EXE_raftmq-node"))
             .arg(command)
             .arg("--addr")
             .arg(self.addr(id))
+            .args(&tls)
             .args(extra_args)
             .stdin(Stdio::null())
             .output()
@@ -338,6 +535,24 @@ impl Cluster {
             self.dir.path().display()
         );
     }
+}
+
+/// A scraped page: each sample line's `name{labels}` and its value.
+pub fn samples(page: &str) -> BTreeMap<String, f64> {
+    page.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of `series` (name with labels, exactly as the page writes it).
+pub fn value(page: &BTreeMap<String, f64>, series: &str) -> f64 {
+    *page
+        .get(series)
+        .unwrap_or_else(|| panic!("{series} not on the page"))
 }
 
 /// Three nodes with the production defaults, a client, and `topic`.
