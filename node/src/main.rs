@@ -283,16 +283,24 @@ async fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,openraft=error,sled=warn".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => logs.json().init(),
+    let routine = tracing_subscriber::filter::filter_fn(|metadata| {
+        !raftmq_node::raft::is_vote_failure_log(metadata)
+    });
+    let logs = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
         // Colour codes only for a person at a terminal, not in log files.
-        LogFormat::Text => logs
+        LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .init(),
-    }
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter).with_filter(routine))
+        .init();
 }
 
 /// Ctrl-C, or SIGTERM (what `docker stop` and service managers send).

@@ -318,6 +318,16 @@ impl<L: PeerLink> RaftNetwork<TypeConfig> for PeerClient<L> {
     ) -> Result<VoteResponse, RpcError> {
         let answer: Result<VoteResponse, RpcError> =
             self.call(RpcKind::Vote, &rpc, option.hard_ttl()).await;
+        // openraft logs every failed vote request at ERROR, a peer that is
+        // merely down or not started yet included; the node's log filter
+        // drops those (`is_vote_failure_log`) and they are logged here.
+        match &answer {
+            Err(RpcError::Unreachable(e)) => {
+                tracing::debug!(target_node = self.target, error = %e, "vote request: peer unreachable")
+            }
+            Err(e) => tracing::warn!(target_node = self.target, error = %e, "vote request failed"),
+            Ok(_) => {}
+        }
         if planted::active(Bug::VotesAlwaysGranted) {
             return answer.map(|refused| VoteResponse {
                 vote: rpc.vote,
@@ -327,6 +337,19 @@ impl<L: PeerLink> RaftNetwork<TypeConfig> for PeerClient<L> {
         }
         answer
     }
+}
+
+/// Whether `metadata` is one of openraft's two ERROR events for a failed
+/// vote request (`openraft::core::raft_core`, 0.9.25: a timeout, and any
+/// other error), which `PeerClient::vote` logs again at the level it
+/// deserves: a peer not started yet is part of every cluster's start.
+pub fn is_vote_failure_log(metadata: &tracing::Metadata<'_>) -> bool {
+    metadata.target() == "openraft::core::raft_core"
+        && *metadata.level() == tracing::Level::ERROR
+        && metadata
+            .file()
+            .is_some_and(|file| file.ends_with("core/raft_core.rs"))
+        && matches!(metadata.line(), Some(1099 | 1112))
 }
 
 #[cfg(test)]
