@@ -63,8 +63,8 @@ pub async fn prepare(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The files of ours in `dir` (not sled's).
-fn ours(dir: &Path) -> Vec<PathBuf> {
+/// The files of ours in `dir` (not sled's): what a case may mutate.
+pub fn ours(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let snapshot = dir.join("raft-snapshot");
     if snapshot.is_file() {
@@ -102,11 +102,6 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The files a case may mutate, to check the prepared directory has them.
-pub fn targets(dir: &Path) -> Vec<PathBuf> {
-    ours(dir)
 }
 
 /// One case: a copy of `prepared` in `scratch` with one of our files

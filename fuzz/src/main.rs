@@ -179,7 +179,7 @@ async fn run(target: Target, seed: u64, budget: Duration) -> Result<Report, Stri
             let dir = tempfile::TempDir::new().map_err(|e| e.to_string())?;
             let prepared = dir.path().join("prepared");
             disk::prepare(&prepared).await?;
-            if disk::targets(&prepared).is_empty() {
+            if disk::ours(&prepared).is_empty() {
                 return Err("the prepared data directory has no files to mutate".to_string());
             }
             let scratch = dir.path().join("case");

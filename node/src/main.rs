@@ -722,13 +722,7 @@ async fn reload_users_on_hangup(node: Node) {
 }
 
 fn parse_node_hosts(text: &str) -> Result<(u64, Vec<String>), String> {
-    let (id, hosts) = text
-        .split_once('=')
-        .ok_or_else(|| format!("expected ID=HOST[+HOST...], got {text:?}"))?;
-    let id = id
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad node id in {text:?}"))?;
+    let (id, hosts) = parse_peer(text)?;
     let hosts: Vec<String> = hosts.split('+').map(|h| h.trim().to_string()).collect();
     if hosts.iter().any(String::is_empty) {
         return Err(format!("an empty host in {text:?}"));
