@@ -23,6 +23,24 @@ pub struct EdgeLimits {
     /// How long a write waits for its commit before answering UNAVAILABLE
     /// (outcome unknown).
     pub commit_timeout: Duration,
+    /// What one connection may hold of the node at once.
+    pub connection: Share,
+    /// What one user may hold at once, over all its connections (with
+    /// client authentication on).
+    pub user: Share,
+}
+
+/// One client's share of the node (`grpc::Shares`): a client past it
+/// waits for its own earlier work, or is refused a consumer, so one client
+/// flooding the node cannot starve the others.
+#[derive(Clone, Copy, Debug)]
+pub struct Share {
+    /// Bytes of requests awaiting their commit.
+    pub bytes_max: u32,
+    /// Commands (requests) awaiting their commit.
+    pub commands_max: u32,
+    /// Consumers attached.
+    pub consumers_max: u32,
 }
 
 impl Default for EdgeLimits {
@@ -32,6 +50,18 @@ impl Default for EdgeLimits {
             messages_per_publish_max: 10_000,
             request_bytes_max: 8 * 1024 * 1024,
             commit_timeout: Duration::from_secs(10),
+            // Above what one producer needs to keep the log busy, far
+            // below the proposer's queue (16,384 commands).
+            connection: Share {
+                bytes_max: 16 * 1024 * 1024,
+                commands_max: 4_096,
+                consumers_max: 256,
+            },
+            user: Share {
+                bytes_max: 128 * 1024 * 1024,
+                commands_max: 8_192,
+                consumers_max: 1_024,
+            },
         }
     }
 }

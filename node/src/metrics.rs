@@ -10,11 +10,16 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use crate::broker::Broker;
-use crate::grpc::{code_name, Refusals, RequestStats};
+use crate::grpc::{code_name, Refusals, RequestStats, Shares};
 use crate::histogram::HistogramSnapshot;
 
 /// Renders every metric of `broker`'s node.
-pub fn render(broker: &Broker, requests: &RequestStats, refusals: &Refusals) -> String {
+pub fn render(
+    broker: &Broker,
+    requests: &RequestStats,
+    refusals: &Refusals,
+    shares: &Shares,
+) -> String {
     let mut out = Exposition::default();
     raft(&mut out, broker);
     disk(&mut out, broker);
@@ -22,6 +27,7 @@ pub fn render(broker: &Broker, requests: &RequestStats, refusals: &Refusals) -> 
     consumers(&mut out, broker);
     grpc(&mut out, requests);
     security(&mut out, refusals);
+    client_shares(&mut out, shares);
     process(&mut out);
     out.0
 }
@@ -329,6 +335,27 @@ fn security(out: &mut Exposition, refusals: &Refusals) {
         "Client requests refused with PERMISSION_DENIED.",
         refusals.denied(),
     );
+}
+
+fn client_shares(out: &mut Exposition, shares: &Shares) {
+    let name = "raftmq_share_waits_total";
+    out.header(
+        name,
+        "Client commands that waited for room in their connection's or user's share of commands and bytes awaiting commit.",
+        "counter",
+    );
+    for (holder, count) in shares.waits() {
+        out.sample(name, &labels(&[("share", holder)]), count);
+    }
+    let name = "raftmq_share_refusals_total";
+    out.header(
+        name,
+        "Consumers refused (RESOURCE_EXHAUSTED): their connection or user had its share attached.",
+        "counter",
+    );
+    for (holder, count) in shares.refused() {
+        out.sample(name, &labels(&[("share", holder)]), count);
+    }
 }
 
 /// Resident memory and open files, from Linux's /proc (absent elsewhere).

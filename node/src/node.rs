@@ -21,7 +21,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::NodeConfig;
 use crate::grpc::{
     date_header, request_stats, BrokerService, Gate, GrpcPeers, ObserveLayer, RaftService,
-    RequestStats,
+    RequestStats, Shares,
 };
 use crate::raft::{LogStore, RaftHandle, StateMachineStore, RAFT_MESSAGE_BYTES_MAX};
 use crate::status_page::{History, StatusView};
@@ -42,6 +42,9 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// with several producers on one connection), so the default cut off
 /// clients during every failover on the compose cluster.
 const PENDING_RESETS_MAX: usize = 4_096;
+/// HTTP/2 streams one connection may have open at once (consumers and
+/// publish streams are long lived): above a connection's consumer share.
+const STREAMS_PER_CONNECTION_MAX: u32 = 1_024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -103,6 +106,8 @@ pub struct Node {
     requests: Arc<RequestStats>,
     /// Who gets in (both services).
     gate: Arc<Gate>,
+    /// What each client may hold at once (the broker service).
+    shares: Arc<Shares>,
     /// The listener's TLS; `None` is plaintext.
     tls: Option<Tls>,
 }
@@ -128,6 +133,7 @@ impl Node {
             config.tls.is_some(),
             access,
         ));
+        let shares = Arc::new(Shares::new(config.limits.connection, config.limits.user));
         let sessions = Arc::new(Sessions::new(config.id, seams.boot_id));
         let log = LogStore::new(seams.disk.clone());
         let machine = StateMachineStore::open(
@@ -178,6 +184,7 @@ impl Node {
             clock: seams.clock,
             requests: Arc::new(request_stats()),
             gate,
+            shares,
             tls: config.tls.clone(),
         })
     }
@@ -206,7 +213,12 @@ impl Node {
 
     /// The node's metrics in Prometheus text format.
     pub fn metrics(&self) -> String {
-        crate::metrics::render(&self.broker, &self.requests, self.gate.refusals())
+        crate::metrics::render(
+            &self.broker,
+            &self.requests,
+            self.gate.refusals(),
+            &self.shares,
+        )
     }
 
     /// Reads the users file again (SIGHUP): how many users it has now. On
@@ -245,9 +257,13 @@ impl Node {
         IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let request_bytes_max = self.broker.limits.request_bytes_max;
-        let broker = BrokerServer::new(BrokerService::new(self.broker.clone(), self.gate.clone()))
-            .max_decoding_message_size(request_bytes_max)
-            .max_encoding_message_size(request_bytes_max);
+        let broker = BrokerServer::new(BrokerService::new(
+            self.broker.clone(),
+            self.gate.clone(),
+            self.shares.clone(),
+        ))
+        .max_decoding_message_size(request_bytes_max)
+        .max_encoding_message_size(request_bytes_max);
         let raft = RaftServer::new(RaftService::new(
             self.broker.raft.clone(),
             self.gate.clone(),
@@ -266,6 +282,7 @@ impl Node {
         }
         let served = server
             .http2_max_pending_accept_reset_streams(Some(PENDING_RESETS_MAX))
+            .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .layer(date_header(self.clock.clone()))

@@ -535,3 +535,78 @@ fn the_certs_and_token_commands_make_files_a_node_loads() {
     let (ok, text) = run(&["token", "a:b"]);
     assert!(!ok && text.contains("no ':'"), "{text}");
 }
+
+/// The production default of a user's consumer share (`EdgeLimits::user`),
+/// four connections' worth.
+const CONSUMERS_PER_USER: usize = 1_024;
+const CONSUMERS_PER_CONNECTION: usize = 256;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_consumers_over_all_its_connections_stop_at_its_share() {
+    let cluster = Cluster::start_secure(3, &[("app", APP)]).await;
+    cluster
+        .client()
+        .create_topic("orders", 1)
+        .await
+        .expect("topic");
+    let app = || {
+        quick(
+            &cluster,
+            cluster.client_options(Some(&Security::token("app"))),
+        )
+    };
+    // Each client is one connection to the leader, filled to its share.
+    let connections: Vec<Client> = (0..CONSUMERS_PER_USER / CONSUMERS_PER_CONNECTION)
+        .map(|_| app())
+        .collect();
+    let fill = connections
+        .iter()
+        .enumerate()
+        .map(|(c, client)| async move {
+            let mut consumers = Vec::new();
+            for n in 0..CONSUMERS_PER_CONNECTION {
+                let consumer = client
+                    .subscribe("orders", &format!("s{c}"), 1)
+                    .await
+                    .unwrap_or_else(|e| panic!("connection {c}, consumer {n}: {e}"));
+                consumers.push(consumer);
+            }
+            consumers
+        });
+    let mut consumers = futures::future::join_all(fill).await;
+    let fifth = app();
+    let refused = fifth.subscribe("orders", "s0", 1).await;
+    refused_with(&refused, "this user has 1024 consumers");
+    assert_eq!(
+        total(
+            &cluster,
+            &[1, 2, 3],
+            "raftmq_share_refusals_total{share=\"user\"}"
+        )
+        .await,
+        1.0
+    );
+    // One closed anywhere makes room for the next.
+    drop(consumers[0].pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match fifth.subscribe("orders", "s0", 1).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(e.code(), Some(Code::ResourceExhausted), "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no room after a consumer closed: {e}"),
+        }
+    }
+}
+
+fn refused_with<T: std::fmt::Debug>(result: &Result<T, ClientError>, message: &str) {
+    match result {
+        Err(error) => {
+            assert_eq!(error.code(), Some(Code::ResourceExhausted), "{error}");
+            assert!(error.to_string().contains(message), "{error}");
+        }
+        Ok(value) => panic!("expected RESOURCE_EXHAUSTED, got {value:?}"),
+    }
+}

@@ -12,11 +12,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::shares::{Client, Held};
 use super::status::{
     self, commit_timed_out, consumer_detached, internal, invalid, not_leader, propose_failed,
     rejected, stopping,
 };
-use super::{cluster, convert, exchanges, Gate};
+use super::{cluster, convert, exchanges, Gate, Shares};
 use crate::access::{Action, Principal};
 use crate::broker::{Broker, Committed, Proposer, SessionEvent, Sessions};
 use crate::machine::{
@@ -33,11 +34,27 @@ pub struct BrokerService {
     pub(super) broker: Arc<Broker>,
     /// Every request passes it first (authentication, then permission).
     pub(super) gate: Arc<Gate>,
+    /// Every write then waits for room in its client's share.
+    shares: Arc<Shares>,
 }
 
 impl BrokerService {
-    pub fn new(broker: Arc<Broker>, gate: Arc<Gate>) -> Self {
-        BrokerService { broker, gate }
+    pub fn new(broker: Arc<Broker>, gate: Arc<Gate>, shares: Arc<Shares>) -> Self {
+        BrokerService {
+            broker,
+            gate,
+            shares,
+        }
+    }
+
+    /// Waits for room for this request's command in its client's shares;
+    /// the room is given back when the returned value drops (after the
+    /// answer).
+    async fn room<T: prost::Message>(&self, request: &Request<T>, principal: &Principal) -> Held {
+        let client = Client::of(request, principal);
+        self.shares
+            .command(&client, request.get_ref().encoded_len())
+            .await
     }
 
     fn require_leader(&self) -> Result<(), Status> {
@@ -116,7 +133,7 @@ impl BrokerService {
 
 impl BrokerService {
     /// A binding joins an exchange and a topic: managing both is needed.
-    async fn allow_binding(&self, request: &Request<v1::BindRequest>) -> Result<(), Status> {
+    async fn allow_binding(&self, request: &Request<v1::BindRequest>) -> Result<Principal, Status> {
         let principal = self
             .gate
             .allow(request, Action::Manage, &request.get_ref().exchange)
@@ -128,7 +145,7 @@ impl BrokerService {
             .map(|binding| binding.topic.as_str())
             .unwrap_or_default();
         if principal.may(Action::Manage, topic) {
-            Ok(())
+            Ok(principal)
         } else {
             Err(self.gate.deny(&principal, &format!("manage {topic:?}")))
         }
@@ -200,14 +217,11 @@ impl BrokerRpc for BrokerService {
     ) -> Result<Response<v1::CreateTopicResponse>, Status> {
         // A server-named topic (an empty name) is anyone's to make: its
         // name is new, and using it needs the permissions on it.
-        match request.get_ref().name.as_str() {
-            "" => self.gate.principal(&request).await.map(drop)?,
-            name => self
-                .gate
-                .allow(&request, Action::Manage, name)
-                .await
-                .map(drop)?,
-        }
+        let principal = match request.get_ref().name.as_str() {
+            "" => self.gate.principal(&request).await?,
+            name => self.gate.allow(&request, Action::Manage, name).await?,
+        };
+        let _room = self.room(&request, &principal).await;
         let request = request.into_inner();
         if request.exclusive && (request.client_id == 0 || request.expires_ms == 0) {
             return Err(invalid(
@@ -254,7 +268,8 @@ impl BrokerRpc for BrokerService {
         request: Request<v1::DeleteTopicRequest>,
     ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
         let name = &request.get_ref().name;
-        self.gate.allow(&request, Action::Manage, name).await?;
+        let principal = self.gate.allow(&request, Action::Manage, name).await?;
+        let _room = self.room(&request, &principal).await;
         let request = request.into_inner();
         let committed = self
             .write(Command::DeleteTopic {
@@ -276,7 +291,8 @@ impl BrokerRpc for BrokerService {
         request: Request<v1::DeleteSubscriptionRequest>,
     ) -> Result<Response<v1::DeleteSubscriptionResponse>, Status> {
         let topic = &request.get_ref().topic;
-        self.gate.allow(&request, Action::Manage, topic).await?;
+        let principal = self.gate.allow(&request, Action::Manage, topic).await?;
+        let _room = self.room(&request, &principal).await;
         let request = request.into_inner();
         self.write(Command::DeleteSubscription {
             topic: request.topic,
@@ -322,7 +338,8 @@ impl BrokerRpc for BrokerService {
         request: Request<v1::DeclareExchangeRequest>,
     ) -> Result<Response<v1::DeclareExchangeResponse>, Status> {
         let name = &request.get_ref().name;
-        self.gate.allow(&request, Action::Manage, name).await?;
+        let principal = self.gate.allow(&request, Action::Manage, name).await?;
+        let _room = self.room(&request, &principal).await;
         exchanges::declare(self, request.into_inner())
             .await
             .map(Response::new)
@@ -333,7 +350,8 @@ impl BrokerRpc for BrokerService {
         request: Request<v1::DeleteExchangeRequest>,
     ) -> Result<Response<v1::DeleteExchangeResponse>, Status> {
         let name = &request.get_ref().name;
-        self.gate.allow(&request, Action::Manage, name).await?;
+        let principal = self.gate.allow(&request, Action::Manage, name).await?;
+        let _room = self.room(&request, &principal).await;
         exchanges::delete(self, request.into_inner())
             .await
             .map(Response::new)
@@ -353,7 +371,8 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<v1::BindRequest>,
     ) -> Result<Response<v1::BindResponse>, Status> {
-        self.allow_binding(&request).await?;
+        let principal = self.allow_binding(&request).await?;
+        let _room = self.room(&request, &principal).await;
         exchanges::bind(self, request.into_inner(), true)
             .await
             .map(Response::new)
@@ -363,7 +382,8 @@ impl BrokerRpc for BrokerService {
         &self,
         request: Request<v1::BindRequest>,
     ) -> Result<Response<v1::BindResponse>, Status> {
-        self.allow_binding(&request).await?;
+        let principal = self.allow_binding(&request).await?;
+        let _room = self.room(&request, &principal).await;
         exchanges::bind(self, request.into_inner(), false)
             .await
             .map(Response::new)
@@ -378,7 +398,8 @@ impl BrokerRpc for BrokerService {
             "" => &request.get_ref().routing_key,
             exchange => exchange,
         };
-        self.gate.allow(&request, Action::Publish, target).await?;
+        let principal = self.gate.allow(&request, Action::Publish, target).await?;
+        let _room = self.room(&request, &principal).await;
         exchanges::publish(self, request.into_inner())
             .await
             .map(Response::new)
@@ -391,6 +412,7 @@ impl BrokerRpc for BrokerService {
     ) -> Result<Response<v1::PublishResponse>, Status> {
         let topic = &request.get_ref().topic;
         let principal = self.gate.allow(&request, Action::Publish, topic).await?;
+        let _room = self.room(&request, &principal).await;
         let request = request.into_inner();
         let request_id = request.request_id;
         let outcome = self
@@ -411,6 +433,7 @@ impl BrokerRpc for BrokerService {
         // Authenticated once; each request's topic is checked as it comes.
         let principal = self.gate.principal(&request).await?;
         self.require_leader()?;
+        let client = Client::of(&request, &principal);
         let mut incoming = request.into_inner();
         let (submitted_tx, mut submitted) = mpsc::channel(STREAM_REQUESTS_IN_FLIGHT_MAX);
         let (responses_tx, responses) = mpsc::channel(STREAM_REQUESTS_IN_FLIGHT_MAX);
@@ -420,6 +443,10 @@ impl BrokerRpc for BrokerService {
         tokio::spawn(async move {
             while let Ok(Some(request)) = incoming.message().await {
                 let request_id = request.request_id;
+                // Past the share, the stream stops reading: the client's
+                // later requests wait in flow control, not in the queue.
+                let bytes = prost::Message::encoded_len(&request);
+                let room = service.shares.command(&client, bytes).await;
                 let answer = match service.publish_command(request, &principal) {
                     Ok(command) => service
                         .broker
@@ -429,7 +456,7 @@ impl BrokerRpc for BrokerService {
                         .map_err(propose_failed),
                     Err(status) => Err(status),
                 };
-                if submitted_tx.send((request_id, answer)).await.is_err() {
+                if submitted_tx.send((request_id, answer, room)).await.is_err() {
                     return;
                 }
             }
@@ -439,7 +466,7 @@ impl BrokerRpc for BrokerService {
         // outcomes and the client resends them to the new leader.
         let commit_timeout = self.broker.limits.commit_timeout;
         tokio::spawn(async move {
-            while let Some((request_id, answer)) = submitted.recv().await {
+            while let Some((request_id, answer, _room)) = submitted.recv().await {
                 let outcome = match answer {
                     Ok(pending) => match tokio::time::timeout(commit_timeout, pending).await {
                         Ok(Ok(committed)) => Ok(committed.outcome),
@@ -500,6 +527,8 @@ impl BrokerRpc for BrokerService {
             }
         }
         self.require_leader()?;
+        let consumer_room = self.shares.consumer(&Client::of(&request, &principal))?;
+        let _room = self.room(&request, &principal).await;
         let request = request.into_inner();
         let (session, events) = self.broker.sessions.open(request.prefetch);
         let attach = Command::Attach {
@@ -526,6 +555,7 @@ impl BrokerRpc for BrokerService {
             events,
             bodies: self.broker.bodies.clone(),
             ended: false,
+            _room: consumer_room,
             guard: DetachOnDrop {
                 proposer: self.broker.proposer.clone(),
                 sessions: self.broker.sessions.clone(),
@@ -543,7 +573,8 @@ impl BrokerRpc for BrokerService {
         request: Request<v1::AckRequest>,
     ) -> Result<Response<v1::AckResponse>, Status> {
         let topic = &request.get_ref().topic;
-        self.gate.allow(&request, Action::Consume, topic).await?;
+        let principal = self.gate.allow(&request, Action::Consume, topic).await?;
+        let _room = self.room(&request, &principal).await;
         let request = request.into_inner();
         let committed = self
             .write(Command::Ack {
@@ -563,7 +594,8 @@ impl BrokerRpc for BrokerService {
         request: Request<v1::NackRequest>,
     ) -> Result<Response<v1::NackResponse>, Status> {
         let topic = &request.get_ref().topic;
-        self.gate.allow(&request, Action::Consume, topic).await?;
+        let principal = self.gate.allow(&request, Action::Consume, topic).await?;
+        let _room = self.room(&request, &principal).await;
         let request = request.into_inner();
         self.write(Command::Nack {
             topic: request.topic,
@@ -664,6 +696,8 @@ struct ConsumerStream {
     /// Each delivery's body is read here as it is sent.
     bodies: Arc<Bodies>,
     ended: bool,
+    /// The consumer's place in its client's shares, while it is attached.
+    _room: Held,
     guard: DetachOnDrop,
 }
 

@@ -11,6 +11,7 @@ mod gate;
 mod observe;
 mod raft_client;
 mod raft_service;
+mod shares;
 mod status;
 
 pub use broker_service::BrokerService;
@@ -19,3 +20,4 @@ pub use gate::{Gate, PeerRefusal, Refusals};
 pub use observe::{code_name, request_stats, ObserveLayer, RequestStats};
 pub use raft_client::GrpcPeers;
 pub use raft_service::RaftService;
+pub use shares::Shares;

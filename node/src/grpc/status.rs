@@ -121,6 +121,13 @@ pub fn membership_failed(error: MembershipError) -> Status {
     }
 }
 
+/// A client past its share of consumers (`grpc::Shares`).
+pub fn share_full(holder: &str, consumers_max: u32) -> Status {
+    Status::resource_exhausted(format!(
+        "this {holder} has {consumers_max} consumers attached, its share; close one first"
+    ))
+}
+
 pub fn invalid(message: impl Into<String>) -> Status {
     Status::invalid_argument(message)
 }
