@@ -35,7 +35,7 @@ require_docker
 target="$(rustc -vV 2>/dev/null | sed -n 's/^host: //p')" || true
 [ -n "$target" ] || die "rustc not found: install Rust (rustup) to build the node"
 # Where cargo puts it: CARGO_TARGET_DIR when set (a shared build cache).
-binary="${CARGO_TARGET_DIR:-$REPO_DIR/target}/$target/release/raftmq-node"
+binary="$(static_node_binary)"
 
 if ! $skip_cargo; then
     log "building a static raftmq-node for $target (a few minutes the first time)"

@@ -36,6 +36,9 @@ Options:
 
 Environment: RAFTMQ_IMAGE (default raftmq:local), RAFTMQ_BIN_DIR (where raftmq
 and raftmq-check are; default: build them with cargo into target/debug).
+The cluster runs with TLS and tokens: the secrets deploy/make-secrets.sh
+makes (it runs when deploy/secrets/ is missing); the checker and the CLI
+use its CA and the admin token.
 Needs: docker, docker compose or docker-compose, jq, Rust (cargo), and root
 for the crash-follower fault's kill -9 of a container's process (without
 root it becomes kill-follower: docker kill, then docker start).
@@ -96,6 +99,8 @@ if ! docker image inspect "$RAFTMQ_IMAGE" >/dev/null 2>&1; then
     log "image $RAFTMQ_IMAGE missing: building it offline"
     "$DEPLOY_DIR/build-image.sh"
 fi
+# TLS and tokens: the cluster needs its secrets, the checker the CA and a token.
+use_secrets
 if $fresh; then
     log "removing the old cluster and its volumes"
     compose down -v --remove-orphans >/dev/null 2>&1

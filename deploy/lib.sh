@@ -6,6 +6,10 @@ REPO_DIR="$(cd "$DEPLOY_DIR/.." && pwd)"
 COMPOSE_FILE="$DEPLOY_DIR/docker-compose.yml"
 RAFTMQ_IMAGE="${RAFTMQ_IMAGE:-raftmq:local}"
 export RAFTMQ_IMAGE
+# The compose cluster's certificates, users and tokens (make-secrets.sh).
+SECRETS_DIR="$DEPLOY_DIR/secrets"
+RAFTMQ_CLUSTER_ID="${RAFTMQ_CLUSTER_ID:-compose}"
+export RAFTMQ_CLUSTER_ID
 
 die() {
     echo "error: $*" >&2
@@ -35,4 +39,19 @@ require_docker() {
 # Container id of a compose service (empty when it has none).
 container_of() {
     compose ps -q "$1" 2>/dev/null | head -n 1
+}
+
+# Where deploy/build-image.sh leaves the static raftmq-node.
+static_node_binary() {
+    local target
+    target="$(rustc -vV 2>/dev/null | sed -n 's/^host: //p')" || true
+    echo "${CARGO_TARGET_DIR:-$REPO_DIR/target}/${target:-unknown}/release/raftmq-node"
+}
+
+# Makes the secrets when they are missing, and points this script's
+# clients (the raftmq CLI, raftmq-check) at the CA and the admin's token.
+use_secrets() {
+    [ -f "$SECRETS_DIR/ca.pem" ] || "$DEPLOY_DIR/make-secrets.sh"
+    export RAFTMQ_TLS_CA="$SECRETS_DIR/ca.pem"
+    export RAFTMQ_TOKEN_FILE="$SECRETS_DIR/admin.token"
 }

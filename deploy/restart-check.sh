@@ -35,6 +35,7 @@ else
     RAFTMQ="${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug/raftmq"
 fi
 export RAFTMQ_SERVERS="127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+use_secrets
 
 # Bounded wait until all three nodes name the same leader.
 wait_for_leader() {

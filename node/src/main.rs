@@ -289,7 +289,7 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,openraft=error,sled=warn".into());
     let routine = tracing_subscriber::filter::filter_fn(|metadata| {
-        !raftmq_node::raft::is_vote_failure_log(metadata)
+        !raftmq_node::raft::is_peer_failure_log(metadata)
     });
     let logs = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),

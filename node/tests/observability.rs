@@ -357,3 +357,43 @@ async fn json_logs_are_one_object_per_line_and_a_normal_start_logs_no_error() {
         assert!(lines > 0, "node {id} logged nothing");
     }
 }
+
+/// A voter down is part of a cluster's life, not an error of the others:
+/// with node 3 killed, the leader's replication to it fails and, once
+/// nodes 1 and 2 are restarted, their elections ask it for votes in vain.
+/// Neither logs an ERROR (openraft's for each failed RPC are filtered);
+/// the leader says once that the peer is unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elections_and_replication_with_a_voter_down_log_no_error() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.create_topic("down", 1).await.expect("topic");
+    cluster.kill(3);
+    for id in [1, 2] {
+        cluster.kill(id);
+        cluster.spawn(id);
+    }
+    let leader = cluster.wait_for_leader(None).await;
+    for i in 0..20 {
+        client
+            .publish("down", vec![Message::new(format!("m{i}"))])
+            .await
+            .expect("publish with a voter down");
+    }
+    // Replication to node 3 goes on failing and backing off meanwhile.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in [1, 2] {
+        let log = cluster.log(id);
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+        assert!(errors.is_empty(), "node {id} logged errors: {errors:#?}");
+    }
+    let unreachable = cluster
+        .log(leader)
+        .lines()
+        .filter(|line| line.contains("peer unreachable") && line.contains("target_node=3"))
+        .count();
+    assert!(
+        (1..=5).contains(&unreachable),
+        "the leader said {unreachable} times that node 3 is unreachable"
+    );
+}

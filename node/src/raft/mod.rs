@@ -37,7 +37,7 @@ pub use handle::{
 pub use handoff::HandOffError;
 pub use log_store::{LogStats, LogStore};
 pub use membership::MembershipError;
-pub use network::is_vote_failure_log;
+pub use network::is_peer_failure_log;
 use network::Network;
 pub use network::{PeerError, PeerLink, Peers};
 pub use runtime::{seed_thread_rng, SeededRuntime};

@@ -116,6 +116,7 @@ impl<P: Peers> RaftNetworkFactory<TypeConfig> for Network<P> {
             faults: self.faults.clone(),
             disk: self.disk.clone(),
             heartbeat: self.heartbeat,
+            unreachable: false,
         }
     }
 }
@@ -126,9 +127,33 @@ pub struct PeerClient<L> {
     faults: Option<Arc<dyn RpcFaults>>,
     disk: Arc<dyn Disk>,
     heartbeat: Duration,
+    /// Its last AppendEntries found it unreachable (logged once, see
+    /// `note_reach`).
+    unreachable: bool,
 }
 
 impl<L: PeerLink> PeerClient<L> {
+    /// Logs when the peer becomes unreachable and when it answers again,
+    /// once each: openraft's ERROR for every failed append is filtered
+    /// (`is_peer_failure_log`), and a line per retry would fill the log of
+    /// a cluster with a member down for an hour.
+    fn note_reach<T, E>(&mut self, answer: &Result<T, RpcError<E>>)
+    where
+        E: std::error::Error,
+    {
+        match (answer, self.unreachable) {
+            (Err(RpcError::Unreachable(e)), false) => {
+                tracing::warn!(target_node = self.target, error = %e, "peer unreachable; replication to it backs off until it answers");
+                self.unreachable = true;
+            }
+            (Ok(_), true) => {
+                tracing::info!(target_node = self.target, "peer reachable again");
+                self.unreachable = false;
+            }
+            _ => {}
+        }
+    }
+
     async fn call<Req, Resp, E>(
         &mut self,
         kind: RpcKind,
@@ -298,8 +323,11 @@ impl<L: PeerLink> RaftNetwork<TypeConfig> for PeerClient<L> {
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RpcError> {
-        self.call(RpcKind::AppendEntries, &rpc, option.hard_ttl())
-            .await
+        let answer = self
+            .call(RpcKind::AppendEntries, &rpc, option.hard_ttl())
+            .await;
+        self.note_reach(&answer);
+        answer
     }
 
     async fn install_snapshot(
@@ -320,7 +348,7 @@ impl<L: PeerLink> RaftNetwork<TypeConfig> for PeerClient<L> {
             self.call(RpcKind::Vote, &rpc, option.hard_ttl()).await;
         // openraft logs every failed vote request at ERROR, a peer that is
         // merely down or not started yet included; the node's log filter
-        // drops those (`is_vote_failure_log`) and they are logged here.
+        // drops those (`is_peer_failure_log`) and they are logged here.
         match &answer {
             Err(RpcError::Unreachable(e)) => {
                 tracing::debug!(target_node = self.target, error = %e, "vote request: peer unreachable")
@@ -339,17 +367,27 @@ impl<L: PeerLink> RaftNetwork<TypeConfig> for PeerClient<L> {
     }
 }
 
-/// Whether `metadata` is one of openraft's two ERROR events for a failed
-/// vote request (`openraft::core::raft_core`, 0.9.25: a timeout, and any
-/// other error), which `PeerClient::vote` logs again at the level it
-/// deserves: a peer not started yet is part of every cluster's start.
-pub fn is_vote_failure_log(metadata: &tracing::Metadata<'_>) -> bool {
-    metadata.target() == "openraft::core::raft_core"
-        && *metadata.level() == tracing::Level::ERROR
-        && metadata
-            .file()
-            .is_some_and(|file| file.ends_with("core/raft_core.rs"))
-        && matches!(metadata.line(), Some(1099 | 1112))
+/// openraft's ERROR events for a peer that failed an RPC, in 0.9.25 (its
+/// target, the file's tail, the line): a vote request that timed out or
+/// failed, and replication's RPC error (after its own WARN of the same
+/// error). A peer down, or not started yet, is part of every cluster's
+/// life, not an error of this node: `PeerClient` logs these again at the
+/// level they deserve, once per change for replication.
+const PEER_FAILURE_LOGS: [(&str, &str, u32); 3] = [
+    ("openraft::core::raft_core", "core/raft_core.rs", 1099),
+    ("openraft::core::raft_core", "core/raft_core.rs", 1112),
+    ("openraft::replication", "replication/mod.rs", 284),
+];
+
+/// Whether `metadata` is one of `PEER_FAILURE_LOGS` (the node's log filter
+/// drops them).
+pub fn is_peer_failure_log(metadata: &tracing::Metadata<'_>) -> bool {
+    *metadata.level() == tracing::Level::ERROR
+        && PEER_FAILURE_LOGS.iter().any(|(target, file, line)| {
+            metadata.target() == *target
+                && metadata.file().is_some_and(|path| path.ends_with(file))
+                && metadata.line() == Some(*line)
+        })
 }
 
 #[cfg(test)]
@@ -418,6 +456,7 @@ mod tests {
             faults: None,
             disk: Arc::new(disk),
             heartbeat,
+            unreachable: false,
         };
         let vote = Vote::new_committed(7, 1);
         let meta = SnapshotMeta {

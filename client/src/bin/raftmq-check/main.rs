@@ -15,6 +15,8 @@
 //! confirmed, 1 otherwise.
 
 mod ledger;
+#[path = "../../cli/security.rs"]
+mod security;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -91,6 +93,8 @@ struct Args {
     /// Seconds one client operation keeps looking for the leader.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
     deadline_secs: u64,
+    #[command(flatten)]
+    security: security::Security,
 }
 
 /// State shared by the publisher, the confirm collector and the consumer.
@@ -180,10 +184,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .unwrap_or_default();
         format!("check-{}", now.as_secs())
     });
-    let options = ClientOptions {
+    let mut options = ClientOptions {
         retry_deadline: Duration::from_secs(args.deadline_secs),
         ..Default::default()
     };
+    args.security.apply(&mut options)?;
     let client = Client::connect_with(args.servers.clone(), options)?;
     client
         .create_topic(&topic, args.partitions)
