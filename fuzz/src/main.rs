@@ -123,8 +123,10 @@ async fn main() -> ExitCode {
         if let Some(failure) = failure {
             eprintln!("FAILED {target:?} (seed {}): {failure}", cli.seed);
             eprintln!(
-                "again: cargo run --release -p raftmq-fuzz -- {target:?} --seed {} --secs {}",
-                cli.seed, cli.secs
+                "again: cargo run --release -p raftmq-fuzz -- {} --seed {} --secs {}",
+                format!("{target:?}").to_lowercase(),
+                cli.seed,
+                cli.secs
             );
             return ExitCode::FAILURE;
         }

@@ -182,19 +182,20 @@ impl Shares {
 
     /// Commands that waited for their share so far, by holder.
     pub fn waits(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        Holder::ALL
-            .into_iter()
-            .zip(&self.waits)
-            .map(|(holder, count)| (holder.label(), count.load(Ordering::Relaxed)))
+        by_holder(&self.waits)
     }
 
     /// Consumers refused so far, by holder.
     pub fn refused(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        Holder::ALL
-            .into_iter()
-            .zip(&self.refused)
-            .map(|(holder, count)| (holder.label(), count.load(Ordering::Relaxed)))
+        by_holder(&self.refused)
     }
+}
+
+fn by_holder(counts: &[AtomicU64; 2]) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+    Holder::ALL
+        .into_iter()
+        .zip(counts)
+        .map(|(holder, count)| (holder.label(), count.load(Ordering::Relaxed)))
 }
 
 #[cfg(test)]

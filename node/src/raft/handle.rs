@@ -180,6 +180,19 @@ impl RaftHandle {
                 )
             })
         };
+        // openraft panics at start (not an error) on a log purged past
+        // the snapshot: a snapshot file older than the log, restored by
+        // hand or damaged, is refused here with the reason.
+        let purged = log
+            .purged_index()
+            .map_err(|e| RaftError::Start(e.to_string()))?;
+        if purged > machine.applied_index() {
+            return Err(RaftError::Start(format!(
+                "the log is purged up to entry {} but the snapshot ends at {:?}: the snapshot file is older than the log",
+                purged.unwrap_or_default(),
+                machine.applied_index()
+            )));
+        }
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),

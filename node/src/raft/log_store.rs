@@ -100,6 +100,12 @@ impl LogStore {
             .transpose()
     }
 
+    /// The entry the log is purged up to: entries up to it live only in
+    /// the snapshot.
+    pub fn purged_index(&self) -> Result<Option<u64>, StorageError> {
+        Ok(self.read_meta::<LogId>(PURGED_KEY)?.map(|id| id.index))
+    }
+
     fn write_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
         let bytes = encode(value).map_err(|e| StorageIOError::write(&e))?;
         self.disk

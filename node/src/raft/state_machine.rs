@@ -101,7 +101,23 @@ impl StateMachineStore {
                 let data = data
                     .into_reader()
                     .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-                decode_compressed_from(data).map_err(|e| StorageIOError::read_snapshot(None, &e))?
+                let applied: Applied = decode_compressed_from(data)
+                    .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+                // The header is what openraft is told; a damaged one that
+                // still decodes (the disk fuzzer found one naming entry 1
+                // over a state at 65) made openraft panic at start, as the
+                // log was purged past it.
+                if meta.last_log_id != applied.last_applied
+                    || meta.last_membership != applied.membership
+                {
+                    let damaged = std::io::Error::other(format!(
+                        "the snapshot's header names entry {:?} but its state is at {:?}, or their memberships differ: the file is damaged",
+                        meta.last_log_id.map(|id| id.index),
+                        applied.last_applied.map(|id| id.index),
+                    ));
+                    return Err(StorageIOError::read_snapshot(None, &damaged).into());
+                }
+                applied
             }
             None => Applied::default(),
         };
@@ -355,5 +371,63 @@ impl Read for Copied<'_> {
         let n = self.from.read(into)?;
         self.to.write_all(&into[..n])?;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::storage::LocalDisk;
+
+    struct NoSessions;
+
+    impl EffectSink for NoSessions {
+        fn effects(&self, _: Vec<Effect>) {}
+        fn snapshot_installed(&self) {}
+    }
+
+    fn open(disk: &Arc<LocalDisk>) -> Result<StateMachineStore, StorageError> {
+        StateMachineStore::open(disk.clone(), Arc::new(NoSessions), Arc::new(SystemClock), 0)
+    }
+
+    /// Writes a snapshot of a state at entry 65 whose header names `header`.
+    fn save(store: &StateMachineStore, header: u64) {
+        let applied = Applied {
+            last_applied: Some(LogId::new(CommittedLeaderId::new(1, 1), 65)),
+            ..Applied::default()
+        };
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), header)),
+            last_membership: applied.membership.clone(),
+            snapshot_id: snapshot_id(applied.last_applied, 0, None),
+        };
+        store
+            .save_snapshot(&meta, |out| encode_compressed_into(&applied, out))
+            .expect("save snapshot");
+    }
+
+    /// Regression (`raftmq-fuzz disk`): a snapshot header that disagrees
+    /// with its state is refused with a reason, not handed to openraft.
+    #[test]
+    fn a_snapshot_whose_header_disagrees_with_its_state_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disk = Arc::new(LocalDisk::open(dir.path(), 1 << 20).expect("open disk"));
+        let store = open(&disk).expect("empty store");
+        save(&store, 65);
+        assert_eq!(
+            open(&disk).expect("consistent snapshot").applied_index(),
+            Some(65)
+        );
+        save(&store, 1);
+        let refused = open(&disk).err().expect("a damaged header is refused");
+        assert!(
+            refused
+                .to_string()
+                .contains("header names entry Some(1) but its state is at Some(65)"),
+            "{refused}"
+        );
     }
 }
