@@ -511,12 +511,16 @@ impl Client {
         let mut last = Status::unavailable("no attempt made before the deadline");
         let mut attempts = 0;
         while attempts < ATTEMPTS_MAX {
-            attempts += 1;
             let budget = self
                 .inner
                 .options
                 .rpc_timeout
                 .min(deadline.saturating_duration_since(Instant::now()));
+            // A pause that overshot the deadline: the last answer stands.
+            if budget.is_zero() && attempts > 0 {
+                break;
+            }
+            attempts += 1;
             let status = match self.attempt_once(&address, budget, &mut attempt).await {
                 Ok(value) => {
                     if route == Route::Leader {
@@ -536,7 +540,13 @@ impl Client {
                 "retrying elsewhere"
             );
             self.forget_leader(&address);
-            last = Status::new(status.code(), format!("{address}: {}", describe(&status)));
+            // An attempt cut short by the deadline says less than the
+            // answers before it (a refused handshake, say): keep those.
+            let cut_short = status.code() == tonic::Code::DeadlineExceeded
+                && budget < self.inner.options.rpc_timeout;
+            if !cut_short || attempts == 1 {
+                last = Status::new(status.code(), format!("{address}: {}", describe(&status)));
+            }
             if Instant::now() + delay >= deadline {
                 break;
             }
