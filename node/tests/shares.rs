@@ -3,7 +3,7 @@
 //! publish streams and unary publishes as full as it can, and opens
 //! consumers until it is refused, waits for its own work (its share of
 //! commands and bytes awaiting commit) while another client's confirms stay
-//! fast.
+//! fast; and a connection past its HTTP/2 streams waits for one to close.
 
 mod common;
 
@@ -217,4 +217,60 @@ async fn a_connection_flooding_publishes_and_consumers_does_not_starve_another_c
         }
     }
     drop(consumers);
+}
+
+/// HTTP/2 streams one connection may have open at once (the node's
+/// `STREAMS_PER_CONNECTION_MAX`).
+const STREAMS_PER_CONNECTION: usize = 1_024;
+
+/// Past its streams, a connection's next call waits (the client's HTTP/2
+/// honours the node's limit) until one of its streams closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_past_its_streams_waits_until_one_closes() {
+    let cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.wait_for_leader(None).await;
+    let broker = BrokerClient::connect(format!("http://{}", cluster.addr(leader)))
+        .await
+        .expect("connect");
+    // Publish streams that send nothing stay open: each holds a stream.
+    let mut closers = Vec::new();
+    let mut open = Vec::new();
+    for _ in 0..STREAMS_PER_CONNECTION {
+        let (close, closed) = tokio::sync::oneshot::channel::<()>();
+        let requests =
+            futures::stream::once(closed).filter_map(|_| async { None::<PublishRequest> });
+        let mut broker = broker.clone();
+        let responses =
+            tokio::time::timeout(Duration::from_secs(10), broker.publish_stream(requests))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "stream {} of {STREAMS_PER_CONNECTION} did not open",
+                        open.len()
+                    )
+                })
+                .expect("publish stream");
+        open.push(responses.into_inner());
+        closers.push(close);
+    }
+    let mut broker_past = broker.clone();
+    let past = tokio::spawn(async move {
+        broker_past
+            .publish(PublishRequest {
+                topic: "t".into(),
+                ..Default::default()
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!past.is_finished(), "a call past the streams was answered");
+    // Ending one stream makes room.
+    drop(closers.pop());
+    let answer = tokio::time::timeout(Duration::from_secs(10), past)
+        .await
+        .expect("the waiting call goes once a stream closes")
+        .expect("task");
+    let status = answer.expect_err("an empty publish is refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    drop(open);
 }
