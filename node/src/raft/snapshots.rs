@@ -43,7 +43,7 @@ const SNAPSHOT_BYTES_PER_MESSAGE: u64 = 64;
 /// Runs until the Raft node shuts down.
 pub async fn snapshot_when_due(raft: Raft, log: LogStore, machine: StateMachineStore, every: u64) {
     let mut metrics = raft.metrics();
-    let mut log_bytes_at_last = log.stats().entry_bytes.load(Ordering::Relaxed);
+    let mut log_since = LogSince::default();
     let mut ticks = tokio::time::interval(CHECK_EVERY);
     loop {
         ticks.tick().await;
@@ -71,7 +71,7 @@ pub async fn snapshot_when_due(raft: Raft, log: LogStore, machine: StateMachineS
             applied,
             snapshotted,
             every,
-            log_since: log_bytes.saturating_sub(log_bytes_at_last),
+            log_since: log_since.at(snapshotted, log_bytes),
             retained: machine.read(|state| state.retained()),
             reclaimable,
         };
@@ -79,8 +79,38 @@ pub async fn snapshot_when_due(raft: Raft, log: LogStore, machine: StateMachineS
             if raft.trigger().snapshot().await.is_err() {
                 return;
             }
-            log_bytes_at_last = log_bytes;
+            log_since.restart(log_bytes);
         }
+    }
+}
+
+/// The log bytes written since the latest snapshot, whichever way it came:
+/// taken here, or installed from the leader (then the log before it is
+/// gone, and counting it would take a snapshot due too soon).
+#[derive(Debug, Default)]
+struct LogSince {
+    /// The log's `entry_bytes` at the latest snapshot.
+    bytes_at: u64,
+    /// The latest snapshot's end, as last seen; `None` before the first
+    /// check, which starts the count.
+    snapshotted: Option<u64>,
+}
+
+impl LogSince {
+    /// The bytes since the latest snapshot, `log_bytes` being the log's
+    /// count now; a snapshot that moved since the last call starts over.
+    fn at(&mut self, snapshotted: u64, log_bytes: u64) -> u64 {
+        if self.snapshotted != Some(snapshotted) {
+            self.snapshotted = Some(snapshotted);
+            self.bytes_at = log_bytes;
+        }
+        log_bytes.saturating_sub(self.bytes_at)
+    }
+
+    /// Starts over at a snapshot just requested, so that the checks before
+    /// it is built do not request it again.
+    fn restart(&mut self, log_bytes: u64) {
+        self.bytes_at = log_bytes;
     }
 }
 
@@ -190,6 +220,22 @@ mod tests {
             },
             true,
         );
+    }
+
+    #[test]
+    fn the_log_since_counts_from_the_latest_snapshot_however_it_came() {
+        let mut since = LogSince::default();
+        // The first check starts the count: the log before it was there
+        // when the node started.
+        assert_eq!(since.at(0, 500), 0);
+        assert_eq!(since.at(0, 800), 300);
+        // A snapshot requested here starts over at once.
+        since.restart(800);
+        assert_eq!(since.at(0, 900), 100);
+        // A snapshot installed from the leader (the index moves with no
+        // request here) starts over too.
+        assert_eq!(since.at(20_000, 5_000), 0);
+        assert_eq!(since.at(20_000, 5_700), 700);
     }
 
     #[test]
