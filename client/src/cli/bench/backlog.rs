@@ -88,8 +88,14 @@ pub(crate) async fn run(
         None => None,
     };
     super::progress(format!("backlog: draining {confirmed} messages"));
+    let cpu_before = cpu_seconds(local.as_deref())?;
     let drain = drain(client, &topic, confirmed).await?;
     let acked_at = Instant::now();
+    let drain_cpu = cpu_seconds(local.as_deref())?
+        .iter()
+        .zip(&cpu_before)
+        .map(|(after, before)| after - before)
+        .collect::<Vec<f64>>();
     tokio::time::sleep(SETTLE).await;
     let acked = usage(local.as_deref())?;
     let restart = restarted.map(|(killed, to_leader)| {
@@ -110,6 +116,10 @@ pub(crate) async fn run(
         "restart": restart,
         "drained": drain.count,
         "drain_msgs_per_s": (drain.count as f64 / drain_s).round(),
+        // What the drain cost the nodes: on a machine with fewer cores
+        // than busy processes, the rate follows it.
+        "drain_node_cpu_s": drain_cpu.iter().map(|s| (s * 100.0).round() / 100.0).collect::<Vec<f64>>(),
+        "drain_node_cpu_us_per_msg": (drain_cpu.iter().sum::<f64>() * 1e6 / drain.count.max(1) as f64).round(),
         "idle": idle,
         "held": held,
         "e2e_beside": beside,
@@ -145,6 +155,14 @@ async fn e2e_across_snapshot(
 
 fn secs(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// Each local node's CPU seconds so far; none for a cluster elsewhere.
+fn cpu_seconds(local: Option<&LocalCluster>) -> anyhow::Result<Vec<f64>> {
+    Ok(local
+        .map(LocalCluster::cpu_seconds)
+        .transpose()?
+        .unwrap_or_default())
 }
 
 fn usage(local: Option<&LocalCluster>) -> anyhow::Result<Value> {

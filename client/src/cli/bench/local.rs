@@ -207,6 +207,33 @@ impl LocalCluster {
         Ok(Value::Array(nodes))
     }
 
+    /// The CPU time (user and system) each node's process has used.
+    pub(crate) fn cpu_seconds(&self) -> anyhow::Result<Vec<f64>> {
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?
+            .context("no clock ticks per second")? as f64;
+        self.children
+            .iter()
+            .map(|child| {
+                let stat = read_proc(child, "stat")?;
+                // Fields 14 and 15 (utime, stime), counted after the
+                // parenthesised name, which may hold spaces.
+                let fields: Vec<&str> = stat
+                    .rsplit_once(')')
+                    .context("no name in stat")?
+                    .1
+                    .split_whitespace()
+                    .collect();
+                let tick = |field: usize| -> anyhow::Result<f64> {
+                    Ok(fields
+                        .get(field - 3)
+                        .context("short stat")?
+                        .parse::<f64>()?)
+                };
+                Ok((tick(14)? + tick(15)?) / ticks)
+            })
+            .collect()
+    }
+
     pub(crate) async fn wait_for_leader(&self, within: Duration) -> anyhow::Result<()> {
         if every_node_knows_a_leader(self.servers(), within).await? {
             return Ok(());
